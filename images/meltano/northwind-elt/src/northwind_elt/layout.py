@@ -1,0 +1,154 @@
+"""Where every file of the data tree lives: the one place that turns names and dates into paths.
+
+Layout under the data root (``./data`` locally, ``/data`` on the cluster's volume)::
+
+    postgres/<table>/<YYYY-MM-DD>/<table>.parquet       one partition per table and day
+    postgres/<table>/<YYYY-MM-DD>/<table>.manifest.json
+    csv/<YYYY-MM-DD>/<stream>.parquet                    one partition per CSV file and day
+    csv/<YYYY-MM-DD>/<stream>.manifest.json
+    reports/<YYYY-MM-DD>/orders_with_details.{csv,json}  the evidence of the load
+    _status/<YYYY-MM-DD>/<step>.json                     one marker per step and day
+    .staging/                                            work files, renamed into place when done
+"""
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from northwind_elt.errors import SettingError
+
+#: The environment variable naming the data root.
+DATA_ROOT_VARIABLE = "NORTHWIND_DATA_ROOT"
+
+#: Sources whose partitions live in one folder per stream (``<source>/<stream>/<date>``);
+#: every other source keeps all streams of a day in one folder (``<source>/<date>``).
+PER_STREAM_FOLDER_SOURCES = frozenset({"postgres"})
+
+_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+_SAFE_CHARS = "_-"
+
+
+def path_segment(name: str) -> str:
+    """Return ``name`` as one file-name segment that cannot leave its folder.
+
+    Letters, digits, ``_`` and ``-`` stay; every other byte (``/``, ``.``, quotes, spaces) is
+    percent-encoded, so the mapping is reversible and two names never share a segment.
+
+    Args:
+        name: A stream or table name as the source spells it.
+
+    Returns:
+        The safe segment.
+
+    Raises:
+        SettingError: If the name is empty.
+
+    Example:
+        >>> path_segment("order_details")
+        'order_details'
+        >>> path_segment('../My "Table"')
+        '%2E%2E%2FMy%20%22Table%22'
+    """
+    if not name:
+        raise SettingError("a stream or table name is empty")
+    return quote(name, safe=_SAFE_CHARS).replace(".", "%2E")
+
+
+def stream_from_segment(segment: str) -> str:
+    """Invert :func:`path_segment`.
+
+    Example:
+        >>> stream_from_segment(path_segment("a.b c"))
+        'a.b c'
+    """
+    return unquote(segment)
+
+
+def check_source(source: str) -> str:
+    """Return ``source`` if it is a valid source name, else raise an error naming it."""
+    if not _SOURCE_NAME.fullmatch(source):
+        raise SettingError(f"source name {source!r} must match {_SOURCE_NAME.pattern}")
+    return source
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One stream of one source on one day: a Parquet file and its manifest."""
+
+    root: Path
+    source: str
+    stream: str
+    day: dt.date
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the partition's files."""
+        base = self.root / check_source(self.source)
+        if self.source in PER_STREAM_FOLDER_SOURCES:
+            base = base / path_segment(self.stream)
+        return base / self.day.isoformat()
+
+    @property
+    def data_file(self) -> Path:
+        """The Parquet file."""
+        return self.folder / f"{path_segment(self.stream)}.parquet"
+
+    @property
+    def manifest_file(self) -> Path:
+        """The JSON manifest: row count, schema, checksum, provenance."""
+        return self.folder / f"{path_segment(self.stream)}.manifest.json"
+
+
+@dataclass(frozen=True)
+class DataTree:
+    """The data root and the paths derived from it."""
+
+    root: Path
+
+    @classmethod
+    def from_setting(cls, value: str | None) -> "DataTree":
+        """Build from a setting's value, or from ``NORTHWIND_DATA_ROOT`` when ``value`` is empty."""
+        raw = value or os.environ.get(DATA_ROOT_VARIABLE, "")
+        if not raw:
+            raise SettingError(f"the data root is not set: set {DATA_ROOT_VARIABLE} or data_root")
+        return cls(Path(raw).resolve())
+
+    def partition(self, source: str, stream: str, day: dt.date) -> Partition:
+        """The partition of ``stream`` from ``source`` on ``day``."""
+        return Partition(self.root, check_source(source), stream, day)
+
+    def partitions_on(self, source: str, day: dt.date) -> list[Partition]:
+        """Every partition of ``source`` on ``day`` found on disk, by manifest, sorted by stream."""
+        base = self.root / check_source(source)
+        if source in PER_STREAM_FOLDER_SOURCES:
+            manifests = base.glob(f"*/{day.isoformat()}/*.manifest.json")
+        else:
+            manifests = (base / day.isoformat()).glob("*.manifest.json")
+        streams = {stream_from_segment(m.name.removesuffix(".manifest.json")) for m in manifests}
+        return [self.partition(source, s, day) for s in sorted(streams)]
+
+    def report_folder(self, day: dt.date) -> Path:
+        """The folder of a day's evidence files."""
+        return self.root / "reports" / day.isoformat()
+
+    def status_file(self, step: str, day: dt.date) -> Path:
+        """The marker of ``step`` on ``day``."""
+        return self.root / "_status" / day.isoformat() / f"{path_segment(step)}.json"
+
+    def status_days(self) -> list[dt.date]:
+        """Every day that has at least one step marker, oldest first."""
+        days = []
+        for folder in (self.root / "_status").glob("*"):
+            try:
+                days.append(dt.date.fromisoformat(folder.name))
+            except ValueError:
+                continue
+        return sorted(days)
+
+    @property
+    def staging(self) -> Path:
+        """Work files live here, on the same file system as the tree, so a rename publishes."""
+        return self.root / ".staging"

@@ -1,0 +1,48 @@
+"""Open PostgreSQL connections from plugin settings, with errors that name the database, not secrets."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from northwind_elt.errors import SettingError
+
+#: Plugin settings of a connection, in the order errors list them.
+CONNECTION_SETTINGS = ("host", "port", "dbname", "user", "password")
+
+#: Environment variables behind the settings, per database (see images/meltano/meltano.yml).
+ENV_PREFIXES = {"source": "SOURCE_PG", "warehouse": "WAREHOUSE_PG"}
+
+
+def connection_kwargs(config: Mapping[str, Any], role: str) -> dict[str, Any]:
+    """Return libpq keyword arguments from plugin ``config``; ``role`` names the database in errors.
+
+    ``host`` may be a folder, for a server listening on a Unix socket (the embedded one does).
+    """
+    missing = [key for key in ("host", "dbname", "user") if not config.get(key)]
+    if missing:
+        prefix = ENV_PREFIXES.get(role, "")
+        names = ", ".join(f"{key} ({prefix}{key.upper().replace('DBNAME', 'DATABASE')})"
+                          for key in missing)
+        raise SettingError(f"the {role} database settings are incomplete: {names} not set")
+    kwargs = {key: config[key] for key in CONNECTION_SETTINGS if config.get(key) not in (None, "")}
+    kwargs["port"] = int(kwargs.get("port", 5432))
+    kwargs["application_name"] = f"northwind-{role}"
+    kwargs["connect_timeout"] = int(config.get("connect_timeout") or 10)
+    return kwargs
+
+
+def describe(kwargs: Mapping[str, Any]) -> str:
+    """Say where a connection goes, without the password."""
+    return f"{kwargs.get('user')}@{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('dbname')}"
+
+
+def connect(config: Mapping[str, Any], role: str, **extra: Any) -> psycopg.Connection:
+    """Connect to the ``role`` database, or raise a SettingError saying where and why not."""
+    kwargs = connection_kwargs(config, role)
+    try:
+        return psycopg.connect(**kwargs, **extra)
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise SettingError(f"cannot connect to the {role} database {describe(kwargs)}: {reason}") \
+            from None

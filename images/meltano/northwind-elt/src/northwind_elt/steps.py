@@ -1,0 +1,106 @@
+"""The four steps of a day and their markers in ``_status/<date>/<step>.json``.
+
+A step writes ``running`` when it starts (so a crash or kill never leaves an older ``success``
+standing), then ``success`` or ``failed``. The load refuses to start unless both extract markers of
+its day say ``success``.
+"""
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from northwind_elt import atomic
+from northwind_elt.errors import PrerequisiteError
+from northwind_elt.layout import DataTree
+
+EXTRACT_POSTGRES = "extract-postgres"
+EXTRACT_CSV = "extract-csv"
+LOAD_WAREHOUSE = "load-warehouse"
+PUBLISH_REPORT = "publish-report"
+
+#: Every step, in the order a day runs them.
+STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+
+#: The data-tree source each extract step publishes.
+SOURCE_OF_STEP = {EXTRACT_POSTGRES: "postgres", EXTRACT_CSV: "csv"}
+
+#: What each step needs to have succeeded on the same day.
+PREREQUISITES = {
+    EXTRACT_POSTGRES: (),
+    EXTRACT_CSV: (),
+    LOAD_WAREHOUSE: (EXTRACT_POSTGRES, EXTRACT_CSV),
+    PUBLISH_REPORT: (LOAD_WAREHOUSE,),
+}
+
+RUNNING, SUCCESS, FAILED = "running", "success", "failed"
+
+
+def now() -> str:
+    """The wall clock, for provenance only: it never names a path."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class StepMarker:
+    """What a step reports about one day."""
+
+    step: str
+    run_date: str
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    #: Rows per stream (table or file) that the step published or loaded.
+    rows: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def read_marker(tree: DataTree, step: str, day: dt.date) -> StepMarker | None:
+    """Return the marker of ``step`` on ``day``, or None when the step never ran that day."""
+    path = tree.status_file(step, day)
+    try:
+        return StepMarker(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def write_marker(tree: DataTree, marker: StepMarker) -> None:
+    """Write ``marker`` atomically."""
+    day = dt.date.fromisoformat(marker.run_date)
+    atomic.write_json(tree.status_file(marker.step, day), asdict(marker))
+
+
+def mark_running(tree: DataTree, step: str, day: dt.date) -> StepMarker:
+    """Replace any earlier marker of ``step`` on ``day`` by ``running`` and return it."""
+    marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now())
+    write_marker(tree, marker)
+    return marker
+
+
+def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> None:
+    """Record the end of a step: ``success`` without ``error``, ``failed`` with it."""
+    marker.status = FAILED if error else SUCCESS
+    marker.error = error
+    marker.finished_at = now()
+    write_marker(tree, marker)
+
+
+def require_prerequisites(tree: DataTree, step: str, day: dt.date) -> list[StepMarker]:
+    """Return the markers ``step`` depends on, or raise naming every one that is not a success."""
+    markers, problems = [], []
+    for needed in PREREQUISITES[step]:
+        marker = read_marker(tree, needed, day)
+        if marker is None:
+            problems.append(f"{needed} has not run for {day}")
+        elif marker.status != SUCCESS:
+            detail = f": {marker.error}" if marker.error else ""
+            problems.append(f"{needed} is {marker.status} for {day}{detail}")
+        else:
+            markers.append(marker)
+    if problems:
+        raise PrerequisiteError(
+            f"{step} refuses to run for {day}: " + "; ".join(problems)
+            + f" (markers under {tree.root / '_status' / day.isoformat()})"
+        )
+    return markers
