@@ -1,0 +1,96 @@
+"""The names shared by the Makefile, the DAG and the Helm charts, read from ``cluster.env``.
+
+``cluster.env`` (next to this module) is the single source of truth for the image, namespace,
+volume claim, Secret names and database hosts. This module only parses it: it reads that one
+file and never the environment, so importing it is the same everywhere.
+"""
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+#: The file every name comes from.
+CLUSTER_ENV = Path(__file__).with_name("cluster.env")
+
+
+class ClusterEnvError(ValueError):
+    """``cluster.env`` is malformed or lacks a name the DAG needs."""
+
+
+def parse_env_file(text: str, source: str = "cluster.env") -> dict[str, str]:
+    r"""Parse ``KEY=value`` lines, skipping blank lines and ``#`` comments.
+
+    The format is the common subset of make and shell: no quotes, no expansion, no export.
+
+    Args:
+        text: The file's content.
+        source: The file's name, for error messages.
+
+    Returns:
+        Every key and its value, in file order.
+
+    Raises:
+        ClusterEnvError: If a line is not ``KEY=value`` or a key repeats.
+
+    Example:
+        >>> parse_env_file("# names\nNAMESPACE=northwind\n\nDB_PORT=5432\n")
+        {'NAMESPACE': 'northwind', 'DB_PORT': '5432'}
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier() or not key.isupper():
+            raise ClusterEnvError(f"{source}:{number}: expected KEY=value, got {raw!r}")
+        if key in values:
+            raise ClusterEnvError(f"{source}:{number}: {key} is set twice")
+        values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class ClusterNames:
+    """The names of ``cluster.env`` that the DAG uses; field names are the keys, lower-cased."""
+
+    namespace: str
+    image_repository: str
+    image_tag: str
+    data_pvc: str
+    data_mount_path: str
+    source_db_secret: str
+    warehouse_db_secret: str
+    source_db_host: str
+    warehouse_db_host: str
+    db_port: str
+    source_db_name: str
+    warehouse_db_name: str
+    meltano_project_dir: str
+
+    @property
+    def image(self) -> str:
+        """The Meltano image reference, ``repository:tag``."""
+        return f"{self.image_repository}:{self.image_tag}"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, str], source: str = "cluster.env") -> "ClusterNames":
+        """Pick the DAG's names out of ``values``; keys the DAG does not use are ignored.
+
+        Raises:
+            ClusterEnvError: If a name is missing or empty.
+        """
+        keys = [field.name.upper() for field in fields(cls)]
+        missing = [key for key in keys if not values.get(key)]
+        if missing:
+            raise ClusterEnvError(f"{source} lacks {', '.join(missing)}")
+        return cls(**{key.lower(): values[key] for key in keys})
+
+
+def load(path: Path = CLUSTER_ENV) -> ClusterNames:
+    """Read and parse ``path``."""
+    return ClusterNames.from_mapping(parse_env_file(path.read_text(encoding="utf-8"), str(path)))
+
+
+#: The names of this checkout, parsed once per process.
+CLUSTER = load()

@@ -1,0 +1,158 @@
+"""The operator of every pipeline step: a KubernetesPodOperator that can also run locally.
+
+``NORTHWIND_RUNTIME`` picks where the step's command runs, read when the task executes (never
+when the DAG is parsed):
+
+- ``kubernetes``: a pod from the Meltano image, exactly as the KubernetesPodOperator does.
+- ``local`` (the default, for ``make run`` and CI): the same ``cmds + arguments`` as a child
+  process in the Meltano project of this checkout, with the run's ``RUN_DATE`` and the database
+  and data-tree settings of the calling environment.
+
+So the task graph, the commands and the rendered dates are the same in both modes.
+"""
+
+import collections
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+#: Selects where steps run: ``local`` or ``kubernetes``.
+RUNTIME_VARIABLE = "NORTHWIND_RUNTIME"
+LOCAL, KUBERNETES = "local", "kubernetes"
+RUNTIMES = (LOCAL, KUBERNETES)
+
+#: Overrides the Meltano project a local run uses (default: ``images/meltano`` of this checkout).
+PROJECT_VARIABLE = "NORTHWIND_MELTANO_PROJECT"
+DEFAULT_PROJECT = Path(__file__).resolve().parents[2] / "images" / "meltano"
+
+#: How many output lines of a failed local step the task's error message repeats.
+ERROR_TAIL_LINES = 15
+
+
+def runtime(environ: Mapping[str, str] = os.environ) -> str:
+    """Return the selected runtime, ``local`` when unset.
+
+    Raises:
+        AirflowFailException: If the variable holds anything else than a known runtime.
+
+    Example:
+        >>> runtime({}), runtime({"NORTHWIND_RUNTIME": "kubernetes"})
+        ('local', 'kubernetes')
+    """
+    value = environ.get(RUNTIME_VARIABLE, "").strip() or LOCAL
+    if value not in RUNTIMES:
+        raise AirflowFailException(
+            f"{RUNTIME_VARIABLE}={value!r} is not one of {', '.join(RUNTIMES)}"
+        )
+    return value
+
+
+def meltano_project(environ: Mapping[str, str] = os.environ) -> Path:
+    """Return the Meltano project a local step runs in."""
+    return Path(environ.get(PROJECT_VARIABLE) or DEFAULT_PROJECT)
+
+
+class MeltanoStepOperator(KubernetesPodOperator):
+    """Run one Meltano step in a pod, or as a local process when ``NORTHWIND_RUNTIME=local``.
+
+    Args:
+        step: The step's name (``extract-postgres``...), used in messages.
+        cluster_only_env: Names of ``env_vars`` that describe the cluster (hosts, mount paths);
+            a local run takes these from its own environment instead.
+        **kwargs: KubernetesPodOperator arguments, normally from ``pods.step_pod_kwargs``.
+    """
+
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, step: str, cluster_only_env: frozenset[str] = frozenset(), **kwargs):
+        super().__init__(**kwargs)
+        self.step = step
+        self.cluster_only_env = frozenset(cluster_only_env)
+        self._process: subprocess.Popen | None = None
+
+    def execute(self, context):
+        """Run the step where ``NORTHWIND_RUNTIME`` says."""
+        if runtime() == KUBERNETES:
+            return super().execute(context)
+        return self.execute_locally()
+
+    def local_env(self) -> dict[str, str]:
+        """Return the calling environment plus the rendered env of the step minus cluster names."""
+        rendered = {}
+        for var in self.env_vars or []:
+            name, value = (var.name, var.value) if hasattr(var, "name") else var
+            if name not in self.cluster_only_env and value is not None:
+                rendered[name] = value
+        return {**os.environ, **rendered}
+
+    def local_command(self, env: dict[str, str]) -> list[str]:
+        """Return ``cmds + arguments`` with the executable resolved like a shell would.
+
+        The virtualenv of the running interpreter is searched too, so ``meltano`` is found when
+        Airflow runs from a venv that is not on ``PATH``.
+        """
+        command = [*self.cmds, *self.arguments]
+        search = os.pathsep.join([env.get("PATH", ""), str(Path(sys.executable).parent)])
+        executable = shutil.which(command[0], path=search)
+        if executable is None:
+            raise AirflowFailException(
+                f"step {self.step}: {command[0]!r} is not on PATH; run `uv sync` in the repo"
+            )
+        return [executable, *command[1:]]
+
+    def execute_locally(self) -> None:
+        """Run the step's command as a child process, streaming its output into the task log.
+
+        Raises:
+            AirflowFailException: If the command fails. A local failure is final (no retries):
+                there is no pod scheduling or network between hosts to be transiently wrong.
+        """
+        project = meltano_project()
+        if not (project / "meltano.yml").is_file():
+            raise AirflowFailException(
+                f"step {self.step}: no meltano.yml in {project} (set {PROJECT_VARIABLE})"
+            )
+        env = self.local_env()
+        command = self.local_command(env)
+        self.log.info("step %s: running %s in %s", self.step, " ".join(command), project)
+        tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        self._process = subprocess.Popen(
+            command,
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        try:
+            for line in self._process.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                self.log.info("%s", line)
+            code = self._process.wait()
+        finally:
+            self._process = None
+        if code != 0:
+            last = "\n".join(tail)
+            raise AirflowFailException(
+                f"step {self.step} failed (exit {code}) for RUN_DATE={env.get('RUN_DATE')}; "
+                f"last output:\n{last}"
+            )
+        self.log.info("step %s succeeded for RUN_DATE=%s", self.step, env.get("RUN_DATE"))
+
+    def on_kill(self) -> None:
+        """Stop the local process, or delete the pod."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            return
+        super().on_kill()
+

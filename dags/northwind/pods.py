@@ -1,0 +1,168 @@
+"""The pod defaults of every pipeline step: one pure builder of KubernetesPodOperator kwargs.
+
+A DAG task only names its step; :func:`step_pod_kwargs` adds the image, command, date, volumes,
+Secret-sourced credentials, resources, security context and labels. It builds values only (no
+cluster, no environment), so tests can check every pod spec in-process.
+"""
+
+from airflow.providers.cncf.kubernetes.secret import Secret
+from kubernetes.client import models as k8s
+
+from northwind.cluster import CLUSTER, ClusterNames
+
+# The steps of the Meltano project, in the order a day runs them. They equal
+# northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
+# image on the cluster has no reason to install the pipeline package just to parse the DAG.
+EXTRACT_POSTGRES = "extract-postgres"
+EXTRACT_CSV = "extract-csv"
+LOAD_WAREHOUSE = "load-warehouse"
+PUBLISH_REPORT = "publish-report"
+STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+
+#: The logical date of the run as ``YYYY-MM-DD``: the ``date`` param when a user gives one, else
+#: the logical date, else (a manual trigger without one) the moment the run was queued for.
+RUN_DATE_TEMPLATE = "{{ params.date or (logical_date or dag_run.run_after) | ds }}"
+
+#: Labels that find a step's pods: ``kubectl logs -l northwind.io/step=load-warehouse,...``.
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+STEP_LABEL = "northwind.io/step"
+RUN_DATE_LABEL = "northwind.io/run-date"
+PART_OF = "northwind"
+
+#: Where the image keeps the CSV source (the image copies the repo's ``sources/`` to /project).
+IMAGE_ORDER_DETAILS_CSV = "/project/sources/order_details.csv"
+
+#: The only writable path of a pod besides the data volume (the root file system is read-only).
+TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir private to the pod, not a shared host folder
+#: Meltano's system database must be writable: it lives on the /tmp emptyDir.
+MELTANO_DATABASE_URI = "sqlite:////tmp/meltano/meltano.db"
+
+DATA_VOLUME = "data"
+TMP_VOLUME = "tmp"
+
+#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small.
+RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "250m", "memory": "512Mi"},
+    limits={"cpu": "1", "memory": "1Gi"},
+)
+
+
+def task_id(step: str) -> str:
+    """Return the Airflow task id of ``step``.
+
+    Example:
+        >>> task_id("extract-postgres")
+        'extract_postgres'
+    """
+    return step.replace("-", "_")
+
+
+def step_command(step: str) -> list[str]:
+    """Return the one command that runs ``step``, in a pod and locally alike.
+
+    Example:
+        >>> step_command("load-warehouse")
+        ['meltano', 'run', 'load-warehouse']
+    """
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+    return ["meltano", "run", step]
+
+
+def database_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the credentials every step gets from Kubernetes Secrets, never from literals."""
+    return [
+        # Source PostgreSQL (Northwind)
+        Secret("env", "SOURCE_PGUSER", names.source_db_secret, "username"),
+        Secret("env", "SOURCE_PGPASSWORD", names.source_db_secret, "password"),
+        # Warehouse PostgreSQL
+        Secret("env", "WAREHOUSE_PGUSER", names.warehouse_db_secret, "username"),
+        Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_db_secret, "password"),
+    ]
+
+
+def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
+    """Return the plain environment a pod needs and a local run takes from its own environment."""
+    return {
+        "NORTHWIND_DATA_ROOT": names.data_mount_path,
+        "ORDER_DETAILS_CSV": IMAGE_ORDER_DETAILS_CSV,
+        "MELTANO_PROJECT_ROOT": names.meltano_project_dir,
+        "MELTANO_DATABASE_URI": MELTANO_DATABASE_URI,
+        "SOURCE_PGHOST": names.source_db_host,
+        "SOURCE_PGPORT": names.db_port,
+        "SOURCE_PGDATABASE": names.source_db_name,
+        "WAREHOUSE_PGHOST": names.warehouse_db_host,
+        "WAREHOUSE_PGPORT": names.db_port,
+        "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
+    }
+
+
+def security_contexts() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
+    """Return the pod and container security contexts of the Kubernetes "restricted" profile."""
+    seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
+    pod = k8s.V1PodSecurityContext(run_as_non_root=True, seccomp_profile=seccomp)
+    container = k8s.V1SecurityContext(
+        run_as_non_root=True,
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+        seccomp_profile=seccomp,
+    )
+    return pod, container
+
+
+def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
+    """Return the operator kwargs that run ``step`` of the run's date in a Meltano pod.
+
+    Args:
+        step: One of :data:`STEPS`.
+        names: The shared names, parsed from ``cluster.env`` by default.
+
+    Returns:
+        Keyword arguments for ``MeltanoStepOperator`` (a KubernetesPodOperator).
+
+    Example:
+        >>> kwargs = step_pod_kwargs("extract-csv")
+        >>> kwargs["task_id"], kwargs["cmds"] + kwargs["arguments"]
+        ('extract_csv', ['meltano', 'run', 'extract-csv'])
+    """
+    command = step_command(step)
+    pod_security, container_security = security_contexts()
+    return {
+        "task_id": task_id(step),
+        "step": step,
+        "cluster_only_env": frozenset(cluster_env(names)),
+        "name": f"northwind-{step}",
+        "namespace": names.namespace,
+        "image": names.image,
+        "image_pull_policy": "IfNotPresent",
+        "cmds": command[:1],
+        "arguments": command[1:],
+        "env_vars": {"RUN_DATE": RUN_DATE_TEMPLATE, **cluster_env(names)},
+        "secrets": database_secrets(names),
+        "labels": {PART_OF_LABEL: PART_OF, STEP_LABEL: step, RUN_DATE_LABEL: RUN_DATE_TEMPLATE},
+        "volumes": [
+            k8s.V1Volume(
+                name=DATA_VOLUME,
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=names.data_pvc
+                ),
+            ),
+            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()),
+        ],
+        "volume_mounts": [
+            k8s.V1VolumeMount(name=DATA_VOLUME, mount_path=names.data_mount_path),
+            k8s.V1VolumeMount(name=TMP_VOLUME, mount_path=TMP_PATH),
+        ],
+        "container_resources": RESOURCES,
+        "security_context": pod_security,
+        "container_security_context": container_security,
+        # The steps never call the Kubernetes API: no token in the pod.
+        "automount_service_account_token": False,
+        "get_logs": True,
+        "log_events_on_failure": True,
+        # Failed pods stay for `kubectl describe/logs`; succeeded ones are deleted.
+        "on_finish_action": "delete_succeeded_pod",
+        "startup_timeout_seconds": 300,
+        "deferrable": False,
+    }
