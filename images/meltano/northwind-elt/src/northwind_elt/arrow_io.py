@@ -1,0 +1,237 @@
+"""Stream rows between PostgreSQL ``COPY`` and Parquet in bounded memory, in Arrow's C++ code.
+
+Extract: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` is parsed block by block by Arrow's CSV
+reader straight into typed columns and written as Parquet row groups. Load: Parquet row groups are
+rendered by Arrow's CSV writer and streamed into ``COPY ... FROM STDIN (FORMAT csv)``. In both
+directions a NULL is an unquoted empty field and an empty string a quoted one, so NULL stays NULL.
+"""
+
+import datetime as dt
+import decimal
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from northwind_elt.errors import InputError
+from northwind_elt.pgtypes import Column, arrow_schema
+
+#: Arrow's CSV block: bounds the memory of a stream (several blocks may be in flight).
+CSV_BLOCK_BYTES = 8 << 20
+#: Rows per Parquet batch read on load.
+LOAD_BATCH_ROWS = 65_536
+PARQUET_COMPRESSION = "zstd"
+
+ProgressCallback = Callable[[int], None]
+
+
+class CopyReader(io.RawIOBase):
+    """A read-only file over the chunks of a psycopg ``COPY ... TO STDOUT``."""
+
+    def __init__(self, copy: psycopg.Copy):
+        self._copy = copy
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: D102 (io.RawIOBase protocol)
+        if not self._pending:
+            chunk = self._copy.read()
+            if not chunk:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def csv_convert_options(columns: list[Column]) -> pacsv.ConvertOptions:
+    """How to read PostgreSQL's CSV output into the columns' Arrow types."""
+    return pacsv.ConvertOptions(
+        column_types={c.name: (pa.string() if pa.types.is_binary(c.arrow_type) else c.arrow_type)
+                      for c in columns},
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
+    )
+
+
+def _hex_to_binary(array: pa.Array) -> pa.Array:
+    """PostgreSQL's ``\\x0a0b`` text of bytea values into bytes."""
+    return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in array.to_pylist()],
+                    pa.binary())
+
+
+def _binary_to_hex(array: pa.Array) -> pa.Array:
+    """Bytes into the ``\\x0a0b`` text PostgreSQL's COPY reads as bytea."""
+    return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()],
+                    pa.string())
+
+
+def _typed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Give a parsed batch the final schema (bytea decoded, source types as metadata)."""
+    arrays = [
+        _hex_to_binary(array) if pa.types.is_binary(target.type) else array
+        for array, target in zip(batch.columns, schema, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def copy_query_to_parquet(
+    cursor: psycopg.Cursor,
+    copy_sql: psycopg.sql.Composable,
+    columns: list[Column],
+    destination: Path,
+    where: str,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Run ``copy_sql`` (a ``COPY ... TO STDOUT (FORMAT csv)``) and write its rows to Parquet.
+
+    Args:
+        cursor: An open cursor.
+        copy_sql: The COPY statement; its columns must be ``columns``, in order.
+        columns: The columns, with their source types.
+        destination: The Parquet file to write (a work file; the caller publishes it).
+        where: What is being read, for error messages (e.g. the table name).
+        progress: Called with the running row count after each block.
+
+    Returns:
+        The number of rows written.
+    """
+    schema = arrow_schema(columns)
+    rows = 0
+    with cursor.copy(copy_sql) as copy, pq.ParquetWriter(
+        destination, schema, compression=PARQUET_COMPRESSION
+    ) as writer:
+        reader = _open_csv(CopyReader(copy), columns, where) if columns else None
+        for batch in _batches(reader, where):
+            writer.write_batch(_typed(batch, schema))
+            rows += batch.num_rows
+            if progress:
+                progress(rows)
+    return rows
+
+
+def _open_csv(raw: io.RawIOBase, columns: list[Column], where: str) -> pacsv.CSVStreamingReader | None:
+    """Arrow's streaming CSV reader over ``raw``, or None when there are no rows at all."""
+    try:
+        return pacsv.open_csv(
+            io.BufferedReader(raw, buffer_size=1 << 20),
+            read_options=pacsv.ReadOptions(column_names=[c.name for c in columns],
+                                           block_size=CSV_BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=csv_convert_options(columns),
+        )
+    except pa.ArrowInvalid as error:
+        if "Empty CSV file" in str(error):
+            return None
+        raise InputError(f"{where}: a value does not fit its column type: {error}") from None
+
+
+def _batches(reader: pacsv.CSVStreamingReader | None, where: str) -> Iterator[pa.RecordBatch]:
+    if reader is None:
+        return
+    try:
+        yield from reader
+    except pa.ArrowInvalid as error:
+        raise InputError(f"{where}: a value does not fit its column type: {error}") from None
+
+
+def csv_for_copy(batch: pa.RecordBatch) -> bytes:
+    """Render a batch as CSV that ``COPY ... FROM STDIN (FORMAT csv)`` reads back exactly."""
+    arrays = [_binary_to_hex(a) if pa.types.is_binary(a.type) else a for a in batch.columns]
+    names = batch.schema.names
+    out = io.BytesIO()
+    pacsv.write_csv(pa.RecordBatch.from_arrays(arrays, names=names), out,
+                    write_options=pacsv.WriteOptions(include_header=False))
+    return out.getvalue()
+
+
+def copy_parquet_into(
+    cursor: psycopg.Cursor,
+    copy_sql: psycopg.sql.Composable,
+    parquet_file: Path,
+    extra: dict[str, pa.Scalar] | None = None,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Stream every row of ``parquet_file`` into ``copy_sql`` (a ``COPY ... FROM STDIN (FORMAT csv)``).
+
+    Args:
+        cursor: An open cursor (its transaction is the caller's).
+        copy_sql: The COPY statement: the file's columns, then ``extra``'s, in order.
+        parquet_file: The partition to load.
+        extra: Constant columns appended to every row (e.g. the snapshot date).
+        progress: Called with the running row count after each batch.
+
+    Returns:
+        The number of rows copied.
+    """
+    rows = 0
+    with cursor.copy(copy_sql) as copy:
+        for batch in pq.ParquetFile(parquet_file).iter_batches(batch_size=LOAD_BATCH_ROWS):
+            for name, value in (extra or {}).items():
+                batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
+            copy.write(csv_for_copy(batch))
+            rows += batch.num_rows
+            if progress:
+                progress(rows)
+    return rows
+
+
+def records_to_batch(records: list[dict], columns: list[Column]) -> pa.RecordBatch:
+    """Turn Singer RECORD dicts into a batch of the columns' Arrow types (stock taps' streams).
+
+    This is the slow, general path (Python objects); our own taps hand over Parquet instead.
+    """
+    arrays = []
+    for column in columns:
+        values = [record.get(column.name) for record in records]
+        target = column.arrow_type
+        if pa.types.is_timestamp(target):
+            values = [_as_datetime(v, bool(target.tz)) for v in values]
+        elif pa.types.is_date(target):
+            values = [None if v is None else dt.date.fromisoformat(str(v)[:10]) for v in values]
+        elif pa.types.is_decimal(target):
+            values = [None if v is None else decimal.Decimal(str(v)) for v in values]
+        elif pa.types.is_string(target):
+            values = [_as_text(v) for v in values]
+        arrays.append(pa.array(values, target))
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(columns))
+
+
+def _as_datetime(value: object, aware: bool) -> dt.datetime | None:
+    """An ISO 8601 text as a datetime; naive values are taken as UTC for aware columns."""
+    if value is None:
+        return None
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if aware and parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.UTC)
+    if not aware and parsed.tzinfo is not None:
+        return parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _as_text(value: object) -> str | None:
+    """Text for a string column: JSON for objects and arrays, the value itself otherwise."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

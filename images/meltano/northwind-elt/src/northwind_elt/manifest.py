@@ -1,0 +1,89 @@
+"""The manifest beside every partition: what the file holds and how to check it is whole."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from northwind_elt import atomic
+from northwind_elt.arrow_io import sha256_of
+from northwind_elt.errors import PartitionError
+from northwind_elt.layout import Partition
+from northwind_elt.pgtypes import Column, columns_of
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """Row count, schema with source types, checksum and provenance of one partition."""
+
+    source: str
+    stream: str
+    run_date: str
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+    #: Column name, exact source type (``format_type()``), Arrow type, nullability, in order.
+    columns: list[dict[str, Any]]
+    key_properties: list[str]
+    producer: str
+    extracted_at: str
+    #: The Singer SCHEMA of the stream, as the tap sent it.
+    schema: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def describe_columns(columns: list[Column]) -> list[dict[str, Any]]:
+    """The manifest's view of a table's columns."""
+    return [{"name": c.name, "sql_type": c.sql_type, "arrow_type": str(c.arrow_type),
+             "nullable": c.nullable} for c in columns]
+
+
+def write_manifest(partition: Partition, manifest: Manifest) -> None:
+    """Write the manifest of ``partition`` atomically (after its data file is in place)."""
+    atomic.write_json(partition.manifest_file, asdict(manifest))
+
+
+def read_manifest(partition: Partition) -> Manifest:
+    """Read the manifest of ``partition`` or raise an error naming the missing or bad file."""
+    path = partition.manifest_file
+    try:
+        return Manifest(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise PartitionError(f"manifest {path} is missing") from None
+    except (TypeError, ValueError) as error:
+        raise PartitionError(f"manifest {path} is unreadable: {error}") from None
+
+
+def verify_partition(partition: Partition) -> tuple[Manifest, list[Column]]:
+    """Check a partition's file against its manifest: present, same size, checksum and rows.
+
+    Returns:
+        The manifest and the columns (with source types) read from the Parquet file.
+
+    Raises:
+        PartitionError: naming the file and what is wrong with it.
+    """
+    manifest = read_manifest(partition)
+    path = partition.data_file
+    if not path.exists():
+        raise PartitionError(f"partition file {path} is missing (its manifest is there)")
+    size = path.stat().st_size
+    if size != manifest.bytes:
+        raise PartitionError(f"partition file {path} has {size} bytes, its manifest says "
+                             f"{manifest.bytes}: it was truncated or changed after the extract")
+    if sha256_of(path) != manifest.sha256:
+        raise PartitionError(f"partition file {path} fails its checksum: it was changed or "
+                             "corrupted after the extract")
+    try:
+        metadata = pq.read_metadata(path)
+        columns = columns_of(pq.read_schema(path))
+    except Exception as error:  # noqa: BLE001 (Arrow raises several types for a bad file)
+        raise PartitionError(f"partition file {path} is not readable Parquet: {error}") from None
+    if metadata.num_rows != manifest.rows:
+        raise PartitionError(f"partition file {path} holds {metadata.num_rows} rows, its manifest "
+                             f"says {manifest.rows}")
+    return manifest, columns

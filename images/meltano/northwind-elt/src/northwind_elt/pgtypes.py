@@ -1,0 +1,189 @@
+"""Map PostgreSQL column types to Arrow (Parquet) types and back, exactly.
+
+Types with an exact Arrow twin are stored natively (``smallint`` → int16, ``real`` → float32,
+``numeric(p,s)`` → decimal128(p,s), ``date``, ``timestamp[tz]``, ``boolean``, ``bytea`` → binary).
+Every other type (``text``, ``bpchar``, ``uuid``, ``jsonb``, arrays, enums, ``interval``, ...) is
+stored as PostgreSQL's own text form, which the loader hands back to PostgreSQL unchanged, so the
+value round-trips exactly. The original type (``format_type()``) always travels with the column as
+``x-sql-datatype`` and is what the warehouse recreates.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from northwind_elt.errors import InputError
+
+_NATIVE = {
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "bytea": pa.binary(),
+}
+
+_JSON_TYPE = {
+    "int2": {"type": "integer"},
+    "int4": {"type": "integer"},
+    "int8": {"type": "integer"},
+    "float4": {"type": "number"},
+    "float8": {"type": "number"},
+    "numeric": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "date": {"type": "string", "format": "date"},
+    "timestamp": {"type": "string", "format": "date-time"},
+    "timestamptz": {"type": "string", "format": "date-time"},
+    "time": {"type": "string", "format": "time"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+#: Largest precision decimal128 holds.
+_MAX_DECIMAL_PRECISION = 38
+
+# A type as format_type() prints it: words, an optional modifier, an optional time-zone clause,
+# array brackets; or a (schema-qualified, possibly quoted) user type name. Nothing else may reach DDL.
+_IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
+_SQL_TYPE = re.compile(
+    rf"(?:{_IDENT}\.)?{_IDENT}(?: [a-z]+)*(?:\(\d+(?:,\s?-?\d+)?\))?"
+    r"(?: with(?:out)? time zone)?(?:\[\])*"
+)
+
+
+def check_sql_type(sql_type: str, where: str) -> str:
+    """Return ``sql_type`` if it is a plain type expression, else raise an error naming ``where``.
+
+    Types come from manifests on disk, so they are checked before they are written into DDL.
+
+    Example:
+        >>> check_sql_type("character varying(40)", "orders.ship_name")
+        'character varying(40)'
+        >>> check_sql_type("int); DROP TABLE x; --", "t.c")
+        Traceback (most recent call last):
+        ...
+        northwind_elt.errors.InputError: t.c: 'int); DROP TABLE x; --' is not a PostgreSQL type name
+    """
+    if not _SQL_TYPE.fullmatch(sql_type):
+        raise InputError(f"{where}: {sql_type!r} is not a PostgreSQL type name")
+    return sql_type
+
+
+def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
+    """Decode a ``numeric`` typmod into (precision, scale); None when unconstrained."""
+    if typmod < 4:
+        return None
+    packed = typmod - 4
+    scale = packed & 0x7FF
+    if scale & 0x400:  # PostgreSQL 15+ allows a negative scale, stored as 11-bit two's complement
+        scale -= 0x800
+    return (packed >> 16) & 0xFFFF, scale
+
+
+@dataclass(frozen=True)
+class Column:
+    """One source column: its name and everything needed to store and recreate its type."""
+
+    name: str
+    #: ``format_type(atttypid, atttypmod)``: the exact type, e.g. ``character varying(40)``.
+    sql_type: str
+    #: ``pg_type.typname`` of the type (``_int4`` for ``integer[]``).
+    type_name: str = "text"
+    typmod: int = -1
+    nullable: bool = True
+    #: Labels of an enum type, in sort order, so the warehouse can create the type.
+    enum_labels: tuple[str, ...] = field(default=())
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type the column is stored as."""
+        if self.type_name == "numeric":
+            ps = numeric_precision_scale(self.typmod)
+            if ps and 0 <= ps[1] <= ps[0] <= _MAX_DECIMAL_PRECISION:
+                return pa.decimal128(*ps)
+            return pa.string()
+        return _NATIVE.get(self.type_name, pa.string())
+
+    @property
+    def arrow_field(self) -> pa.Field:
+        """The Arrow field, carrying the source type as metadata."""
+        return pa.field(self.name, self.arrow_type, nullable=self.nullable,
+                        metadata=self.field_metadata())
+
+    def field_metadata(self) -> dict[bytes, bytes]:
+        """Arrow field metadata: the source type, its catalog name and modifier."""
+        meta = {b"x-sql-datatype": self.sql_type.encode(),
+                b"x-pg-typname": self.type_name.encode(),
+                b"x-pg-typmod": str(self.typmod).encode()}
+        if self.enum_labels:
+            meta[b"x-pg-enum-labels"] = "\x1f".join(self.enum_labels).encode()
+        return meta
+
+    def json_schema(self) -> dict[str, Any]:
+        """The Singer (JSON Schema) property for the column, with the exact type attached."""
+        base = dict(_JSON_TYPE.get(self.type_name, {"type": "string"}))
+        base["type"] = [base["type"], "null"] if self.nullable else base["type"]
+        base["x-sql-datatype"] = self.sql_type
+        props: dict[str, Any] = {"typname": self.type_name, "typmod": self.typmod}
+        if self.enum_labels:
+            props["enum_labels"] = list(self.enum_labels)
+        base["x-sql-datatype-properties"] = props
+        return base
+
+    @classmethod
+    def from_json_schema(cls, name: str, prop: dict[str, Any]) -> "Column":
+        """Rebuild a column from a Singer property; stock taps' properties get a best-effort type."""
+        types = prop.get("type", "string")
+        types = [types] if isinstance(types, str) else list(types)
+        nullable = "null" in types or not types
+        props = prop.get("x-sql-datatype-properties") or {}
+        if prop.get("x-sql-datatype") and props.get("typname"):
+            return cls(name, prop["x-sql-datatype"], props["typname"], int(props.get("typmod", -1)),
+                       nullable, tuple(props.get("enum_labels", ())))
+        return cls(name, *_guess_from_json(types, prop.get("format")), nullable=nullable)
+
+    @classmethod
+    def from_arrow_field(cls, arrow_field: pa.Field) -> "Column":
+        """Rebuild a column from a Parquet field written by :attr:`arrow_field`."""
+        meta = arrow_field.metadata or {}
+        labels = meta.get(b"x-pg-enum-labels", b"").decode()
+        return cls(
+            name=arrow_field.name,
+            sql_type=meta.get(b"x-sql-datatype", b"text").decode(),
+            type_name=meta.get(b"x-pg-typname", b"text").decode(),
+            typmod=int(meta.get(b"x-pg-typmod", b"-1")),
+            nullable=arrow_field.nullable,
+            enum_labels=tuple(labels.split("\x1f")) if labels else (),
+        )
+
+
+def _guess_from_json(types: list[str], fmt: str | None) -> tuple[str, str]:
+    """Pick (sql_type, typname) for a JSON-schema-only property (stock Singer taps)."""
+    if "integer" in types:
+        return "bigint", "int8"
+    if "number" in types:
+        return "double precision", "float8"
+    if "boolean" in types:
+        return "boolean", "bool"
+    if "object" in types or "array" in types:
+        return "jsonb", "jsonb"
+    if fmt == "date-time":
+        return "timestamp with time zone", "timestamptz"
+    if fmt == "date":
+        return "date", "date"
+    return "text", "text"
+
+
+def arrow_schema(columns: list[Column]) -> pa.Schema:
+    """The Arrow schema of a table."""
+    return pa.schema([c.arrow_field for c in columns])
+
+
+def columns_of(schema: pa.Schema) -> list[Column]:
+    """The columns of an Arrow schema written by :func:`arrow_schema`."""
+    return [Column.from_arrow_field(f) for f in schema]

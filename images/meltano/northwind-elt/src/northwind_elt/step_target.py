@@ -1,0 +1,109 @@
+"""What every step-running target shares: record the step's outcome in its marker, always.
+
+A failure can surface in any message handler (a bad SCHEMA, an unreadable batch file) or at the
+end of the input; each path marks the step ``failed`` with a one-line reason before re-raising,
+so ``northwind status`` and the load's prerequisite check see it.
+"""
+
+import datetime as dt
+import shutil
+import time
+from pathlib import Path
+
+from singer_sdk import Target
+
+from northwind_elt import steps
+from northwind_elt.errors import PipelineError
+from northwind_elt.layout import DataTree
+
+#: Work files older than this are left over from killed runs and are removed at the next start.
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+def one_line(error: BaseException) -> str:
+    """A failure as one line: our errors speak for themselves, others get their type."""
+    if isinstance(error, PipelineError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
+    """Remove staging entries of runs that were killed long ago (Singer never deletes batch files)."""
+    limit = (now or time.time()) - STALE_STAGING_SECONDS
+    if not tree.staging.is_dir():
+        return
+    for entry in tree.staging.iterdir():
+        if entry.stat().st_mtime < limit:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+class StepTarget(Target):
+    """A target that runs one step for one day and keeps that step's marker up to date."""
+
+    step: str
+    day: dt.date
+    tree: DataTree
+
+    def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
+        """Mark the step running (replacing an older outcome) and tidy old work files."""
+        self.tree, self.step, self.day = tree, step, day
+        self._failed = False
+        remove_stale_staging(tree)
+        self.marker = steps.mark_running(tree, step, day)
+
+    def fail_step(self, error: BaseException) -> None:
+        """Mark the step failed with the reason, once."""
+        if getattr(self, "_failed", True):
+            return
+        self._failed = True
+        reason = one_line(error)
+        steps.finish(self.tree, self.marker, error=reason)
+        self.logger.error("%s for %s FAILED: %s", self.step, self.day, reason)
+
+    def succeed_step(self, rows: dict[str, int], details: dict) -> None:
+        """Mark the step successful with the rows per stream."""
+        self.marker.rows = dict(rows)
+        self.marker.details = details
+        steps.finish(self.tree, self.marker)
+        self._failed = True  # nothing left to record
+        self.logger.info("%s for %s succeeded: %d streams, %d rows", self.step, self.day,
+                         len(rows), sum(rows.values()))
+
+    def _guard(self, handler, message_dict: dict) -> None:
+        try:
+            handler(message_dict)
+        except BaseException as error:
+            self.fail_step(error)
+            raise
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        self._guard(super()._process_schema_message, message_dict)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        self._guard(super()._process_record_message, message_dict)
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        self._guard(super()._process_batch_message, message_dict)
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        self._guard(super()._process_state_message, message_dict)
+
+    def process_endofpipe(self) -> None:
+        """Drain the sinks and finish the step; any failure marks it failed."""
+        try:
+            super().process_endofpipe()
+            self.finish_step()
+        except BaseException as error:
+            self.fail_step(error)
+            raise
+
+    def finish_step(self) -> None:
+        """Complete the step's work once the input has ended (publish, commit)."""
+        raise NotImplementedError
+
+
+def remove_empty_folders(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to ``root`` while they are empty."""
+    while folder != root and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent

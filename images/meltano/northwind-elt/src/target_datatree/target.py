@@ -1,0 +1,128 @@
+"""target-datatree: publish a run's streams into the data tree, all of them or none.
+
+Every stream is staged under ``<root>/.staging``; only when the tap's completion message has
+arrived and every stream holds the announced rows are the files renamed into their partitions,
+each followed by its manifest, and the step's marker set to ``success``. Any failure leaves the
+published partitions as they were and marks the step ``failed``.
+"""
+
+import shutil
+import uuid
+
+from singer_sdk import typing as th
+
+from northwind_elt import atomic, steps
+from northwind_elt.arrow_io import sha256_of
+from northwind_elt.errors import PartitionError
+from northwind_elt.layout import DataTree, check_source
+from northwind_elt.manifest import Manifest, describe_columns, write_manifest
+from northwind_elt.pgtypes import Column
+from northwind_elt.protocol import Completion, parse_completion
+from northwind_elt.run_date import parse_run_date
+from northwind_elt.step_target import StepTarget, remove_empty_folders
+from target_datatree.sinks import PartitionSink
+from target_datatree.staging import StagedPartition
+
+
+class TargetDataTree(StepTarget):
+    """Publish Singer streams as ``<root>/<source>/.../<date>`` Parquet partitions."""
+
+    name = "target-datatree"
+    default_sink_class = PartitionSink
+    config_jsonschema = th.PropertiesList(
+        th.Property("data_root", th.StringType, required=True, description="Root of the data tree"),
+        th.Property("run_date", th.StringType, required=True,
+                    description="Logical date (YYYY-MM-DD) that names the partitions"),
+        th.Property("source", th.StringType, required=True,
+                    description="Source name: the first folder under the root (postgres, csv)"),
+        th.Property("step", th.StringType, required=True,
+                    description="Step name, for the marker under _status/<date>/"),
+    ).to_dict()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Validate every setting before anything is written.
+        day = parse_run_date(self.config.get("run_date"), "run_date (RUN_DATE)")
+        self.source = check_source(self.config["source"])
+        tree = DataTree.from_setting(self.config.get("data_root"))
+        self.max_parallelism = 1
+        self.start_step(tree, self.config["step"], day)
+        self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
+        self.staging.mkdir(parents=True)
+        self.staged: dict[str, StagedPartition] = {}
+        self.schemas: dict[str, dict] = {}
+        self.completion: Completion | None = None
+        self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
+
+    def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
+              ) -> StagedPartition:
+        """Start (or restart, on a new SCHEMA) the staged partition of ``stream``."""
+        staged = StagedPartition(self.staging, stream, columns, keys)
+        self.staged[stream] = staged
+        self.schemas[stream] = schema
+        return staged
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        completion = parse_completion(message_dict.get("value"))
+        if completion is not None:
+            self.completion = completion
+        super()._process_state_message(message_dict)
+
+    def process_endofpipe(self) -> None:
+        """Publish (or not), then always remove the run's work folder."""
+        try:
+            super().process_endofpipe()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def finish_step(self) -> None:
+        """Check the run is complete, then rename every staged file into its partition."""
+        self._check_complete()
+        extracted_at = steps.now()
+        rows = {}
+        for stream, staged in sorted(self.staged.items()):
+            staged.close()
+            partition = self.tree.partition(self.source, stream, self.day)
+            manifest = Manifest(
+                source=self.source, stream=stream, run_date=self.day.isoformat(),
+                file=partition.data_file.name, rows=staged.rows,
+                bytes=staged.path.stat().st_size, sha256=sha256_of(staged.path),
+                columns=describe_columns(staged.columns), key_properties=staged.key_properties,
+                producer=self.completion.producer, extracted_at=extracted_at,
+                schema=self.schemas[stream],
+            )
+            atomic.publish(staged.path, partition.data_file)
+            write_manifest(partition, manifest)
+            rows[stream] = staged.rows
+            self.logger.info("published %s: %d rows -> %s", stream, staged.rows,
+                             partition.data_file)
+        self._remove_stale_partitions()
+        self.succeed_step(rows, {"source": self.source, "streams": sorted(self.staged)})
+
+    def _check_complete(self) -> None:
+        if self.completion is None:
+            raise PartitionError(
+                "the extractor ended without its completion message (it failed or was stopped "
+                "before finishing): nothing was published"
+            )
+        announced = self.completion.rows
+        missing = sorted(set(announced) - set(self.staged))
+        if missing:
+            raise PartitionError(f"streams announced but not received: {', '.join(missing)}")
+        wrong = [f"{s}: received {self.staged[s].rows}, announced {n}"
+                 for s, n in sorted(announced.items()) if self.staged[s].rows != n]
+        if wrong:
+            raise PartitionError("row counts differ from the extractor's: " + "; ".join(wrong))
+
+    def _remove_stale_partitions(self) -> None:
+        """Remove partitions of this source and day whose stream is no longer extracted."""
+        for partition in self.tree.partitions_on(self.source, self.day):
+            if partition.stream not in self.staged:
+                self.logger.info("removing stale partition %s", partition.folder)
+                partition.manifest_file.unlink(missing_ok=True)
+                partition.data_file.unlink(missing_ok=True)
+                remove_empty_folders(partition.folder, self.tree.root)
+
+
+if __name__ == "__main__":
+    TargetDataTree.cli()
