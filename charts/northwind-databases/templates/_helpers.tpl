@@ -1,0 +1,79 @@
+{{/*
+Derived names and shared snippets of the northwind-databases chart.
+*/}}
+
+{{/* Chart name and version, as the helm.sh/chart label wants it. */}}
+{{- define "northwind-databases.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The databases this chart runs, as a list of [key, settings] pairs in a fixed order.
+Usage: {{ range $db := include "northwind-databases.instances" . | fromYamlArray }}
+*/}}
+{{- define "northwind-databases.instances" -}}
+- source
+- warehouse
+{{- if .Values.airflowMetadata.enabled }}
+- airflowMetadata
+{{- end }}
+{{- end -}}
+
+{{/* The component label of a database key: source, warehouse, airflow-metadata. */}}
+{{- define "northwind-databases.component" -}}
+{{- . | kebabcase -}}
+{{- end -}}
+
+{{/*
+Selector labels of one database. Args: dict "root" $ "key" <instance key>.
+*/}}
+{{- define "northwind-databases.selectorLabels" -}}
+app.kubernetes.io/name: postgresql
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ include "northwind-databases.component" .key }}
+{{- end -}}
+
+{{/*
+All labels of one object. Args: dict "root" $ "component" <name> "extra" <map or nil>.
+*/}}
+{{- define "northwind-databases.labels" -}}
+app.kubernetes.io/name: {{ .name | default "postgresql" }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: northwind
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "northwind-databases.chart" .root }}
+{{- with .root.Values.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret a database's pods read: the user-supplied one or the generated one. */}}
+{{- define "northwind-databases.secretName" -}}
+{{- .auth.existingSecret | default .auth.secretName -}}
+{{- end -}}
+
+{{/* The postgres image string. */}}
+{{- define "northwind-databases.postgresImage" -}}
+{{- printf "%s:%s" .Values.image.postgres.repository .Values.image.postgres.tag -}}
+{{- end -}}
+
+{{/* The Meltano image string of the seeding Job. */}}
+{{- define "northwind-databases.seedImage" -}}
+{{- printf "%s:%s" .Values.seed.image.repository .Values.seed.image.tag -}}
+{{- end -}}
+
+{{/* Container securityContext of the Pod Security "restricted" profile. */}}
+{{- define "northwind-databases.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -1,0 +1,155 @@
+"""Render our Helm charts in-process with real Helm (helm-python-sdk) and check the manifests.
+
+Shared by the tests/test_chart_*.py files: render a chart with given values, pick objects,
+validate them against the Kubernetes schemas of one pinned version, and list Pod Security
+"restricted" violations of any pod spec.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHARTS = ROOT / "charts"
+#: Our own charts (charts/airflow holds only a values file for the official chart).
+OWN_CHARTS = ("northwind-databases", "northwind-pipeline")
+#: The Kubernetes version every manifest is validated against (kind's current node line).
+KUBE_VERSION = "1.33.0"
+NAMESPACE = "northwind"
+
+#: Kinds whose spec holds a pod template, and the path to it.
+POD_TEMPLATE_PATHS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+def chart_dir(name: str) -> Path:
+    return CHARTS / name
+
+
+@functools.cache
+def _chart(name: str) -> helm_python.Chart:
+    return helm_python.Chart.load(chart_dir(name))
+
+
+def load_values_file(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def render(
+    name: str,
+    values: dict[str, Any] | None = None,
+    *,
+    release: str | None = None,
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:
+    """Render chart ``name`` like `helm template` and return its objects (NOTES.txt excluded)."""
+    chart = _chart(name)
+    # Helm validates values against values.schema.json at install; do the same here.
+    chart.validate_schema(chart.merge_values(values))
+    manifests = chart.render(
+        values=values, name=release or name, namespace=namespace, is_install=True
+    )
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def notes(name: str, values: dict[str, Any] | None = None) -> str:
+    """The rendered NOTES.txt of chart ``name``."""
+    manifests = _chart(name).render(values=values, name=name, namespace=NAMESPACE, is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def lint(name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run `helm lint --strict` on chart ``name``."""
+    return helm_python.lint(
+        chart_dir(name), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
+
+
+def alt_values(name: str) -> dict[str, Any]:
+    """The alternative values file of chart ``name`` (charts/<name>/ci/alt-values.yaml)."""
+    return load_values_file(chart_dir(name) / "ci" / "alt-values.yaml")
+
+
+def by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc.get("kind") == kind]
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The object of ``kind`` named ``name``; fails when there is not exactly one."""
+    found = [doc for doc in by_kind(docs, kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Validate one object against the strict Kubernetes schema of KUBE_VERSION."""
+    kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec inside a workload object, or None for other kinds."""
+    path = POD_TEMPLATE_PATHS.get(doc.get("kind", ""))
+    if path is None:
+        return None
+    node: Any = doc
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        yield from spec.get(key) or []
+
+
+def restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """List what in a pod spec breaks the Pod Security "restricted" profile (empty: it meets it)."""
+    problems = []
+    pod_sc = spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"pod sets {flag}")
+    for volume in spec.get("volumes") or []:
+        if "hostPath" in volume:
+            problems.append(f"volume {volume['name']} is a hostPath")
+    if pod_sc.get("runAsUser") == 0:
+        problems.append("pod runs as uid 0")
+    for container in _containers(spec):
+        name = container["name"]
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {caps['add']}")
+        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot is not set")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            problems.append(f"{name}: runs as uid 0")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile is not RuntimeDefault/Localhost")
+    return problems
