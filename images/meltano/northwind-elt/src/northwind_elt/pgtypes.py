@@ -187,3 +187,49 @@ def arrow_schema(columns: list[Column]) -> pa.Schema:
 def columns_of(schema: pa.Schema) -> list[Column]:
     """The columns of an Arrow schema written by :func:`arrow_schema`."""
     return [Column.from_arrow_field(f) for f in schema]
+
+
+# Types a CSV file can declare, as format_type() spells them, with their catalog name.
+_DECLARABLE = {
+    "smallint": "int2", "integer": "int4", "bigint": "int8", "real": "float4",
+    "double precision": "float8", "boolean": "bool", "date": "date", "text": "text",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
+    "numeric": "numeric", "character varying": "varchar",
+}
+_ALIASES = {"int2": "smallint", "int": "integer", "int4": "integer", "int8": "bigint",
+            "float4": "real", "float8": "double precision", "bool": "boolean",
+            "timestamp": "timestamp without time zone", "timestamptz": "timestamp with time zone",
+            "varchar": "character varying", "decimal": "numeric"}
+_DECLARED = re.compile(r"([a-z0-9 ]+?)\s*(?:\((\d+)(?:,\s*(\d+))?\))?")
+
+
+def declared_column(name: str, declared_type: str, nullable: bool = True) -> Column:
+    """A column from a declared type such as ``smallint``, ``numeric(10,2)`` or ``varchar(40)``.
+
+    Example:
+        >>> declared_column("unit_price", "real").arrow_type
+        DataType(float)
+        >>> declared_column("name", "varchar(40)").sql_type
+        'character varying(40)'
+    """
+    match = _DECLARED.fullmatch(declared_type.strip().lower())
+    base = match and _ALIASES.get(match.group(1), match.group(1))
+    if not match or base not in _DECLARABLE:
+        raise InputError(f"column {name}: type {declared_type!r} cannot be declared for a CSV "
+                         f"file (use one of: {', '.join(sorted(_DECLARABLE))})")
+    size, scale = match.group(2), match.group(3)
+    typmod, sql_type = -1, base
+    if base == "numeric" and size:
+        typmod = ((int(size) << 16) | int(scale or 0)) + 4
+        sql_type = f"numeric({size},{scale or 0})"
+    elif base == "character varying" and size:
+        typmod = int(size) + 4
+        sql_type = f"character varying({size})"
+    elif size:
+        raise InputError(f"column {name}: type {declared_type!r} takes no size")
+    return Column(name, sql_type, _DECLARABLE[base], typmod, nullable)
+
+
+def varchar_length(column: Column) -> int | None:
+    """The declared maximum length of a ``character varying(n)`` column, else None."""
+    return column.typmod - 4 if column.type_name == "varchar" and column.typmod >= 4 else None

@@ -1,20 +1,19 @@
 """tap-pgcopy: discover every table of a PostgreSQL schema and hand each over as a Parquet BATCH."""
 
 import functools
-import uuid
 
 import psycopg
-from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from northwind_elt.protocol import completion_message
+from northwind_elt.errors import SettingError
+from northwind_elt.step_tap import BatchTap
 from tap_pgcopy.catalog import discover_tables
 from tap_pgcopy.client import open_snapshot
 from tap_pgcopy.streams import TableStream
 
 
-class TapPgCopy(Tap):
+class TapPgCopy(BatchTap):
     """Full-table snapshots of a PostgreSQL schema, exact types, COPY speed."""
 
     name = "tap-pgcopy"
@@ -31,12 +30,6 @@ class TapPgCopy(Tap):
                     description="Extract only these tables (default: every table of the schema)"),
     ).to_dict()
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._done = 0
-        #: Names this run's folder of batch files, so concurrent runs never share files.
-        self.run_id = uuid.uuid4().hex
-
     @functools.cached_property
     def snapshot(self) -> psycopg.Connection:
         """The one read-only snapshot transaction every table is read in."""
@@ -50,26 +43,18 @@ class TapPgCopy(Tap):
             known = {t.name for t in tables}
             missing = sorted(set(wanted) - known)
             if missing:
-                raise psycopg.ProgrammingError(
-                    f"tables not found in schema {self.config.get('schema', 'public')}: {missing}"
-                )
+                raise SettingError(f"tables setting names tables not found in schema "
+                                   f"{self.config.get('schema', 'public')}: {missing}")
             tables = [t for t in tables if t.name in wanted]
         self.logger.info("discovered %d tables: %s", len(tables), ", ".join(t.name for t in tables))
         return [TableStream(self, table) for table in tables]
 
-    def report_progress(self, stream: str, rows: int) -> None:
-        """Log one line per finished table, so a run shows how far it got."""
-        self._done += 1
-        self.logger.info("extracted %s: %d rows (%d of %d tables)",
-                         stream, rows, self._done, len(self.streams))
-
     def sync_all(self) -> None:
-        """Extract every table, then announce completion with the row count of each."""
-        super().sync_all()
-        rows = {name: stream.rows_written for name, stream in self.streams.items()}
-        self.write_message(completion_message(self.name, rows))
-        self.snapshot.rollback()
-        self.snapshot.close()
+        """Extract every table in one snapshot, announce completion, end the snapshot."""
+        try:
+            super().sync_all()
+        finally:
+            self.snapshot.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""One stream per declared CSV file: parsed by Arrow into the declared types, checked, written once."""
+
+import typing as t
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+
+from northwind_elt.arrow_io import CSV_BLOCK_BYTES, PARQUET_COMPRESSION, csv_convert_options
+from northwind_elt.errors import InputError
+from northwind_elt.pgtypes import Column, arrow_schema, declared_column, varchar_length
+from northwind_elt.step_tap import BatchStream
+from tap_csvtyped.validate import check_header, first_problem
+
+#: Line number of the first data row (line 1 is the header).
+FIRST_DATA_LINE = 2
+
+
+class CsvFileStream(BatchStream):
+    """A CSV file with a declared header, column types and key."""
+
+    def __init__(self, tap, spec: dict[str, t.Any]):
+        self.path = Path(spec["path"]) if spec.get("path") else None
+        self.delimiter = spec.get("delimiter", ",")
+        self.allow_empty = bool(spec.get("allow_empty", False))
+        self.columns = [declared_column(c["name"], c["type"], c.get("nullable", True))
+                        for c in spec["columns"]]
+        schema = {"type": "object", "properties": {c.name: c.json_schema() for c in self.columns}}
+        super().__init__(tap, schema=schema, name=spec["stream"])
+        self.primary_keys = list(spec.get("key_properties", []))
+
+    def get_batches(
+        self, batch_config: BatchConfig, context: dict | None = None
+    ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
+        """Validate the file, write it as one Parquet file and yield its URL."""
+        source = self.checked_path()
+        destination = self.batch_file(batch_config)
+        try:
+            self.rows_written = self.convert(source, destination)
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+        self._tap.report_progress(self.name, self.rows_written)  # type: ignore[attr-defined]
+        yield batch_config.encoding, [destination.as_uri()]
+
+    def checked_path(self) -> Path:
+        """The file's path, if it is set and names a readable file."""
+        if self.path is None:
+            raise InputError(f"stream {self.name}: no path is set (ORDER_DETAILS_CSV?)")
+        if not self.path.is_file():
+            raise InputError(f"stream {self.name}: {self.path} does not exist or is not a file")
+        return self.path
+
+    def convert(self, source: Path, destination: Path) -> int:
+        """Parse ``source`` into typed Parquet at ``destination``; return the row count."""
+        check_header(source, self.columns, self.delimiter)
+        schema = arrow_schema(self.columns)
+        keys: list[pa.Table] = []
+        rows = 0
+        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
+            for batch in self._parse(source):
+                batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+                self._check_batch(source, batch, rows)
+                if self.primary_keys:
+                    keys.append(pa.Table.from_batches([batch.select(self.primary_keys)]))
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        if rows == 0 and not self.allow_empty:
+            raise InputError(f"{source}: the file has a header but no rows (set allow_empty to "
+                             "accept an empty file)")
+        if keys:
+            self._check_unique(source, pa.concat_tables(keys))
+        return rows
+
+    def _parse(self, source: Path) -> t.Iterator[pa.RecordBatch]:
+        try:
+            reader = pacsv.open_csv(
+                source,
+                read_options=pacsv.ReadOptions(column_names=[c.name for c in self.columns],
+                                               skip_rows=1, block_size=CSV_BLOCK_BYTES),
+                parse_options=pacsv.ParseOptions(delimiter=self.delimiter,
+                                                 ignore_empty_lines=False),
+                convert_options=csv_convert_options(self.columns),
+            )
+            yield from reader
+        except pa.ArrowInvalid as error:
+            if "Empty CSV file" in str(error):
+                return
+            problem = first_problem(source, self.columns, self.delimiter)
+            raise InputError(f"{source}: {problem or error}") from None
+
+    def _check_batch(self, source: Path, batch: pa.RecordBatch, offset: int) -> None:
+        """Checks Arrow's parser does not make: NOT NULL, finite floats, varchar lengths."""
+        for column, array in zip(self.columns, batch.columns, strict=True):
+            bad = None
+            if not column.nullable and array.null_count:
+                bad = pc.is_null(array), "is empty, but the column is NOT NULL"
+            elif pa.types.is_floating(array.type):
+                bad = pc.invert(pc.is_finite(array)), f"is not a finite {column.sql_type}"
+            elif (limit := varchar_length(column)) is not None:
+                bad = pc.greater(pc.utf8_length(array), limit), f"is longer than {column.sql_type}"
+            if bad is not None:
+                mask, message = bad
+                index = pc.index(pc.fill_null(mask, False), True).as_py()
+                if index >= 0:
+                    line = FIRST_DATA_LINE + offset + index
+                    raise InputError(f"{source}: line {line}, column {column.name}: value "
+                                     f"{array[index].as_py()!r} {message}")
+
+    def _check_unique(self, source: Path, keys: pa.Table) -> None:
+        counts = keys.group_by(self.primary_keys).aggregate([([], "count_all")])
+        duplicated = counts.filter(pc.greater(counts["count_all"], 1))
+        if duplicated.num_rows == 0:
+            return
+        first = {k: duplicated[k][0].as_py() for k in self.primary_keys}
+        mask = None
+        for name, value in first.items():
+            equal = pc.equal(keys[name], value)
+            mask = equal if mask is None else pc.and_(mask, equal)
+        lines = [FIRST_DATA_LINE + i for i, hit in enumerate(mask.to_pylist()) if hit]
+        shown = ", ".join(f"{k}={v}" for k, v in first.items())
+        raise InputError(f"{source}: duplicate key ({shown}) on lines "
+                         f"{', '.join(map(str, lines[:5]))}; {duplicated.num_rows} keys repeat")
