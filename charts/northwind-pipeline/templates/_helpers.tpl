@@ -1,0 +1,51 @@
+{{/*
+Derived names and shared snippets of the northwind-pipeline chart.
+*/}}
+
+{{/* Chart name and version, as the helm.sh/chart label wants it. */}}
+{{- define "northwind-pipeline.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-scoped name with a suffix, cut to 63 characters. */}}
+{{- define "northwind-pipeline.name" -}}
+{{- printf "%s-%s" .root.Release.Name .suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* All labels of one object. Args: dict "root" $ "component" <name>. */}}
+{{- define "northwind-pipeline.labels" -}}
+app.kubernetes.io/name: northwind-pipeline
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: northwind
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "northwind-pipeline.chart" .root }}
+{{- with .root.Values.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Meltano image string. */}}
+{{- define "northwind-pipeline.image" -}}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
+
+{{/* The Airflow ServiceAccounts that start step pods. */}}
+{{- define "northwind-pipeline.launcherAccounts" -}}
+- {{ printf "%s-scheduler" .Values.airflow.release }}
+- {{ printf "%s-triggerer" .Values.airflow.release }}
+{{- end -}}
+
+{{/* Container securityContext of the Pod Security "restricted" profile. */}}
+{{- define "northwind-pipeline.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: {{ .Values.runAsUser }}
+runAsGroup: {{ .Values.runAsUser }}
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

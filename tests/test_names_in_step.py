@@ -1,0 +1,169 @@
+"""One source of truth for shared names: dags/northwind/cluster.env.
+
+The charts' defaults, the values `make up` passes with --set, the Airflow values, the plain
+manifests and the kind config must all say what cluster.env says. The DAG side joins with one
+more assertion: ``assert_agrees("dags/northwind/pods.py", {"NAMESPACE": ..., ...})``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import helm
+import yaml
+
+ROOT = helm.ROOT
+CLUSTER_ENV = ROOT / "dags" / "northwind" / "cluster.env"
+CLUSTER_MK = ROOT / "mk" / "cluster.mk"
+
+
+def cluster_env(path: Path = CLUSTER_ENV) -> dict[str, str]:
+    """Parse cluster.env (KEY=value lines, # comments)."""
+    names = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            names[key.strip()] = value.strip()
+    return names
+
+
+def disagreements(place: str, names: Mapping[str, Any]) -> list[str]:
+    """Compare ``names`` (cluster.env KEY -> value used at ``place``) with cluster.env."""
+    truth = cluster_env()
+    problems = []
+    for key, value in names.items():
+        if key not in truth:
+            problems.append(f"{place}: {key} is not a cluster.env name")
+        elif str(value) != truth[key]:
+            problems.append(f"{place}: {key}={value!r}, cluster.env says {truth[key]!r}")
+    return problems
+
+
+def assert_agrees(place: str, names: Mapping[str, Any]) -> None:
+    """Fail with every disagreement between ``names`` used at ``place`` and cluster.env."""
+    problems = disagreements(place, names)
+    assert not problems, "\n".join(problems)
+
+
+def _get(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def make_sets() -> dict[str, list[tuple[str, str]]]:
+    """The `--set path=$(VAR)` pairs of mk/cluster.mk, per make variable (DATABASES_SETS, ...)."""
+    text = CLUSTER_MK.read_text().replace("\\\n", " ")
+    sets: dict[str, list[tuple[str, str]]] = {}
+    for match in re.finditer(r"^(\w+_SETS)\s*=(.*)$", text, re.MULTILINE):
+        pairs = re.findall(r"--set(?:-string)?\s+([\w.]+)=\$\((\w+)\)", match.group(2))
+        sets[match.group(1)] = pairs
+    return sets
+
+
+SETS_CHART = {"DATABASES_SETS": "northwind-databases", "PIPELINE_SETS": "northwind-pipeline"}
+
+
+def test_cluster_env_has_every_shared_name():
+    assert set(cluster_env()) >= {
+        "CLUSTER_NAME", "NAMESPACE", "IMAGE_REPOSITORY", "IMAGE_TAG", "DATA_PVC",
+        "DATA_MOUNT_PATH", "SOURCE_DB_SECRET", "WAREHOUSE_DB_SECRET", "SOURCE_DB_HOST",
+        "WAREHOUSE_DB_HOST", "DB_PORT", "SOURCE_DB_NAME", "WAREHOUSE_DB_NAME",
+        "MELTANO_PROJECT_DIR", "AIRFLOW_RELEASE", "DATABASES_RELEASE",
+    }
+
+
+def test_make_passes_cluster_env_names_to_the_charts():
+    sets = make_sets()
+    assert set(sets) == set(SETS_CHART)
+    truth = cluster_env()
+    for variable, pairs in sets.items():
+        assert pairs, f"{variable} passes nothing"
+        for _, name in pairs:
+            assert name in truth, f"{variable} uses $({name}), which cluster.env lacks"
+
+
+def test_chart_defaults_equal_what_make_passes():
+    # So that `helm install` without the Makefile gives the same cluster as `make up`.
+    for variable, chart in SETS_CHART.items():
+        defaults = helm.load_values_file(helm.chart_dir(chart) / "values.yaml")
+        assert_agrees(
+            f"charts/{chart}/values.yaml",
+            {name: _get(defaults, path) for path, name in make_sets()[variable]},
+        )
+
+
+def test_rendered_databases_use_the_names():
+    docs = helm.render("northwind-databases")
+    services = {d["metadata"]["name"] for d in helm.by_kind(docs, "Service")}
+    secrets = {d["metadata"]["name"] for d in helm.by_kind(docs, "Secret")}
+    truth = cluster_env()
+    assert {truth["SOURCE_DB_HOST"], truth["WAREHOUSE_DB_HOST"]} <= services
+    assert {truth["SOURCE_DB_SECRET"], truth["WAREHOUSE_DB_SECRET"]} <= secrets
+    job = helm.by_kind(docs, "Job")[0]
+    image = helm.pod_spec(job)["containers"][0]["image"]
+    assert image == f"{truth['IMAGE_REPOSITORY']}:{truth['IMAGE_TAG']}"
+
+
+def test_rendered_pipeline_uses_the_names():
+    docs = helm.render("northwind-pipeline")
+    config = helm.by_kind(docs, "ConfigMap")[0]["data"]
+    image_repository, _, image_tag = config["NORTHWIND_IMAGE"].rpartition(":")
+    assert_agrees("northwind-pipeline ConfigMap", {
+        "IMAGE_REPOSITORY": image_repository,
+        "IMAGE_TAG": image_tag,
+        "DATA_PVC": config["NORTHWIND_DATA_PVC"],
+        "DATA_MOUNT_PATH": config["NORTHWIND_DATA_ROOT"],
+        "MELTANO_PROJECT_DIR": config["MELTANO_PROJECT_ROOT"],
+        "SOURCE_DB_HOST": config["SOURCE_PGHOST"],
+        "WAREHOUSE_DB_HOST": config["WAREHOUSE_PGHOST"],
+        "DB_PORT": config["SOURCE_PGPORT"],
+        "SOURCE_DB_NAME": config["SOURCE_PGDATABASE"],
+        "WAREHOUSE_DB_NAME": config["WAREHOUSE_PGDATABASE"],
+    })
+    binding = helm.by_kind(docs, "RoleBinding")[0]
+    truth = cluster_env()
+    assert f"{truth['AIRFLOW_RELEASE']}-scheduler" in {s["name"] for s in binding["subjects"]}
+
+
+def test_airflow_values_use_the_names():
+    values = helm.load_values_file(helm.CHARTS / "airflow" / "values.yaml")
+    env = {item["name"]: item["value"] for item in values["env"]}
+    repository, _, tag = env["NORTHWIND_IMAGE"].rpartition(":")
+    secrets = {item["envName"]: item["secretName"] for item in values["secret"]}
+    assert_agrees("charts/airflow/values.yaml", {
+        "IMAGE_REPOSITORY": repository,
+        "IMAGE_TAG": tag,
+        "SOURCE_DB_SECRET": secrets["AIRFLOW_CONN_NORTHWIND_SOURCE"],
+        "WAREHOUSE_DB_SECRET": secrets["AIRFLOW_CONN_NORTHWIND_WAREHOUSE"],
+    })
+
+
+def test_plain_manifests_use_the_names():
+    data = list(yaml.safe_load_all((ROOT / "data-pvc.yaml").read_text()))
+    claim = next(d for d in data if d["kind"] == "PersistentVolumeClaim")
+    namespace = yaml.safe_load((ROOT / "k8s" / "namespace.yaml").read_text())
+    kind_config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert_agrees("data-pvc.yaml, k8s/namespace.yaml, kind-config.yaml", {
+        "DATA_PVC": claim["metadata"]["name"],
+        "NAMESPACE": claim["metadata"]["namespace"],
+        "CLUSTER_NAME": kind_config["name"],
+    })
+    assert_agrees("k8s/namespace.yaml", {"NAMESPACE": namespace["metadata"]["name"]})
+    for path in sorted((ROOT / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and "namespace" in doc["metadata"]:
+                place = str(path.relative_to(ROOT))
+                assert_agrees(place, {"NAMESPACE": doc["metadata"]["namespace"]})
+
+
+def test_disagreement_is_reported():
+    # The check itself must bite, or every test above passes vacuously.
+    assert disagreements("here", {"NAMESPACE": "elsewhere"})
+    assert disagreements("here", {"NOT_A_NAME": "x"})
+    assert not disagreements("here", {"NAMESPACE": cluster_env()["NAMESPACE"]})
