@@ -50,7 +50,7 @@ class BatchTap(Tap):
     def report_progress(self, stream: str, rows: int) -> None:
         """Log one line per finished stream, so a run shows how far it got."""
         self._finished = getattr(self, "_finished", 0) + 1
-        self.logger.info("extracted %s: %d rows (%d of %d streams)",
+        self.logger.info("%s: %d rows handed over (%d of %d streams)",
                          stream, rows, self._finished, len(self.streams))
 
     def sync_all(self) -> None:

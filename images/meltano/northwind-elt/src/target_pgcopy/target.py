@@ -1,0 +1,113 @@
+"""target-pgcopy: load one day into the warehouse, all tables in one transaction.
+
+Before anything else the load checks that both extract steps of the day succeeded (so it refuses
+without touching the warehouse or its own marker). Then, in one transaction holding the load lock:
+each stream's snapshot table is created or evolved, the day's old rows are deleted, the partition is
+streamed in with COPY; when the tap's completion message has arrived and every row count matches,
+the views of the newest day are refreshed, the day is recorded in ``snapshots._loads``, and the
+transaction commits. Any failure rolls everything back.
+"""
+
+from pathlib import Path
+
+import pyarrow as pa
+from singer_sdk import typing as th
+
+from northwind_elt import pgconn, steps, warehouse
+from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy
+from northwind_elt.errors import PartitionError
+from northwind_elt.layout import DataTree
+from northwind_elt.pgtypes import Column
+from northwind_elt.protocol import Completion, parse_completion
+from northwind_elt.run_date import parse_run_date
+from northwind_elt.step_target import StepTarget
+from target_pgcopy.sinks import SnapshotSink
+
+
+class TargetPgCopy(StepTarget):
+    """Exact, transactional, idempotent daily snapshots in PostgreSQL."""
+
+    name = "target-pgcopy"
+    default_sink_class = SnapshotSink
+    config_jsonschema = th.PropertiesList(
+        th.Property("host", th.StringType, required=True,
+                    description="Server host name, or the folder of its Unix socket"),
+        th.Property("port", th.IntegerType, default=5432, description="Server port"),
+        th.Property("dbname", th.StringType, required=True, description="Database name"),
+        th.Property("user", th.StringType, required=True, description="User name"),
+        th.Property("password", th.StringType, secret=True, description="Password"),
+        th.Property("data_root", th.StringType, required=True,
+                    description="Root of the data tree (for the step markers)"),
+        th.Property("run_date", th.StringType, required=True, description="Day being loaded"),
+    ).to_dict()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        day = parse_run_date(self.config.get("run_date"), "run_date (RUN_DATE)")
+        tree = DataTree.from_setting(self.config.get("data_root"))
+        steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
+        # One connection, one transaction, sinks drained one at a time.
+        self.max_parallelism = 1
+        self.conn = pgconn.connect(self.config, "warehouse")
+        self.cursor = self.conn.cursor()
+        self.start_step(tree, steps.LOAD_WAREHOUSE, day)
+        warehouse.begin_load(self.cursor)
+        self.loaded: dict[str, int] = {}
+        self.completion: Completion | None = None
+        self.logger.info("loading %s into %s", day,
+                         pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")))
+
+    def prepare_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
+        """Create or evolve the stream's snapshot table and delete the day's rows."""
+        warehouse.prepare_table(self.cursor, stream, columns, keys)
+        warehouse.delete_day(self.cursor, stream, self.day)
+        self.loaded.setdefault(stream, 0)
+
+    def copy_file(self, stream: str, columns: list[Column], path: Path) -> None:
+        """COPY a Parquet partition into the stream's snapshot table."""
+        rows = copy_parquet_into(self.cursor, warehouse.copy_statement(stream, columns), path,
+                                 extra={warehouse.SNAPSHOT_DATE: pa.scalar(self.day, pa.date32())})
+        self.loaded[stream] += rows
+        self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(self.loaded),
+                         len(self.completion.rows) if self.completion else len(self.loaded))
+
+    def copy_batch(self, stream: str, columns: list[Column], batch: pa.RecordBatch) -> None:
+        """COPY a batch of rows converted from RECORD messages."""
+        batch = batch.append_column(warehouse.SNAPSHOT_DATE,
+                                    pa.repeat(pa.scalar(self.day, pa.date32()), batch.num_rows))
+        with self.cursor.copy(warehouse.copy_statement(stream, columns)) as copy:
+            copy.write(csv_for_copy(batch))
+        self.loaded[stream] += batch.num_rows
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        completion = parse_completion(message_dict.get("value"))
+        if completion is not None:
+            self.completion = completion
+        super()._process_state_message(message_dict)
+
+    def process_endofpipe(self) -> None:
+        """Commit the day, or roll it all back."""
+        try:
+            super().process_endofpipe()
+        finally:
+            if not self.conn.closed:
+                self.conn.rollback()  # no-op after a commit
+                self.conn.close()
+
+    def finish_step(self) -> None:
+        """Check every announced row arrived, publish the views, record the day, commit."""
+        if self.completion is None:
+            raise PartitionError("the extractor ended without its completion message: the load "
+                                 "was rolled back")
+        wrong = [f"{s}: loaded {self.loaded.get(s, 0)}, announced {n}"
+                 for s, n in sorted(self.completion.rows.items()) if self.loaded.get(s, 0) != n]
+        if wrong:
+            raise PartitionError("row counts differ, the load was rolled back: " + "; ".join(wrong))
+        warehouse.publish_views(self.cursor)
+        warehouse.record_load(self.cursor, self.day, self.loaded)
+        self.conn.commit()
+        self.succeed_step(self.loaded, {"tables": sorted(self.loaded)})
+
+
+if __name__ == "__main__":
+    TargetPgCopy.cli()
