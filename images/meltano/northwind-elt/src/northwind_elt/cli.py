@@ -1,0 +1,134 @@
+"""``northwind``: the operator's command line.
+
+    northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
+    northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+    northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
+    northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from northwind_elt import logger, pgconn, steps
+from northwind_elt.errors import PipelineError
+from northwind_elt.layout import DataTree
+from northwind_elt.report import write_report
+from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
+
+#: The repository (for local defaults); in the image this is /project.
+REPOSITORY = Path(__file__).resolve().parents[5]
+
+
+def settings_from_env(prefix: str) -> dict[str, str]:
+    """Connection settings from ``<prefix>HOST``, ``PORT``, ``DATABASE``, ``USER``, ``PASSWORD``."""
+    names = {"host": "HOST", "port": "PORT", "dbname": "DATABASE", "user": "USER",
+             "password": "PASSWORD"}
+    return {key: os.environ.get(prefix + suffix, "") for key, suffix in names.items()}
+
+
+def command_status(args: argparse.Namespace) -> int:
+    """Print the markers of every day (or one day), one line per step."""
+    tree = DataTree.from_setting(args.data_root)
+    days = [parse_run_date(args.date, "--date")] if args.date else tree.status_days()
+    markers = [m for day in days for step in steps.STEPS
+               if (m := steps.read_marker(tree, step, day)) is not None]
+    if args.json:
+        print(json.dumps([asdict(m) for m in markers], indent=2, sort_keys=True))
+        return 0
+    if not markers:
+        print(f"no step has run yet under {tree.root}" + (f" for {args.date}" if args.date else ""))
+        return 0
+    print(f"{'date':<12}{'step':<18}{'status':<9}{'rows':>10}  detail")
+    for marker in markers:
+        detail = marker.error or ", ".join(f"{s}={n}" for s, n in sorted(marker.rows.items()))
+        if not args.date and len(detail) > 80:
+            detail = f"{len(marker.rows)} streams"
+        print(f"{marker.run_date:<12}{marker.step:<18}{marker.status:<9}"
+              f"{sum(marker.rows.values()):>10}  {detail}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """Run the publish-report step for RUN_DATE."""
+    day = parse_run_date(args.date or os.environ.get(RUN_DATE_VARIABLE))
+    tree = DataTree.from_setting(args.data_root)
+    steps.require_prerequisites(tree, steps.PUBLISH_REPORT, day)
+    marker = steps.mark_running(tree, steps.PUBLISH_REPORT, day)
+    try:
+        with pgconn.connect(settings_from_env("WAREHOUSE_PG"), "warehouse") as conn:
+            rows = write_report(conn, day, tree.report_folder(day))
+    except BaseException as error:
+        steps.finish(tree, marker, error=str(error))
+        raise
+    marker.rows = {"orders_with_details": rows}
+    marker.details = {"files": [str(tree.report_folder(day) / f"orders_with_details.{ext}")
+                                for ext in ("csv", "json")]}
+    steps.finish(tree, marker)
+    print(f"publish-report for {day}: {rows} rows -> {tree.report_folder(day)}")
+    return 0
+
+
+def command_seed_source(args: argparse.Namespace) -> int:
+    """Load the dump into the source database unless it is already there."""
+    from northwind_elt.localdb import seed_source
+
+    kwargs = pgconn.connection_kwargs(settings_from_env("SOURCE_PG"), "source")
+    loaded = seed_source(kwargs, Path(args.dump))
+    print(f"source {pgconn.describe(kwargs)}: " + ("seeded" if loaded else "already seeded"))
+    return 0
+
+
+def command_local_env(args: argparse.Namespace) -> int:
+    """Start or reuse the embedded PostgreSQL and print the settings that point the steps at it."""
+    from northwind_elt.localdb import ensure_local_databases
+
+    env = ensure_local_databases(Path(args.state_dir), Path(args.dump))
+    for key, value in sorted(env.items()):
+        print(f"export {key}={value!r}" if args.shell else f"{key}={value}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="northwind", description=__doc__.split("\n")[0])
+    top.add_argument("--data-root", default=None,
+                     help="data tree root (default: $NORTHWIND_DATA_ROOT)")
+    sub = top.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="which steps succeeded for which days")
+    status.add_argument("--date", help="one day (YYYY-MM-DD), with rows per table")
+    status.add_argument("--json", action="store_true", help="print the markers as JSON")
+    status.set_defaults(run=command_status)
+    report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
+    report.add_argument("--date", help="the day (default: $RUN_DATE)")
+    report.set_defaults(run=command_report)
+    seed = sub.add_parser("seed-source", help="load the Northwind dump into SOURCE_PG* once")
+    seed.add_argument("--dump", default=os.environ.get(
+        "NORTHWIND_DUMP", str(REPOSITORY / "sources" / "northwind.sql")))
+    seed.set_defaults(run=command_seed_source)
+    local = sub.add_parser("local-env", help="start the embedded PostgreSQL, print its settings")
+    local.add_argument("--state-dir", default=os.environ.get(
+        "NORTHWIND_LOCAL_DIR", str(REPOSITORY / ".local")))
+    local.add_argument("--dump", default=str(REPOSITORY / "sources" / "northwind.sql"))
+    local.add_argument("--shell", action="store_true", help="print as shell export lines")
+    local.set_defaults(run=command_local_env)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a pipeline error is one line on stderr and exit code 1."""
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PipelineError as error:
+        logger.debug("failed", exc_info=True)
+        print(f"northwind {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

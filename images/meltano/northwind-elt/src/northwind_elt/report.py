@@ -1,0 +1,73 @@
+"""The evidence of a load: orders joined with their details, for one day, as CSV and JSON.
+
+It reads the day's snapshots (not the current views), so the evidence for day D reflects D's files
+even after a later day was loaded.
+"""
+
+import datetime as dt
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from northwind_elt import atomic
+from northwind_elt.errors import PrerequisiteError
+from northwind_elt.warehouse import SNAPSHOT_DATE, existing_columns, loaded_days, snapshot_table
+
+REPORT_NAME = "orders_with_details"
+ORDERS, DETAILS, JOIN_KEY = "orders", "order_details", "order_id"
+
+
+def report_query(cur: psycopg.Cursor) -> sql.Composed:
+    """Every order column, then every detail column but the join key, for ``%(day)s``."""
+    orders = [c for c in existing_columns(cur, ORDERS) if c != SNAPSHOT_DATE]
+    details = [c for c in existing_columns(cur, DETAILS) if c not in (SNAPSHOT_DATE, JOIN_KEY)]
+    missing = [t for t, cols in ((ORDERS, orders), (DETAILS, details)) if not cols]
+    if missing:
+        raise PrerequisiteError(f"the warehouse has no snapshots.{' or snapshots.'.join(missing)}")
+    selected = [sql.SQL("o.{}").format(sql.Identifier(c)) for c in orders]
+    selected += [sql.SQL("d.{}").format(sql.Identifier(c)) for c in details]
+    order_by = [sql.SQL("o.{}").format(sql.Identifier(JOIN_KEY))]
+    order_by += [sql.SQL("d.{}").format(sql.Identifier(c)) for c in details]
+    return sql.SQL(
+        "SELECT {columns} FROM {orders} AS o JOIN {details} AS d "
+        "ON d.{key} = o.{key} AND d.{day} = o.{day} WHERE o.{day} = %(day)s ORDER BY {order}"
+    ).format(columns=sql.SQL(", ").join(selected), orders=snapshot_table(ORDERS),
+             details=snapshot_table(DETAILS), key=sql.Identifier(JOIN_KEY),
+             day=sql.Identifier(SNAPSHOT_DATE), order=sql.SQL(", ").join(order_by))
+
+
+def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
+    """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
+
+    Both files are written under temporary names and renamed into place, CSV by the server's
+    ``COPY`` (NULL is an empty field, an empty string is ``""``), JSON by ``row_to_json`` (NULL is
+    ``null``), in the same order.
+    """
+    with conn.cursor() as cur:
+        if day not in loaded_days(cur):
+            raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
+                                    "for that day first")
+        query = report_query(cur)
+        bound = sql.SQL(query.as_string(conn).replace("%(day)s", "{}")).format(sql.Literal(day))
+        csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
+        with atomic.temporary_beside(csv_path) as temporary:
+            with open(temporary, "wb") as out, cur.copy(
+                sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(bound)
+            ) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+            atomic.publish(temporary, csv_path)
+        rows = 0
+        with atomic.temporary_beside(json_path) as temporary:
+            with open(temporary, "w", encoding="utf-8") as out, conn.cursor(name="report") as rows_cur:
+                rows_cur.itersize = 10_000
+                rows_cur.execute(sql.SQL("SELECT row_to_json(r)::text FROM ({}) AS r").format(bound))
+                out.write("[")
+                for (line,) in rows_cur:
+                    out.write(",\n" if rows else "\n")
+                    out.write(line)
+                    rows += 1
+                out.write("\n]\n")
+            atomic.publish(temporary, json_path)
+    return rows
