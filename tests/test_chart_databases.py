@@ -1,0 +1,105 @@
+"""The northwind-databases chart: PostgreSQL StatefulSets, Services, Secrets and the seed Job."""
+
+import base64
+import re
+
+import helm
+import pytest
+
+CHART = "northwind-databases"
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return helm.render(CHART)
+
+
+def _secret_value(secret, key):
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def test_three_databases_with_persistent_storage(docs):
+    names = {d["metadata"]["name"] for d in helm.by_kind(docs, "StatefulSet")}
+    assert names == {"northwind-source-db", "northwind-warehouse-db", "northwind-airflow-db"}
+    for sts in helm.by_kind(docs, "StatefulSet"):
+        claim = sts["spec"]["volumeClaimTemplates"][0]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        mounts = helm.pod_spec(sts)["containers"][0]["volumeMounts"]
+        assert {"name": "data", "mountPath": "/var/lib/postgresql/data"} in mounts
+
+
+def test_postgres_image_is_pinned_alpine_running_as_postgres(docs):
+    for sts in helm.by_kind(docs, "StatefulSet"):
+        spec = helm.pod_spec(sts)
+        assert re.fullmatch(r"postgres:\d+\.\d+-alpine", spec["containers"][0]["image"])
+        assert spec["securityContext"]["runAsUser"] == 70
+        assert spec["securityContext"]["fsGroup"] == 70
+        assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_services_select_their_own_statefulset(docs):
+    for service in helm.by_kind(docs, "Service"):
+        sts = helm.one(docs, "StatefulSet", service["metadata"]["name"])
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert sts["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+        assert service["spec"]["ports"][0]["port"] == 5432
+
+
+def test_generated_secrets_hold_random_credentials(docs):
+    first = helm.one(docs, "Secret", "northwind-source-db")
+    second = helm.one(helm.render(CHART), "Secret", "northwind-source-db")
+    password = _secret_value(first, "password")
+    assert len(password) == 32
+    assert password != _secret_value(second, "password"), "password is not generated"
+    assert _secret_value(first, "username") == "northwind"
+    assert _secret_value(first, "uri") == (
+        f"postgresql://northwind:{password}@northwind-source-db:5432/northwind")
+    # Uninstalling must not orphan a volume from the password that initialised it.
+    assert first["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_airflow_metadata_secret_has_the_connection_key(docs):
+    secret = helm.one(docs, "Secret", "northwind-airflow-db")
+    assert _secret_value(secret, "connection").startswith(
+        "postgresql://airflow:") and "@northwind-airflow-db:5432/airflow" in _secret_value(
+        secret, "connection")
+
+
+def test_servers_read_credentials_from_the_secret(docs):
+    sts = helm.one(docs, "StatefulSet", "northwind-warehouse-db")
+    env = {e["name"]: e for e in helm.pod_spec(sts)["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "northwind-warehouse-db", "key": "password"}
+    assert env["POSTGRES_DB"]["value"] == "warehouse"
+
+
+def test_existing_secrets_replace_generated_ones():
+    docs = helm.render(CHART, helm.alt_values(CHART))
+    assert helm.by_kind(docs, "Secret") == []
+    sts = helm.one(docs, "StatefulSet", "northwind-source-db")
+    env = {e["name"]: e for e in helm.pod_spec(sts)["containers"][0]["env"]}
+    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"]["name"] == "my-source-credentials"
+    assert "northwind-airflow-db" not in {d["metadata"]["name"] for d in docs}
+    assert helm.by_kind(docs, "Job") == []
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "fast"
+    assert helm.one(docs, "Service", "northwind-source-db")["spec"]["ports"][0]["port"] == 6432
+
+
+def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
+    job = helm.by_kind(docs, "Job")[0]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    spec = helm.pod_spec(job)
+    container = spec["containers"][0]
+    assert container["command"] == ["northwind", "seed-source"]
+    assert container["image"] == "northwind-meltano:0.1.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SOURCE_PGHOST"]["value"] == "northwind-source-db"
+    assert env["SOURCE_PGDATABASE"]["value"] == "northwind"
+    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db"
+    # It waits for the server instead of failing while the StatefulSet starts.
+    assert "pg_isready" in " ".join(spec["initContainers"][0]["command"])
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

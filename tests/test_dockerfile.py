@@ -1,0 +1,132 @@
+"""images/meltano/Dockerfile: pinned, non-root, secret-free, and in step with the Makefile."""
+
+import re
+import tomllib
+
+import helm
+import pytest
+
+ROOT = helm.ROOT
+DOCKERFILE = ROOT / "images" / "meltano" / "Dockerfile"
+CLUSTER_MK = ROOT / "mk" / "cluster.mk"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    result = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            result.append((word.upper(), " ".join(rest.split())))
+    return result
+
+
+@pytest.fixture(scope="module")
+def steps():
+    return instructions(DOCKERFILE.read_text())
+
+
+def _env(steps) -> dict[str, str]:
+    env = {}
+    for word, rest in steps:
+        if word == "ENV":
+            env.update(re.findall(r"(\w+)=(\S+)", rest))
+    return env
+
+
+def _args(steps) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=(\S+)", " ".join(r for w, r in steps if w == "ARG")))
+
+
+def make_variable(name: str) -> str:
+    match = re.search(rf"^{name}\s*:?=\s*(.+)$", CLUSTER_MK.read_text(), re.MULTILINE)
+    assert match, f"{name} is not defined in mk/cluster.mk"
+    return match.group(1).strip()
+
+
+def test_base_image_is_a_pinned_python_311_slim(steps):
+    base = next(rest for word, rest in steps if word == "FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base)
+
+
+def test_tools_are_pinned_like_the_lock(steps):
+    args = _args(steps)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", args["UV_VERSION"])
+    assert any('"uv==${UV_VERSION}"' in rest for word, rest in steps if word == "RUN")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = dict(d.split("==") for d in pyproject["project"]["dependencies"] if "==" in d)
+    assert args["MELTANO_VERSION"] == pins["meltano"]
+
+
+def test_meltano_install_is_the_makefile_command_in_the_project(steps):
+    command = make_variable("MELTANO_INSTALL")
+    names = {k: v for k, v in re.findall(
+        r"^(\w+)=(.*)$", (ROOT / "dags" / "northwind" / "cluster.env").read_text(), re.MULTILINE)}
+    runs = [i for i, (word, rest) in enumerate(steps) if word == "RUN" and rest == command]
+    assert len(runs) == 1, f"expected one `RUN {command}`"
+    workdir = [rest for word, rest in steps[: runs[0]] if word == "WORKDIR"][-1]
+    assert workdir == names["MELTANO_PROJECT_DIR"]
+    # The project and its plugins are in the image before the install runs.
+    copies = [rest for word, rest in steps[: runs[0]] if word == "COPY"]
+    assert f"images/meltano/ {names['MELTANO_PROJECT_DIR']}/" in copies
+    assert "sources/ /project/sources/" in copies
+
+
+def test_no_other_make_recipe_spells_meltano_install():
+    # Everyone else uses $(MELTANO_INSTALL), so the Dockerfile and the recipes cannot drift.
+    for path in [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if "meltano install" in line and not line.startswith(("MELTANO_INSTALL", "#")):
+                    pytest.fail(f"{path.name}: {line.strip()} (use $(MELTANO_INSTALL))")
+
+
+def test_runs_as_a_numeric_non_root_user_like_the_charts(steps):
+    user = [rest for word, rest in steps if word == "USER"][-1]
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
+    for chart, path in (("northwind-pipeline", ("runAsUser",)),
+                        ("northwind-databases", ("seed", "runAsUser"))):
+        node = helm.load_values_file(helm.chart_dir(chart) / "values.yaml")
+        for key in path:
+            node = node[key]
+        assert node == int(uid), chart
+
+
+def test_suits_pod_operator_commands(steps):
+    assert not [rest for word, rest in steps if word == "ENTRYPOINT"]
+    assert [rest for word, rest in steps if word == "CMD"][-1].startswith('["meltano"')
+
+
+def test_runtime_environment(steps):
+    env = _env(steps)
+    names = dict(re.findall(
+        r"^(\w+)=(.*)$", (ROOT / "dags" / "northwind" / "cluster.env").read_text(), re.MULTILINE))
+    assert env["NORTHWIND_DATA_ROOT"] == names["DATA_MOUNT_PATH"]
+    assert env["ORDER_DETAILS_CSV"] == "/project/sources/order_details.csv"
+    assert env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] == "false"
+    assert env["MELTANO_DATABASE_URI"].startswith("sqlite:////tmp/")
+    assert env["HOME"] == "/tmp"
+    # Meltano's run folder points at /tmp, so a read-only root filesystem works.
+    assert "ln -s /tmp .meltano/run" in " ".join(r for w, r in steps if w == "RUN")
+
+
+def test_no_secrets_in_layers(steps):
+    for word, rest in steps:
+        if word in ("ENV", "ARG"):
+            assert not re.search(r"(?i)(password|secret|token)\w*=", rest), rest
+    assert not [rest for word, rest in steps if word == "COPY" and ".env" in rest]
+
+
+def test_build_context_filters_agree_and_keep_what_the_image_needs():
+    local = (ROOT / "images" / "meltano" / "Dockerfile.dockerignore").read_text()
+    assert (ROOT / ".dockerignore").read_text() == local
+    rules = [line for line in local.splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*"
+    assert {"!sources/", "!images/meltano/", "images/meltano/.meltano/"} <= set(rules)
+
+
+def test_instruction_parser_joins_continuations():
+    assert instructions("RUN a \\\n    b\n# c\nUSER 1") == [("RUN", "a b"), ("USER", "1")]
