@@ -155,4 +155,3 @@ class MeltanoStepOperator(KubernetesPodOperator):
             process.terminate()
             return
         super().on_kill()
-

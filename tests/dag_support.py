@@ -1,0 +1,170 @@
+"""Helpers of the DAG tests: a private Airflow home, the parsed DAG, pod contexts and local runs.
+
+Importing this module points Airflow at a throw-away home under the system temp folder, so it
+must be imported before anything imports ``airflow`` (the test files import it first).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS_FOLDER = ROOT / "dags"
+MELTANO_PROJECT = ROOT / "images" / "meltano"
+SOURCE_DUMP = ROOT / "sources" / "northwind.sql"
+ORDER_DETAILS_CSV = ROOT / "sources" / "order_details.csv"
+DAG_ID = "northwind_daily"
+TASK_IDS = ("extract_postgres", "extract_csv", "load_warehouse", "publish_report")
+
+
+def _configure_airflow() -> Path:
+    """Give this test session its own Airflow home and settings, before Airflow is imported."""
+    if "airflow" in sys.modules and "NORTHWIND_TEST_AIRFLOW_HOME" not in os.environ:
+        raise RuntimeError("import tests/dag_support.py before anything imports airflow")
+    home = os.environ.get("NORTHWIND_TEST_AIRFLOW_HOME")
+    if not home:
+        home = tempfile.mkdtemp(prefix="northwind-airflow-")
+        os.environ["NORTHWIND_TEST_AIRFLOW_HOME"] = home
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        }
+    )
+    return Path(home)
+
+
+AIRFLOW_HOME = _configure_airflow()
+
+
+def migrate_metadata_db() -> None:
+    """Create or upgrade the Airflow metadata DB of this session (idempotent)."""
+    from airflow.utils import db
+
+    db.upgradedb()
+
+
+def load_dagbag():
+    """Parse the DAG folder the way the DAG processor does (the folder is put on ``sys.path``)."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=DAGS_FOLDER, bundle_path=DAGS_FOLDER, bundle_name="dags-folder")
+
+
+def load_dag():
+    """Return a freshly parsed ``northwind_daily`` (a new object each call: params never leak)."""
+    bag = load_dagbag()
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[DAG_ID]
+
+
+def task_context(
+    dag,
+    task,
+    *,
+    logical_date: dt.datetime | None,
+    run_after: dt.datetime | None = None,
+    date_param: str | None = None,
+) -> dict:
+    """Return the part of a task context that rendering and ``build_pod_request_obj`` read."""
+    run_after = run_after or logical_date
+    params = {**{k: v for k, v in dag.params.items()}, "date": date_param}
+    ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
+    return {
+        "dag": dag,
+        "task": task,
+        "ti": ti,
+        "params": params,
+        "logical_date": logical_date,
+        "dag_run": SimpleNamespace(run_after=run_after, logical_date=logical_date, conf={}),
+        "run_id": f"manual__{(logical_date or run_after).isoformat()}",
+    }
+
+
+def build_pod(task_id: str, **context_kwargs):
+    """Render ``task_id`` of a fresh DAG for a context; return the V1Pod its operator would create.
+
+    Rendering replaces templates in place, so every call parses the DAG anew.
+    """
+    dag = load_dag()
+    task = dag.get_task(task_id)
+    context = task_context(dag, task, **context_kwargs)
+    task.render_template_fields(context)
+    return task.build_pod_request_obj(context, dry_run=True)
+
+
+def utc_day(day: str) -> dt.datetime:
+    """Return midnight UTC of ``YYYY-MM-DD``."""
+    return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class RunResult:
+    """A finished ``dag.test()`` run."""
+
+    state: str
+    task_states: dict[str, str]
+
+
+def run_dag(day: str, env: Mapping[str, str], conf: dict | None = None) -> RunResult:
+    """Run the DAG in-process for ``day`` in local mode with ``env`` added to the environment."""
+    from airflow.utils.session import create_session
+
+    with patched_environ({"NORTHWIND_RUNTIME": "local", **env}):
+        dag = load_dag()
+        run = dag.test(logical_date=utc_day(day), run_conf=conf)
+    with create_session() as session:
+        tis = run.get_task_instances(session=session)
+        states = {ti.task_id: str(ti.state.value if ti.state else None) for ti in tis}
+    return RunResult(state=str(run.state.value), task_states=states)
+
+
+@contextmanager
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the duration of the block."""
+    with mock.patch.dict(os.environ, dict(values)):
+        yield
+
+
+def warehouse_snapshot(conninfo: Mapping[str, str]) -> dict[str, tuple[int, str]]:
+    """Return ``{schema.table: (rows, md5 of all rows)}`` of every user table of a database."""
+    import psycopg
+    from psycopg import sql
+
+    snapshot = {}
+    with psycopg.connect(**conninfo) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_type = 'BASE TABLE'"
+            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        for schema, table in tables:
+            ident = sql.Identifier(schema, table)
+            query = sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
+                " FROM {} AS t"
+            ).format(ident)
+            rows, digest = conn.execute(query).fetchone()
+            snapshot[f"{schema}.{table}"] = (rows, digest)
+    return snapshot
+
+
+def warehouse_conninfo(env: Mapping[str, str]) -> dict[str, str]:
+    """Return psycopg connection arguments of the warehouse in a pipeline environment."""
+    keys = {"host": "HOST", "port": "PORT", "dbname": "DATABASE", "user": "USER"}
+    keys["password"] = "PASSWORD"
+    values = {arg: env.get(f"WAREHOUSE_PG{suffix}") for arg, suffix in keys.items()}
+    return {arg: value for arg, value in values.items() if value}

@@ -1,0 +1,275 @@
+"""The DAG without a cluster: it parses, its graph and policies, and every pod it would start.
+
+The pods are built in-process by the provider (``build_pod_request_obj(dry_run=True)``) after
+rendering the task's templates, exactly what the operator does on a worker before calling the
+Kubernetes API.
+"""
+
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
+import datetime as dt
+import doctest
+import importlib
+import re
+
+import pytest
+import yaml
+from kubernetes.client import ApiClient
+
+import helm
+from dag_support import DAG_ID, DAGS_FOLDER, MELTANO_PROJECT, TASK_IDS, build_pod, load_dag, utc_day
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+DAY = "2024-01-02"
+
+
+@pytest.fixture(scope="module")
+def dag():
+    return load_dag()
+
+
+@pytest.fixture(scope="module")
+def names():
+    from northwind.cluster import CLUSTER
+
+    return CLUSTER
+
+
+@pytest.fixture(scope="module")
+def pods():
+    """The V1Pod of every task for a scheduled run of DAY."""
+    return {task_id: build_pod(task_id, logical_date=utc_day(DAY)) for task_id in TASK_IDS}
+
+
+def env_of(pod) -> dict:
+    return {var.name: var for var in pod.spec.containers[0].env}
+
+
+def test_dag_folder_imports_without_errors():
+    bag = dag_support.load_dagbag()
+
+    assert bag.import_errors == {}
+    assert list(bag.dags) == [DAG_ID]
+
+
+def test_dependency_graph_is_exactly_extracts_then_load_then_report(dag):
+    graph = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
+
+    assert graph == {
+        "extract_postgres": {"load_warehouse"},
+        "extract_csv": {"load_warehouse"},
+        "load_warehouse": {"publish_report"},
+        "publish_report": set(),
+    }
+
+
+def test_schedule_is_daily_without_catchup_and_one_run_loads_at_a_time(dag):
+    # "@daily" is a cron trigger in Airflow 3: the run of day D starts at D 00:00 UTC, ds = D.
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "UTC")
+    assert dag.start_date == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    # Backfills have their own max_active_runs: the load and the report guard themselves too.
+    for task_id in ("load_warehouse", "publish_report"):
+        assert dag.get_task(task_id).max_active_tis_per_dag == 1
+
+
+def test_every_task_retries_with_exponential_backoff(dag):
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert task.retry_exponential_backoff >= 2, task.task_id
+        assert task.retry_delay >= dt.timedelta(minutes=1), task.task_id
+        assert task.max_retry_delay is not None, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+
+
+def test_dag_is_tagged_documented_and_owned(dag):
+    assert {"northwind", "meltano"} <= set(dag.tags)
+    assert "RUN_DATE" in dag.doc_md and "backfill" in dag.doc_md
+    assert all(task.owner == "data-engineering" for task in dag.tasks)
+
+
+def test_date_param_is_optional_and_must_be_a_day(dag):
+    from airflow.sdk import Param
+
+    param = dag.params.get_param("date")
+
+    assert param.resolve() is None
+    assert Param(None, **param.schema).resolve("2024-01-31") == "2024-01-31"
+    with pytest.raises(Exception, match="does not match"):
+        Param(None, **param.schema).resolve("2024/01/31")
+
+
+def test_dags_folder_holds_no_secret_literals():
+    credential = re.compile(
+        r"(password|passwd|secret|token)\w*\s*[:=]\s*['\"][^'\"{}]+['\"]", re.IGNORECASE
+    )
+    offenders = [
+        f"{path.relative_to(DAGS_FOLDER)}: {match.group(0)}"
+        for path in DAGS_FOLDER.rglob("*")
+        if path.is_file() and path.suffix in {".py", ".env", ".yaml", ".yml", ".json"}
+        for match in credential.finditer(path.read_text(encoding="utf-8"))
+        # Secret *names* (the Kubernetes objects to read from) are not secrets.
+        if not re.match(r"\w*_DB_SECRET=", match.group(0))
+    ]
+
+    assert offenders == []
+
+
+def test_dag_steps_are_the_pipelines_steps_and_the_meltano_jobs():
+    from northwind.pods import STEPS, step_command
+    from northwind_elt import steps
+
+    project = yaml.safe_load((MELTANO_PROJECT / "meltano.yml").read_text())
+    jobs = {job["name"] for job in project["jobs"]}
+
+    assert STEPS == steps.STEPS
+    assert {step_command(step)[2] for step in STEPS} <= jobs
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_pod_runs_the_step_command_of_the_image_for_the_run_date(pods, names, task_id):
+    pod = pods[task_id]
+    container = pod.spec.containers[0]
+    step = task_id.replace("_", "-")
+
+    assert pod.metadata.namespace == names.namespace == "northwind"
+    assert container.image == names.image == f"{names.image_repository}:{names.image_tag}"
+    assert container.command + container.args == ["meltano", "run", step]
+    assert env_of(pod)["RUN_DATE"].value == DAY
+    assert env_of(pod)["MELTANO_PROJECT_ROOT"].value == names.meltano_project_dir
+    assert pod.spec.restart_policy == "Never"
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_pod_mounts_the_data_volume_and_a_private_tmp(pods, names, task_id):
+    pod = pods[task_id]
+    volumes = {volume.name: volume for volume in pod.spec.volumes}
+    mounts = {mount.mount_path: mount.name for mount in pod.spec.containers[0].volume_mounts}
+    env = env_of(pod)
+
+    assert names.data_mount_path == "/data"
+    assert volumes[mounts["/data"]].persistent_volume_claim.claim_name == names.data_pvc
+    assert volumes[mounts["/tmp"]].empty_dir is not None
+    assert env["NORTHWIND_DATA_ROOT"].value == "/data"
+    # Meltano's system DB must sit directly in the writable /tmp (it creates no folders).
+    assert env["MELTANO_DATABASE_URI"].value == "sqlite:////tmp/meltano.db"
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_pod_reads_credentials_from_secrets_and_hosts_from_cluster_env(pods, names, task_id):
+    env = env_of(pods[task_id])
+
+    n = names
+    for prefix, secret, host, database in (
+        ("SOURCE_PG", n.source_db_secret, n.source_db_host, n.source_db_name),
+        ("WAREHOUSE_PG", n.warehouse_db_secret, n.warehouse_db_host, n.warehouse_db_name),
+    ):
+        for suffix, key in (("USER", "username"), ("PASSWORD", "password")):
+            var = env[prefix + suffix]
+            assert var.value is None
+            assert (var.value_from.secret_key_ref.name, var.value_from.secret_key_ref.key) == (
+                secret,
+                key,
+            )
+        assert env[prefix + "HOST"].value == host
+        assert env[prefix + "PORT"].value == names.db_port
+        assert env[prefix + "DATABASE"].value == database
+    literal = [var.name for var in env.values() if "PASSWORD" in var.name and var.value]
+    assert literal == []
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_pod_has_resources_and_a_restricted_security_context(pods, task_id):
+    pod = pods[task_id]
+    container = pod.spec.containers[0]
+    security = container.security_context
+
+    assert set(container.resources.requests) == set(container.resources.limits) == {"cpu", "memory"}
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert security.allow_privilege_escalation is False
+    assert security.capabilities.drop == ["ALL"]
+    assert security.read_only_root_filesystem is True
+    assert pod.spec.automount_service_account_token is False
+    manifest = ApiClient().sanitize_for_serialization(pod)
+    assert helm.restricted_violations(manifest["spec"]) == []
+    helm.validate(manifest)
+
+
+@pytest.mark.parametrize("task_id", TASK_IDS)
+def test_pod_labels_find_it_by_step_and_date(pods, task_id):
+    labels = pods[task_id].metadata.labels
+
+    assert labels["app.kubernetes.io/part-of"] == "northwind"
+    assert labels["northwind.io/step"] == task_id.replace("_", "-")
+    assert labels["northwind.io/run-date"] == DAY
+
+
+def test_operator_streams_logs_keeps_failed_pods_and_deletes_succeeded_ones(dag):
+    for task in dag.tasks:
+        assert task.get_logs is True
+        assert task.on_finish_action.value == "delete_succeeded_pod"
+        assert task.log_events_on_failure is True
+
+
+def test_manual_trigger_without_logical_date_renders_the_day_it_was_queued_for():
+    queued = utc_day("2024-03-04") + dt.timedelta(hours=13)
+    pod = build_pod("extract_csv", logical_date=None, run_after=queued)
+
+    assert env_of(pod)["RUN_DATE"].value == "2024-03-04"
+    assert pod.metadata.labels["northwind.io/run-date"] == "2024-03-04"
+
+
+def test_date_param_overrides_the_logical_date():
+    pod = build_pod("load_warehouse", logical_date=utc_day(DAY), date_param="2023-12-31")
+
+    assert env_of(pod)["RUN_DATE"].value == "2023-12-31"
+    assert pod.metadata.labels["northwind.io/run-date"] == "2023-12-31"
+
+
+def test_local_mode_keeps_the_run_date_and_takes_cluster_names_from_its_environment(monkeypatch):
+    monkeypatch.setenv("SOURCE_PGHOST", "/run/local-socket")
+    monkeypatch.delenv("NORTHWIND_DATA_ROOT", raising=False)
+    monkeypatch.delenv("MELTANO_DATABASE_URI", raising=False)
+    dag = load_dag()
+    task = dag.get_task("extract_postgres")
+    context = dag_support.task_context(dag, task, logical_date=utc_day(DAY))
+    task.render_template_fields(context)
+
+    env = task.local_env()
+
+    assert env["RUN_DATE"] == DAY
+    assert env["SOURCE_PGHOST"] == "/run/local-socket"
+    assert "NORTHWIND_DATA_ROOT" not in env
+    assert "MELTANO_DATABASE_URI" not in env
+
+
+def test_runtime_is_local_by_default_and_rejects_unknown_values():
+    from airflow.sdk.exceptions import AirflowFailException
+    from northwind.operators import runtime
+
+    assert runtime({}) == "local"
+    assert runtime({"NORTHWIND_RUNTIME": "kubernetes"}) == "kubernetes"
+    with pytest.raises(AirflowFailException, match="NORTHWIND_RUNTIME='k8s'"):
+        runtime({"NORTHWIND_RUNTIME": "k8s"})
+
+
+def test_cluster_env_parser_rejects_malformed_lines_and_missing_names():
+    from northwind.cluster import ClusterEnvError, ClusterNames, parse_env_file
+
+    with pytest.raises(ClusterEnvError, match="cluster.env:2: expected KEY=value"):
+        parse_env_file("NAMESPACE=a\nexport IMAGE_TAG 1\n")
+    with pytest.raises(ClusterEnvError, match="NAMESPACE is set twice"):
+        parse_env_file("NAMESPACE=a\nNAMESPACE=b\n")
+    with pytest.raises(ClusterEnvError, match="lacks .*IMAGE_TAG"):
+        ClusterNames.from_mapping({"NAMESPACE": "a"})
+
+
+@pytest.mark.parametrize("module", ["northwind.cluster", "northwind.pods", "northwind.operators"])
+def test_docstring_examples_run(module):
+    load_dag()  # puts the DAG folder on sys.path, as the DAG processor does
+    result = doctest.testmod(importlib.import_module(module))
+
+    assert result.failed == 0
