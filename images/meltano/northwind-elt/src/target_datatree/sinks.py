@@ -48,4 +48,6 @@ class PartitionSink(BatchSink):
             parsed = urlparse(url)
             if parsed.scheme != "file":
                 raise InputError(f"stream {self.stream_name}: batch file {url} is not a file:// URL")
-            self.staged.take_file(Path(parsed.path))
+            path = Path(parsed.path)
+            self.owner.batch_folders.add(path.parent)
+            self.staged.take_file(path)

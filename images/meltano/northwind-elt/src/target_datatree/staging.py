@@ -45,14 +45,12 @@ class StagedPartition:
             # Fast path: the tap already wrote the exact file we want; a rename publishes it.
             self.columns = columns_of(schema)
             os.replace(path, self.path)
-            _remove_if_empty(path.parent)
             self._adopted = True
             self.rows = rows
             return
         for batch in pq.ParquetFile(path).iter_batches():
             self.append(batch.cast(self.schema))
         path.unlink()
-        _remove_if_empty(path.parent)
 
     def _open_writer(self) -> pq.ParquetWriter:
         if self._writer is None:
@@ -77,10 +75,3 @@ class StagedPartition:
             return
         self._open_writer().close()
 
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove a tap's batch folder once every file in it has been taken."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass

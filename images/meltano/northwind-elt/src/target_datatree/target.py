@@ -8,6 +8,7 @@ published partitions as they were and marks the step ``failed``.
 
 import shutil
 import uuid
+from pathlib import Path
 
 from singer_sdk import typing as th
 
@@ -51,6 +52,8 @@ class TargetDataTree(StepTarget):
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
+        #: The tap's batch folders, removed at the end (Singer leaves batch files behind).
+        self.batch_folders: set[Path] = set()
         self.completion: Completion | None = None
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
@@ -74,6 +77,9 @@ class TargetDataTree(StepTarget):
             super().process_endofpipe()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
+            for folder in self.batch_folders:
+                if folder.parent == self.tree.staging:
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def finish_step(self) -> None:
         """Check the run is complete, then rename every staged file into its partition."""
