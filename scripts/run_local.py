@@ -105,8 +105,9 @@ def print_summary(day: dt.date, env: dict[str, str], state: str, tasks: dict[str
 def main(argv: list[str] | None = None) -> int:
     """Run the DAG for the requested day; return 0 on success, 1 naming the failed tasks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    today = dt.datetime.now(dt.UTC).date()
     parser.add_argument(
-        "--date", type=parse_date, default=dt.datetime.now(dt.UTC).date(), help="the day (default: today, UTC)"
+        "--date", type=parse_date, default=today, help="the day (default: today, UTC)"
     )
     args = parser.parse_args(argv)
     state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local")
@@ -117,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(args.date, env, state, tasks)
     failed = [task for task, task_state in tasks.items() if task_state != "success"]
     if state != "success" or failed:
-        print(f"run_local: {DAG_ID} {args.date} failed: " + ", ".join(
-            f"{task} {tasks[task]}" for task in failed
-        ), file=sys.stderr)
+        print(
+            f"run_local: {DAG_ID} {args.date} failed: "
+            + ", ".join(f"{task} {tasks[task]}" for task in failed),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
