@@ -17,11 +17,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parents[1]
+from settings import ROOT
+
 DAGS_FOLDER = ROOT / "dags"
-MELTANO_PROJECT = ROOT / "images" / "meltano"
-SOURCE_DUMP = ROOT / "sources" / "northwind.sql"
-ORDER_DETAILS_CSV = ROOT / "sources" / "order_details.csv"
 DAG_ID = "northwind_daily"
 TASK_IDS = ("extract_postgres", "extract_csv", "load_warehouse", "publish_report")
 
@@ -127,8 +125,8 @@ def run_dag(day: str, env: Mapping[str, str], conf: dict | None = None) -> RunRe
         run = dag.test(logical_date=utc_day(day), run_conf=conf)
     with create_session() as session:
         tis = run.get_task_instances(session=session)
-        states = {ti.task_id: str(ti.state.value if ti.state else None) for ti in tis}
-    return RunResult(state=str(run.state.value), task_states=states)
+        states = {ti.task_id: str(ti.state) for ti in tis}
+    return RunResult(state=str(run.state), task_states=states)
 
 
 @contextmanager
@@ -137,34 +135,3 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
     with mock.patch.dict(os.environ, dict(values)):
         yield
 
-
-def warehouse_snapshot(conninfo: Mapping[str, str]) -> dict[str, tuple[int, str]]:
-    """Return ``{schema.table: (rows, md5 of all rows)}`` of every user table of a database."""
-    import psycopg
-    from psycopg import sql
-
-    snapshot = {}
-    with psycopg.connect(**conninfo) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_type = 'BASE TABLE'"
-            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
-            " ORDER BY 1, 2"
-        ).fetchall()
-        for schema, table in tables:
-            ident = sql.Identifier(schema, table)
-            query = sql.SQL(
-                "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
-                " FROM {} AS t"
-            ).format(ident)
-            rows, digest = conn.execute(query).fetchone()
-            snapshot[f"{schema}.{table}"] = (rows, digest)
-    return snapshot
-
-
-def warehouse_conninfo(env: Mapping[str, str]) -> dict[str, str]:
-    """Return psycopg connection arguments of the warehouse in a pipeline environment."""
-    keys = {"host": "HOST", "port": "PORT", "dbname": "DATABASE", "user": "USER"}
-    keys["password"] = "PASSWORD"
-    values = {arg: env.get(f"WAREHOUSE_PG{suffix}") for arg, suffix in keys.items()}
-    return {arg: value for arg, value in values.items() if value}

@@ -17,7 +17,8 @@ import yaml
 from kubernetes.client import ApiClient
 
 import helm
-from dag_support import DAG_ID, DAGS_FOLDER, MELTANO_PROJECT, TASK_IDS, build_pod, load_dag, utc_day
+from dag_support import DAG_ID, DAGS_FOLDER, TASK_IDS, build_pod, load_dag, utc_day
+from settings import MELTANO_PROJECT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -1,0 +1,118 @@
+"""The DAG end to end in local mode: real Airflow (``dag.test``), real Meltano, real PostgreSQL.
+
+Each test gets fresh databases and a fresh data tree (``pipeline_env``); the DAG's tasks run their
+step commands as local processes, exactly what ``make run`` does.
+"""
+
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
+import csv
+import json
+
+import pytest
+
+from dag_support import TASK_IDS, run_dag
+from pipeline import tree_digest, warehouse_digest
+from settings import ORDER_DETAILS_ROWS
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("meltano_project", "airflow_db"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+DAY, NEXT_DAY = "2024-01-02", "2024-01-03"
+ALL_SUCCESS = dict.fromkeys(TASK_IDS, "success")
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    dag_support.migrate_metadata_db()
+
+
+def loaded_days(databases) -> list[str]:
+    with databases.warehouse() as conn:
+        if conn.execute("SELECT to_regclass('snapshots._loads')").fetchone()[0] is None:
+            return []
+        rows = conn.execute("SELECT snapshot_date::text FROM snapshots._loads ORDER BY 1")
+        return [day for (day,) in rows]
+
+
+def marker_status(root, day: str) -> dict[str, str]:
+    return {
+        path.stem: json.loads(path.read_text())["status"]
+        for path in sorted((root / "_status" / day).glob("*.json"))
+    }
+
+
+def evidence(root):
+    return tree_digest(root) | tree_digest(root, "reports/**/*")
+
+
+def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
+    root = databases.data_root
+
+    first = run_dag(DAY, databases.env)
+
+    assert (first.state, first.task_states) == ("success", ALL_SUCCESS)
+    report = root / "reports" / DAY
+    assert len(json.loads((report / "orders_with_details.json").read_text())) == ORDER_DETAILS_ROWS
+    with open(report / "orders_with_details.csv", newline="") as file:
+        assert len(list(csv.reader(file))) == ORDER_DETAILS_ROWS + 1  # and the header
+    assert set(marker_status(root, DAY).values()) == {"success"}
+    assert loaded_days(databases) == [DAY]
+    files = evidence(root)
+    with databases.warehouse() as conn:
+        warehouse = warehouse_digest(conn)
+
+    second = run_dag(DAY, databases.env)
+
+    assert (second.state, second.task_states) == ("success", ALL_SUCCESS)
+    assert evidence(root) == files
+    with databases.warehouse() as conn:
+        assert warehouse_digest(conn) == warehouse
+    assert loaded_days(databases) == [DAY]
+
+
+def test_two_consecutive_days_both_land(databases):
+    root = databases.data_root
+
+    runs = [run_dag(day, databases.env) for day in (DAY, NEXT_DAY)]
+
+    assert [(run.state, run.task_states) for run in runs] == [("success", ALL_SUCCESS)] * 2
+    assert loaded_days(databases) == [DAY, NEXT_DAY]
+    for day in (DAY, NEXT_DAY):
+        assert set(marker_status(root, day).values()) == {"success"}
+        assert (root / "reports" / day / "orders_with_details.csv").is_file()
+        assert (root / "csv" / day / "order_details.parquet").is_file()
+        assert (root / "postgres" / "orders" / day / "orders.parquet").is_file()
+
+
+def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(databases):
+    source = databases.data_root.parent / "order_details.csv"
+    assert str(source) == databases.env["ORDER_DETAILS_CSV"]
+    lines = source.read_text().splitlines(keepends=True)
+    fields = lines[3].rstrip("\n").split(",")
+    fields[3] = "five"  # quantity is a smallint
+    lines[3] = ",".join(fields) + "\n"
+    source.write_text("".join(lines))
+    with databases.warehouse() as conn:
+        before = warehouse_digest(conn)
+
+    run = run_dag(DAY, databases.env)
+
+    assert run.state == "failed"
+    assert run.task_states == {
+        "extract_postgres": "success",
+        "extract_csv": "failed",
+        "load_warehouse": "upstream_failed",
+        "publish_report": "upstream_failed",
+    }
+    with databases.warehouse() as conn:
+        assert warehouse_digest(conn) == before
+    assert loaded_days(databases) == []
+    assert marker_status(databases.data_root, DAY) == {
+        "extract-postgres": "success",
+        "extract-csv": "failed",
+    }
+    assert not (databases.data_root / "reports" / DAY).exists()
