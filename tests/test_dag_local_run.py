@@ -8,12 +8,16 @@ import dag_support  # noqa: I001 - first: it points Airflow at a private home be
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
 from dag_support import TASK_IDS, run_dag
 from pipeline import tree_digest, warehouse_digest
-from settings import ORDER_DETAILS_ROWS
+from settings import ORDER_DETAILS_ROWS, ROOT
 
 pytestmark = [
     pytest.mark.slow,
@@ -116,3 +120,41 @@ def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(datab
         "extract-csv": "failed",
     }
     assert not (databases.data_root / "reports" / DAY).exists()
+
+
+def test_make_run_names_the_failed_task_and_prints_the_evidence_and_markers(tmp_path):
+    """``scripts/run_local.py`` (``make run``) with its own embedded server, Airflow home, data."""
+    from northwind_elt import localdb
+
+    state_dir = tmp_path / "local"
+    broken = tmp_path / "order_details.csv"
+    broken.write_text("order_id,product_id,unit_price,quantity,discount\n10248,11,14,twelve,0\n")
+    env = {
+        **os.environ,
+        "NORTHWIND_LOCAL_DIR": str(state_dir),
+        "NORTHWIND_DATA_ROOT": str(tmp_path / "data"),
+        "ORDER_DETAILS_CSV": str(broken),
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--date", DAY],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        localdb.stop_server(state_dir)
+
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (
+        "northwind_daily 2024-01-02 failed: extract_csv failed, "
+        "load_warehouse upstream_failed, publish_report upstream_failed"
+    ) in result.stderr
+    summary = result.stdout[result.stdout.index("=== northwind_daily 2024-01-02: failed ===") :]
+    report = tmp_path / "data" / "reports" / DAY
+    assert f"{report / 'orders_with_details.csv'}  (missing)" in summary
+    assert re.search(r"2024-01-02\s+extract-postgres\s+success\s+1207", summary)
+    assert re.search(r"2024-01-02\s+extract-csv\s+failed", summary)
+    assert (state_dir / "airflow" / "airflow.db").is_file()
