@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(run=command_report)
     seed = sub.add_parser("seed-source", help="load the Northwind dump into SOURCE_PG* once")
     seed.add_argument("--dump", default=os.environ.get(
-        "NORTHWIND_DUMP", str(REPOSITORY / "sources" / "northwind.sql")))
+        "NORTHWIND_SOURCE_SQL", str(REPOSITORY / "sources" / "northwind.sql")))
     seed.set_defaults(run=command_seed_source)
     local = sub.add_parser("local-env", help="start the embedded PostgreSQL, print its settings")
     local.add_argument("--state-dir", default=os.environ.get(

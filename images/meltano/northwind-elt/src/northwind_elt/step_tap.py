@@ -6,11 +6,22 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from singer_sdk import Stream, Tap
+from singer_sdk import typing as th
 from singer_sdk.helpers._batch import BatchConfig
 
-from northwind_elt.errors import SettingError
-from northwind_elt.layout import path_segment
+from northwind_elt import steps
+from northwind_elt.errors import PrerequisiteError, SettingError
+from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.protocol import completion_message
+from northwind_elt.run_date import parse_run_date
+from northwind_elt.step_target import one_line
+
+#: Settings that tie a tap to a step's marker (optional: without them a tap is a plain tap).
+STEP_SETTINGS = th.PropertiesList(
+    th.Property("step", th.StringType, description="Step whose marker this tap keeps"),
+    th.Property("run_date", th.StringType, description="Logical date (YYYY-MM-DD) of the step"),
+    th.Property("data_root", th.StringType, description="Root of the data tree (markers)"),
+).to_dict()["properties"]
 
 
 class BatchStream(Stream):
@@ -30,7 +41,46 @@ class BatchStream(Stream):
 
 
 class BatchTap(Tap):
-    """A tap whose streams write Parquet batches and whose run ends with a completion message."""
+    """A tap whose streams write Parquet batches and whose run ends with a completion message.
+
+    Configured with ``step``, ``run_date`` and ``data_root``, it also marks that step running when
+    it starts and failed, with the reason, when it fails: a failing tap is the first to know why,
+    and its target may be stopped before it could say anything.
+    """
+
+    def __init__(self, *args, **kwargs):
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException as error:
+            self.record_failure(error)
+            raise
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add the step settings to every tap's settings."""
+        super().append_builtin_config(config_jsonschema)
+        for name, schema in STEP_SETTINGS.items():
+            config_jsonschema["properties"].setdefault(name, schema)
+
+    @functools.cached_property
+    def step_run(self) -> tuple[DataTree, str, object] | None:
+        """(tree, step, day) when the tap keeps a step's marker; a malformed date raises here."""
+        config = getattr(self, "_config", None) or {}
+        if not config.get("step"):
+            return None
+        day = parse_run_date(config.get("run_date"))
+        return DataTree.from_setting(config.get("data_root")), config["step"], day
+
+    def record_failure(self, error: BaseException) -> None:
+        """Mark the step failed, unless the error says the step must not touch anything."""
+        if isinstance(error, PrerequisiteError):
+            return  # refused before starting: the previous outcome stands
+        try:
+            run = self.step_run
+        except SettingError:
+            return  # no valid day: there is no marker to write
+        if run is not None:
+            steps.record_failure(*run, one_line(error))
 
     @functools.cached_property
     def run_id(self) -> str:
@@ -55,6 +105,12 @@ class BatchTap(Tap):
 
     def sync_all(self) -> None:
         """Sync every stream, then announce completion with the row count of each."""
-        super().sync_all()
+        if self.step_run is not None:
+            steps.begin(*self.step_run)
+        try:
+            super().sync_all()
+        except BaseException as error:
+            self.record_failure(error)
+            raise
         rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()}
         self.write_message(completion_message(self.name, rows))

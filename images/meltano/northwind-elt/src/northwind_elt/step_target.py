@@ -49,15 +49,15 @@ class StepTarget(Target):
         self.tree, self.step, self.day = tree, step, day
         self._failed = False
         remove_stale_staging(tree)
-        self.marker = steps.mark_running(tree, step, day)
+        self.marker = steps.begin(tree, step, day)
 
     def fail_step(self, error: BaseException) -> None:
-        """Mark the step failed with the reason, once."""
+        """Mark the step failed with the reason, once (a reason the tap recorded first is kept)."""
         if getattr(self, "_failed", True):
             return
         self._failed = True
         reason = one_line(error)
-        steps.finish(self.tree, self.marker, error=reason)
+        steps.record_failure(self.tree, self.step, self.day, reason)
         self.logger.error("%s for %s FAILED: %s", self.step, self.day, reason)
 
     def succeed_step(self, rows: dict[str, int], details: dict) -> None:

@@ -1,8 +1,10 @@
 """The four steps of a day and their markers in ``_status/<date>/<step>.json``.
 
 A step writes ``running`` when it starts (so a crash or kill never leaves an older ``success``
-standing), then ``success`` or ``failed``. The load refuses to start unless both extract markers of
-its day say ``success``.
+standing), then ``success`` or ``failed`` with the reason. A step runs as a tap and a target: the
+tap records its own failures (it is the first to know), the target records success once everything
+is published or committed. The load refuses to start unless both extract markers of its day say
+``success``.
 """
 
 import datetime as dt
@@ -76,6 +78,29 @@ def mark_running(tree: DataTree, step: str, day: dt.date) -> StepMarker:
     marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now())
     write_marker(tree, marker)
     return marker
+
+
+def begin(tree: DataTree, step: str, day: dt.date) -> StepMarker:
+    """Start a step's attempt without hiding a failure its other process already recorded.
+
+    A step is two processes (tap and target) started together. Whichever starts first replaces an
+    older ``success`` by ``running``; a ``running`` or ``failed`` marker is left alone, so a tap
+    that failed before its target started keeps its reason.
+    """
+    current = read_marker(tree, step, day)
+    if current is None or current.status == SUCCESS:
+        return mark_running(tree, step, day)
+    return StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now())
+
+
+def record_failure(tree: DataTree, step: str, day: dt.date, reason: str) -> None:
+    """Mark ``step`` failed unless its other process already did (the first reason is the cause)."""
+    current = read_marker(tree, step, day)
+    if current is not None and current.status == FAILED:
+        return
+    marker = current or StepMarker(step=step, run_date=day.isoformat(), status=RUNNING,
+                                   started_at=now())
+    finish(tree, marker, error=reason)
 
 
 def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> None:

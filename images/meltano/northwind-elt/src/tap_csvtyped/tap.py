@@ -20,6 +20,7 @@ class TapCsvTyped(BatchTap):
     """Typed, validated CSV files: every value checked against its declared type."""
 
     name = "tap-csvtyped"
+    package_name = "northwind-elt"
     capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
     config_jsonschema = th.PropertiesList(
         th.Property(

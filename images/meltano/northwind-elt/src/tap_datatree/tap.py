@@ -52,17 +52,19 @@ class TapDataTree(BatchTap):
     """Replay the partitions a step's prerequisites published for one day."""
 
     name = "tap-datatree"
+    package_name = "northwind-elt"
     capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
     config_jsonschema = th.PropertiesList(
         th.Property("data_root", th.StringType, required=True, description="Root of the data tree"),
-        th.Property("run_date", th.StringType, required=True, description="Day to replay"),
-        th.Property("step", th.StringType, default=steps.LOAD_WAREHOUSE,
+        th.Property("run_date", th.StringType,
+                    description="Day to replay"),
+        th.Property("step", th.StringType, required=True,
                     description="The step being fed; its prerequisites' partitions are replayed"),
     ).to_dict()
 
     def discover_streams(self) -> list[PartitionStream]:
         """The day's partitions, each verified against its manifest."""
-        day = parse_run_date(self.config.get("run_date"), "run_date (RUN_DATE)")
+        day = parse_run_date(self.config.get("run_date"))
         tree = DataTree.from_setting(self.config.get("data_root"))
         step = self.config.get("step") or steps.LOAD_WAREHOUSE
         streams: dict[str, PartitionStream] = {}

@@ -17,6 +17,7 @@ class TapPgCopy(BatchTap):
     """Full-table snapshots of a PostgreSQL schema, exact types, COPY speed."""
 
     name = "tap-pgcopy"
+    package_name = "northwind-elt"
     capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
     config_jsonschema = th.PropertiesList(
         th.Property("host", th.StringType, required=True,

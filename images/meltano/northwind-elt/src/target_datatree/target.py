@@ -29,10 +29,11 @@ class TargetDataTree(StepTarget):
     """Publish Singer streams as ``<root>/<source>/.../<date>`` Parquet partitions."""
 
     name = "target-datatree"
+    package_name = "northwind-elt"
     default_sink_class = PartitionSink
     config_jsonschema = th.PropertiesList(
         th.Property("data_root", th.StringType, required=True, description="Root of the data tree"),
-        th.Property("run_date", th.StringType, required=True,
+        th.Property("run_date", th.StringType,
                     description="Logical date (YYYY-MM-DD) that names the partitions"),
         th.Property("source", th.StringType, required=True,
                     description="Source name: the first folder under the root (postgres, csv)"),
@@ -43,7 +44,7 @@ class TargetDataTree(StepTarget):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Validate every setting before anything is written.
-        day = parse_run_date(self.config.get("run_date"), "run_date (RUN_DATE)")
+        day = parse_run_date(self.config.get("run_date"))
         self.source = check_source(self.config["source"])
         tree = DataTree.from_setting(self.config.get("data_root"))
         self.max_parallelism = 1

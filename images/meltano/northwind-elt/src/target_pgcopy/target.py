@@ -28,6 +28,7 @@ class TargetPgCopy(StepTarget):
     """Exact, transactional, idempotent daily snapshots in PostgreSQL."""
 
     name = "target-pgcopy"
+    package_name = "northwind-elt"
     default_sink_class = SnapshotSink
     config_jsonschema = th.PropertiesList(
         th.Property("host", th.StringType, required=True,
@@ -38,12 +39,13 @@ class TargetPgCopy(StepTarget):
         th.Property("password", th.StringType, secret=True, description="Password"),
         th.Property("data_root", th.StringType, required=True,
                     description="Root of the data tree (for the step markers)"),
-        th.Property("run_date", th.StringType, required=True, description="Day being loaded"),
+        th.Property("run_date", th.StringType,
+                    description="Day being loaded"),
     ).to_dict()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        day = parse_run_date(self.config.get("run_date"), "run_date (RUN_DATE)")
+        day = parse_run_date(self.config.get("run_date"))
         tree = DataTree.from_setting(self.config.get("data_root"))
         steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
         # One connection, one transaction, sinks drained one at a time.

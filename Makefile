@@ -1,0 +1,55 @@
+# The Northwind pipeline. A newcomer needs two commands: `make run` and `make test`; both install
+# what they need (uv, the locked Python environment, Meltano's plugins, an embedded PostgreSQL).
+# Cluster targets (up, down, ui, trigger, backfill, logs, cluster-status, image, e2e): mk/cluster.mk.
+
+.PHONY: help install run test test-fast lint check bench status clean
+
+include dags/northwind/cluster.env
+include mk/cluster.mk
+
+# Pinned tool versions; uv installs the rest from uv.lock.
+UV_VERSION := 0.13.9
+UV ?= uv
+DATE ?= $(shell date -u +%Y-%m-%d)
+MELTANO_DIR := images/meltano
+# The plugins are installed once; a change of meltano.yml or of the plugin package reinstalls them.
+MELTANO_STAMP := $(MELTANO_DIR)/.meltano/.installed
+PYTEST_ARGS ?=
+
+help:  ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+install: $(MELTANO_STAMP)  ## Install uv, the Python environment and the Meltano plugins
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	@touch $@
+
+$(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northwind-elt/pyproject.toml
+	cd $(MELTANO_DIR) && $(UV) run --frozen $(MELTANO_INSTALL)
+	@touch $@
+
+run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)
+	$(UV) run --frozen python scripts/run_local.py --date $(DATE)
+
+status: install  ## Which steps succeeded for which days (local data tree)
+	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status
+
+test: install  ## The whole test suite (what CI runs)
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-fast: install  ## Tests that start neither Meltano nor Airflow runs
+	$(UV) run --frozen pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: .venv/.synced  ## Ruff over every Python file
+	$(UV) run --frozen ruff check .
+
+check: lint test  ## Lint, then test
+
+bench: install  ## Benchmark each step against raw COPY on a scaled source (SCALE=1000)
+	$(UV) run --frozen python scripts/benchmark.py $(if $(SCALE),--scale $(SCALE))
+
+clean:  ## Stop the local PostgreSQL and remove local state (data/, .local/)
+	-$(UV) run --frozen python -c "from pathlib import Path; from northwind_elt.localdb import stop_server; stop_server(Path('.local'))"
+	rm -rf data .local $(MELTANO_DIR)/.meltano
