@@ -9,7 +9,7 @@ import datetime as dt
 import decimal
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 
 from northwind_elt.errors import InputError
@@ -67,29 +67,39 @@ def value_problem(column: Column, text: str) -> str | None:
     return None
 
 
-def _lines(path: Path) -> Iterable[tuple[int, bytes]]:
-    with open(path, "rb") as handle:
-        yield from enumerate(handle, start=1)
+def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """Each record after the header with the line it starts on; a quoted value may span lines."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        handle.readline()  # the header is checked before Arrow reads the file
+        reader = csv.reader(handle, delimiter=delimiter, strict=True)
+        while True:
+            start = reader.line_num + 2
+            try:
+                yield start, next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield start, error
+                return
 
 
 def first_problem(path: Path, columns: list[Column], delimiter: str = ",") -> str | None:
-    """Read ``path`` line by line; describe its first bad line, or return None if all are valid."""
+    """Read ``path`` record by record; describe its first bad line, or None if all are valid."""
     names = [c.name for c in columns]
-    for number, raw in _lines(path):
-        if number == 1:
-            continue  # the header is checked before Arrow reads the file
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            return (f"line {number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at "
-                    f"position {error.start + 1})")
-        text = text.rstrip("\r\n")
-        fields = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+    for number, fields in _records(path, delimiter):
+        if isinstance(fields, csv.Error):
+            return f"line {number}: not valid CSV: {fields}"
         if len(fields) != len(columns):
+            text = delimiter.join(fields).encode(errors="surrogateescape").decode(errors="replace")
             shown = text if len(text) <= 80 else text[:77] + "..."
             return (f"line {number}: expected {len(columns)} columns ({', '.join(names)}), "
                     f"got {len(fields)}: {shown!r}")
         for column, value in zip(columns, fields, strict=True):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                return (f"line {number}, column {column.name}: not valid UTF-8 (byte "
+                        f"0x{ord(value[error.start]) - 0xDC00:02x} at character {error.start + 1})")
             problem = value_problem(column, value)
             if problem:
                 return f"line {number}, column {column.name}: {problem}"
