@@ -39,12 +39,15 @@ class Databases:
 
 def run_step(step: str, day: str | None, env: Mapping[str, str], timeout: float = 300
              ) -> subprocess.CompletedProcess:
-    """``meltano run <step>`` in the Meltano project with RUN_DATE=day (unset if None)."""
+    """``meltano run <step>`` in the Meltano project with RUN_DATE=day (unset if None).
+
+    ``step`` is a job name or blocks separated by spaces (``tap-x target-y``).
+    """
     full = {**os.environ, **env}
     full.pop("RUN_DATE", None)
     if day is not None:
         full["RUN_DATE"] = day
-    return subprocess.run(["meltano", "run", "--no-state-update", step], cwd=MELTANO_PROJECT, env=full, text=True,
+    return subprocess.run(["meltano", "run", "--no-state-update", *step.split()], cwd=MELTANO_PROJECT, env=full, text=True,
                           capture_output=True, timeout=timeout, check=False)
 
 

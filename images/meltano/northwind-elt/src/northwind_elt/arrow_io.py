@@ -205,6 +205,11 @@ def records_to_batch(records: list[dict], columns: list[Column]) -> pa.RecordBat
             values = [None if v is None else decimal.Decimal(str(v)) for v in values]
         elif pa.types.is_string(target):
             values = [_as_text(v) for v in values]
+        elif pa.types.is_floating(target):
+            # The SDK parses JSON numbers as Decimal.
+            values = [None if v is None else float(v) for v in values]
+        elif pa.types.is_integer(target):
+            values = [None if v is None else int(v) for v in values]
         arrays.append(pa.array(values, target))
     return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(columns))
 
