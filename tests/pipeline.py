@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-
 from settings import MELTANO_PROJECT
 
 STEPS = ("extract-postgres", "extract-csv", "load-warehouse", "publish-report")
@@ -47,8 +46,9 @@ def run_step(step: str, day: str | None, env: Mapping[str, str], timeout: float 
     full.pop("RUN_DATE", None)
     if day is not None:
         full["RUN_DATE"] = day
-    return subprocess.run(["meltano", "run", "--no-state-update", *step.split()], cwd=MELTANO_PROJECT, env=full, text=True,
-                          capture_output=True, timeout=timeout, check=False)
+    return subprocess.run(["meltano", "run", "--no-state-update", *step.split()],
+                          cwd=MELTANO_PROJECT, env=full, text=True, capture_output=True,
+                          timeout=timeout, check=False)
 
 
 def run_day(day: str, env: Mapping[str, str]) -> dict[str, subprocess.CompletedProcess]:
@@ -62,7 +62,8 @@ def run_day(day: str, env: Mapping[str, str]) -> dict[str, subprocess.CompletedP
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, f"{result.args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"{result.args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
 
 
 def output(result: subprocess.CompletedProcess) -> str:

@@ -4,7 +4,6 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from pipeline import assert_ok, run_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]

@@ -5,7 +5,6 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from pipeline import assert_ok, output, run_day, run_step, tree_digest, warehouse_digest
 from settings import ORDER_DETAILS_ROWS, SOURCE_ROWS
 

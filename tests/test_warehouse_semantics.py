@@ -1,7 +1,6 @@
 """What users of the warehouse can rely on across days: deletes, older days, one current view."""
 
 import pytest
-
 from pipeline import assert_ok, output, run_day, run_step, warehouse_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]

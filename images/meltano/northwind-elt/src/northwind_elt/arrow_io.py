@@ -39,6 +39,7 @@ class CopyReader(io.RawIOBase):
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
+        """Tell ``io.BufferedReader`` this file can be read."""
         return True
 
     def readinto(self, buffer) -> int:  # noqa: D102 (io.RawIOBase protocol)
@@ -67,13 +68,13 @@ def csv_convert_options(columns: list[Column]) -> pacsv.ConvertOptions:
 
 
 def _hex_to_binary(array: pa.Array) -> pa.Array:
-    """PostgreSQL's ``\\x0a0b`` text of bytea values into bytes."""
+    r"""PostgreSQL's ``\x0a0b`` text of bytea values into bytes."""
     return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in array.to_pylist()],
                     pa.binary())
 
 
 def _binary_to_hex(array: pa.Array) -> pa.Array:
-    """Bytes into the ``\\x0a0b`` text PostgreSQL's COPY reads as bytea."""
+    r"""Bytes into the ``\x0a0b`` text PostgreSQL's COPY reads as bytea."""
     return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()],
                     pa.string())
 

@@ -1,13 +1,12 @@
 """``northwind``: the operator's command line.
 
-    northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
-    northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
-    northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
-    northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
+northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
+northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
+northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
 """
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
-
 from northwind_elt.arrow_io import CSV_BLOCK_BYTES, PARQUET_COMPRESSION, csv_convert_options
 from northwind_elt.errors import InputError
-from northwind_elt.pgtypes import Column, arrow_schema, declared_column, varchar_length
+from northwind_elt.pgtypes import arrow_schema, declared_column, varchar_length
 from northwind_elt.step_tap import BatchStream
+from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+
 from tap_csvtyped.validate import check_header, first_problem
 
 #: Line number of the first data row (line 1 is the header).

@@ -1,10 +1,10 @@
 """tap-csvtyped: CSV files with a declared schema, validated and handed over as Parquet BATCH."""
 
+from northwind_elt.errors import SettingError
+from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from northwind_elt.errors import SettingError
-from northwind_elt.step_tap import BatchTap
 from tap_csvtyped.streams import CsvFileStream
 
 _COLUMN = th.ObjectType(

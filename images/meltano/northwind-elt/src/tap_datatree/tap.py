@@ -7,6 +7,13 @@ half-written, truncated or changed file.
 
 import typing as t
 
+from northwind_elt import steps
+from northwind_elt.errors import PartitionError
+from northwind_elt.layout import DataTree, Partition
+from northwind_elt.manifest import verify_partition
+from northwind_elt.pgtypes import Column
+from northwind_elt.run_date import parse_run_date
+from northwind_elt.step_tap import BatchStream, BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers._batch import (
     BaseBatchFileEncoding,
@@ -15,14 +22,6 @@ from singer_sdk.helpers._batch import (
     StorageTarget,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities
-
-from northwind_elt import steps
-from northwind_elt.errors import PartitionError
-from northwind_elt.layout import DataTree, Partition
-from northwind_elt.manifest import verify_partition
-from northwind_elt.pgtypes import Column
-from northwind_elt.run_date import parse_run_date
-from northwind_elt.step_tap import BatchStream, BatchTap
 
 
 class PartitionStream(BatchStream):

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import psycopg
-
 from northwind_elt.pgtypes import Column
 
 _COLUMNS = """

@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
-
 from northwind_elt import pgconn
 
 # Make every value's text form unambiguous and exact, whatever the server's defaults are.

@@ -2,11 +2,11 @@
 
 import typing as t
 
+from northwind_elt.arrow_io import copy_query_to_parquet
+from northwind_elt.step_tap import BatchStream
 from psycopg import sql
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
-from northwind_elt.arrow_io import copy_query_to_parquet
-from northwind_elt.step_tap import BatchStream
 from tap_pgcopy.catalog import Table
 
 if t.TYPE_CHECKING:

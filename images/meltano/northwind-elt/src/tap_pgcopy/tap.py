@@ -3,11 +3,11 @@
 import functools
 
 import psycopg
+from northwind_elt.errors import SettingError
+from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from northwind_elt.errors import SettingError
-from northwind_elt.step_tap import BatchTap
 from tap_pgcopy.catalog import discover_tables
 from tap_pgcopy.client import open_snapshot
 from tap_pgcopy.streams import TableStream

@@ -2,14 +2,13 @@
 
 import typing as t
 from pathlib import Path
-from urllib.parse import urlparse
-
-from singer_sdk.helpers._batch import BaseBatchFileEncoding
-from singer_sdk.sinks import BatchSink
+from urllib.parse import unquote, urlparse
 
 from northwind_elt.arrow_io import records_to_batch
 from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import Column
+from singer_sdk.helpers._batch import BaseBatchFileEncoding
+from singer_sdk.sinks import BatchSink
 
 if t.TYPE_CHECKING:
     from target_datatree.target import TargetDataTree
@@ -48,6 +47,6 @@ class PartitionSink(BatchSink):
             parsed = urlparse(url)
             if parsed.scheme != "file":
                 raise InputError(f"stream {self.stream_name}: batch file {url} is not a file:// URL")
-            path = Path(parsed.path)
+            path = Path(unquote(parsed.path))  # as_uri() quoted the %-encoded segments
             self.owner.batch_folders.add(path.parent)
             self.staged.take_file(path)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from northwind_elt.arrow_io import PARQUET_COMPRESSION
 from northwind_elt.errors import InputError
 from northwind_elt.layout import path_segment

@@ -10,8 +10,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-from singer_sdk import typing as th
-
 from northwind_elt import atomic, steps
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import PartitionError
@@ -21,6 +19,8 @@ from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, remove_empty_folders
+from singer_sdk import typing as th
+
 from target_datatree.sinks import PartitionSink
 from target_datatree.staging import StagedPartition
 

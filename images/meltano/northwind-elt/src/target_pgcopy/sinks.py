@@ -2,15 +2,14 @@
 
 import typing as t
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
-from singer_sdk.helpers._batch import BaseBatchFileEncoding
-from singer_sdk.sinks import BatchSink
-
 from northwind_elt.arrow_io import records_to_batch
 from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import Column, columns_of
+from singer_sdk.helpers._batch import BaseBatchFileEncoding
+from singer_sdk.sinks import BatchSink
 
 if t.TYPE_CHECKING:
     from target_pgcopy.target import TargetPgCopy
@@ -48,7 +47,7 @@ class SnapshotSink(BatchSink):
             parsed = urlparse(url)
             if parsed.scheme != "file":
                 raise InputError(f"stream {self.stream_name}: {url} is not a file:// URL")
-            path = Path(parsed.path)
+            path = Path(unquote(parsed.path))  # as_uri() quoted the %-encoded segments
             found = columns_of(pq.read_schema(path))
             if [(c.name, c.sql_type) for c in found] != [(c.name, c.sql_type) for c in self.columns]:
                 raise InputError(f"stream {self.stream_name}: {path} has columns "

@@ -11,8 +11,6 @@ transaction commits. Any failure rolls everything back.
 from pathlib import Path
 
 import pyarrow as pa
-from singer_sdk import typing as th
-
 from northwind_elt import pgconn, steps, warehouse
 from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy
 from northwind_elt.errors import PartitionError
@@ -21,6 +19,8 @@ from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget
+from singer_sdk import typing as th
+
 from target_pgcopy.sinks import SnapshotSink
 
 
