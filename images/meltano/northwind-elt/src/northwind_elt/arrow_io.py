@@ -11,6 +11,7 @@ import decimal
 import hashlib
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,20 @@ LOAD_BATCH_ROWS = 65_536
 PARQUET_COMPRESSION = "zstd"
 
 ProgressCallback = Callable[[int], None]
+#: A running step logs its row count at most this often (seconds), per table.
+PROGRESS_INTERVAL = 5.0
+
+
+def throttled_progress(log: Callable[[str], None], what: str) -> ProgressCallback:
+    """A progress callback that logs ``<what>: N rows so far`` at most every few seconds."""
+    last = [time.monotonic()]
+
+    def report(rows: int) -> None:
+        if time.monotonic() - last[0] >= PROGRESS_INTERVAL:
+            last[0] = time.monotonic()
+            log(f"{what}: {rows} rows so far")
+
+    return report
 
 
 class CopyReader(io.RawIOBase):

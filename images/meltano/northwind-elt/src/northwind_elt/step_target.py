@@ -33,8 +33,11 @@ def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
     if not tree.staging.is_dir():
         return
     for entry in tree.staging.iterdir():
-        if entry.stat().st_mtime < limit:
-            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            if entry.stat().st_mtime < limit:
+                shutil.rmtree(entry, ignore_errors=True)
+        except FileNotFoundError:
+            continue  # another run removed it first
 
 
 class StepTarget(Target):

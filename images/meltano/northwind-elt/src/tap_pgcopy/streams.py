@@ -2,7 +2,7 @@
 
 import typing as t
 
-from northwind_elt.arrow_io import copy_query_to_parquet
+from northwind_elt.arrow_io import copy_query_to_parquet, throttled_progress
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -42,6 +42,7 @@ class TableStream(BatchStream):
             self.rows_written = copy_query_to_parquet(
                 cursor, self.copy_statement(), list(self.table.columns), destination,
                 where=f"table {self.table.schema}.{self.table.name}",
+                progress=throttled_progress(self.logger.info, f"extracting {self.name}"),
             )
         tap.report_progress(self.name, self.rows_written)
         yield batch_config.encoding, [destination.as_uri()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from northwind_elt import pgconn, steps, warehouse
-from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy
+from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy, throttled_progress
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
@@ -68,7 +68,8 @@ class TargetPgCopy(StepTarget):
     def copy_file(self, stream: str, columns: list[Column], path: Path) -> None:
         """COPY a Parquet partition into the stream's snapshot table."""
         rows = copy_parquet_into(self.cursor, warehouse.copy_statement(stream, columns), path,
-                                 extra={warehouse.SNAPSHOT_DATE: pa.scalar(self.day, pa.date32())})
+                                 extra={warehouse.SNAPSHOT_DATE: pa.scalar(self.day, pa.date32())},
+                                 progress=throttled_progress(self.logger.info, f"loading {stream}"))
         self.loaded[stream] += rows
         self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(self.loaded),
                          len(self.completion.rows) if self.completion else len(self.loaded))
