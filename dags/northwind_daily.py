@@ -71,11 +71,7 @@ with DAG(
     extract_postgres = MeltanoStepOperator(**step_pod_kwargs(EXTRACT_POSTGRES))
     extract_csv = MeltanoStepOperator(**step_pod_kwargs(EXTRACT_CSV))
     # Backfills set their own max_active_runs: one load (and report) at a time, whatever runs.
-    load_warehouse = MeltanoStepOperator(
-        **step_pod_kwargs(LOAD_WAREHOUSE), max_active_tis_per_dag=1
-    )
-    publish_report = MeltanoStepOperator(
-        **step_pod_kwargs(PUBLISH_REPORT), max_active_tis_per_dag=1
-    )
+    load_warehouse = MeltanoStepOperator(**step_pod_kwargs(LOAD_WAREHOUSE), max_active_tis_per_dag=1)
+    publish_report = MeltanoStepOperator(**step_pod_kwargs(PUBLISH_REPORT), max_active_tis_per_dag=1)
 
     [extract_postgres, extract_csv] >> load_warehouse >> publish_report

@@ -80,15 +80,18 @@ def task_context(
     run_after = run_after or logical_date
     params = {**{k: v for k, v in dag.params.items()}, "date": date_param}
     ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
-    return {
+    context = {
         "dag": dag,
         "task": task,
         "ti": ti,
         "params": params,
-        "logical_date": logical_date,
         "dag_run": SimpleNamespace(run_after=run_after, logical_date=logical_date, conf={}),
         "run_id": f"manual__{(logical_date or run_after).isoformat()}",
     }
+    if logical_date is not None:
+        # Like the task runner: a run without a logical date has no such key (nor ds, ts...).
+        context |= {"logical_date": logical_date, "ds": logical_date.strftime("%Y-%m-%d")}
+    return context
 
 
 def build_pod(task_id: str, **context_kwargs):
@@ -116,17 +119,38 @@ class RunResult:
     task_states: dict[str, str]
 
 
-def run_dag(day: str, env: Mapping[str, str], conf: dict | None = None) -> RunResult:
-    """Run the DAG in-process for ``day`` in local mode with ``env`` added to the environment."""
+def run_dag(
+    day: str | None,
+    env: Mapping[str, str],
+    conf: dict | None = None,
+    only: str | None = None,
+) -> RunResult:
+    """Run the DAG in-process in local mode with ``env`` added to the environment.
+
+    Args:
+        day: The logical date, or None for a manual run without one.
+        env: The step environment (databases, data root, CSV).
+        conf: The run's conf (params), e.g. ``{"date": "2024-01-02"}``.
+        only: Run only this task; the others are marked success without running.
+    """
     from airflow.utils.session import create_session
 
+    skipped = "|".join(task for task in TASK_IDS if task != only) if only else None
     with patched_environ({"NORTHWIND_RUNTIME": "local", **env}):
         dag = load_dag()
-        run = dag.test(logical_date=utc_day(day), run_conf=conf)
+        no_retries(dag)
+        logical_date = utc_day(day) if day else None
+        run = dag.test(logical_date=logical_date, run_conf=conf, mark_success_pattern=skipped)
     with create_session() as session:
         tis = run.get_task_instances(session=session)
         states = {ti.task_id: str(ti.state) for ti in tis}
     return RunResult(state=str(run.state), task_states=states)
+
+
+def no_retries(dag) -> None:
+    """Make every failure final, as ``make run`` does: dag.test() would wait out retry delays."""
+    for task in dag.tasks:
+        task.retries = 0
 
 
 @contextmanager
@@ -134,4 +158,3 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
     """Set ``values`` in ``os.environ`` for the duration of the block."""
     with mock.patch.dict(os.environ, dict(values)):
         yield
-

@@ -7,6 +7,7 @@ step commands as local processes, exactly what ``make run`` does.
 import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
 
 import csv
+import datetime as dt
 import json
 import os
 import re
@@ -158,3 +159,23 @@ def test_make_run_names_the_failed_task_and_prints_the_evidence_and_markers(tmp_
     assert re.search(r"2024-01-02\s+extract-postgres\s+success\s+1207", summary)
     assert re.search(r"2024-01-02\s+extract-csv\s+failed", summary)
     assert (state_dir / "airflow" / "airflow.db").is_file()
+
+
+def test_a_manual_run_without_logical_date_processes_the_day_it_was_queued_for(databases):
+    before = dt.datetime.now(dt.UTC).date().isoformat()
+
+    run = run_dag(None, databases.env, only="extract_csv")
+
+    after = dt.datetime.now(dt.UTC).date().isoformat()
+    assert run.task_states["extract_csv"] == "success"
+    days = [path.name for path in (databases.data_root / "_status").iterdir()]
+    assert len(days) == 1 and days[0] in {before, after}
+    assert marker_status(databases.data_root, days[0]) == {"extract-csv": "success"}
+
+
+def test_the_date_param_chooses_the_day_of_a_manual_run(databases):
+    run = run_dag(None, databases.env, conf={"date": "2024-02-29"}, only="extract_csv")
+
+    assert run.task_states["extract_csv"] == "success"
+    assert marker_status(databases.data_root, "2024-02-29") == {"extract-csv": "success"}
+    assert (databases.data_root / "csv" / "2024-02-29" / "order_details.parquet").is_file()

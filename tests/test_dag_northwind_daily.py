@@ -103,9 +103,7 @@ def test_date_param_is_optional_and_must_be_a_day(dag):
 
 
 def test_dags_folder_holds_no_secret_literals():
-    credential = re.compile(
-        r"(password|passwd|secret|token)\w*\s*[:=]\s*['\"][^'\"{}]+['\"]", re.IGNORECASE
-    )
+    credential = re.compile(r"(password|passwd|secret|token)\w*\s*[:=]\s*['\"][^'\"{}]+['\"]", re.IGNORECASE)
     offenders = [
         f"{path.relative_to(DAGS_FOLDER)}: {match.group(0)}"
         for path in DAGS_FOLDER.rglob("*")

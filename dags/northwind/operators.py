@@ -48,9 +48,7 @@ def runtime(environ: Mapping[str, str] = os.environ) -> str:
     """
     value = environ.get(RUNTIME_VARIABLE, "").strip() or LOCAL
     if value not in RUNTIMES:
-        raise AirflowFailException(
-            f"{RUNTIME_VARIABLE}={value!r} is not one of {', '.join(RUNTIMES)}"
-        )
+        raise AirflowFailException(f"{RUNTIME_VARIABLE}={value!r} is not one of {', '.join(RUNTIMES)}")
     return value
 
 

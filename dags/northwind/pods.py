@@ -21,7 +21,9 @@ STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
 
 #: The logical date of the run as ``YYYY-MM-DD``: the ``date`` param when a user gives one, else
 #: the logical date, else (a manual trigger without one) the moment the run was queued for.
-RUN_DATE_TEMPLATE = "{{ params.date or (logical_date or dag_run.run_after) | ds }}"
+#: ``dag_run.logical_date``, not ``logical_date``: a run without one has no ``logical_date`` key in
+#: its context at all, and Airflow's strict Jinja fails on the missing name.
+RUN_DATE_TEMPLATE = "{{ params.date or (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 #: Labels that find a step's pods: ``kubectl logs -l northwind.io/step=load-warehouse,...``.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
@@ -145,9 +147,7 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "volumes": [
             k8s.V1Volume(
                 name=DATA_VOLUME,
-                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-                    claim_name=names.data_pvc
-                ),
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=names.data_pvc),
             ),
             k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()),
         ],
