@@ -1,0 +1,232 @@
+"""Faults on a real server: a step killed mid-way, an unreachable source, two loads at once, a
+partition changed after its extract. Each leaves the data tree and the warehouse as they were (or as
+one clean run makes them), and says what went wrong.
+
+A step is killed while it provably is mid-way: the test holds a table lock the step needs, waits
+until the step's backend waits for it (with earlier tables already done), then sends SIGKILL to the
+whole process group (Meltano, tap and target), as a node losing the pod would.
+"""
+
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from northwind_elt import steps
+from northwind_elt.errors import PartitionError, PrerequisiteError
+from northwind_elt.layout import DataTree
+from northwind_elt.warehouse import LOAD_LOCK_KEY
+from pipeline import assert_ok, output, run_step, tree_digest, warehouse_digest
+from settings import MELTANO_PROJECT, ORDER_DETAILS_ROWS, SOURCE_ROWS
+from tap_datatree.tap import TapDataTree
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
+
+DAY = "2024-01-02"
+
+
+def start_step(step: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start ``meltano run <step>`` in its own process group, with its own Meltano system DB.
+
+    Its own DB, like a pod's, so that steps running at once do not share Meltano's SQLite file.
+    """
+    full = {**os.environ, **env, "RUN_DATE": DAY,
+            "MELTANO_DATABASE_URI": f"sqlite:///{log.parent}/meltano-{uuid.uuid4().hex}.db"}
+    with open(log, "w") as handle:
+        return subprocess.Popen(["meltano", "run", "--no-state-update", step], cwd=MELTANO_PROJECT,
+                                env=full, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> tuple[int, str]:
+    return process.wait(timeout=timeout), log.read_text()
+
+
+def extract_day(env: dict[str, str], tmp_path: Path) -> None:
+    """Both extracts of DAY, at once (as the DAG runs them)."""
+    runs = {step: start_step(step, env, tmp_path / f"{step}.log")
+            for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV)}
+    for step, process in runs.items():
+        code, text = finish(process, tmp_path / f"{step}.log")
+        assert code == 0, f"{step} failed:\n{text[-5000:]}"
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def backends(conn: psycopg.Connection, application: str) -> list[tuple[str, str, str]]:
+    """(wait_event_type, wait_event, query) of every backend of ``application``."""
+    return conn.execute("SELECT coalesce(wait_event_type, ''), coalesce(wait_event, ''), query "
+                        "FROM pg_stat_activity WHERE application_name = %s",
+                        (application,)).fetchall()
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def marker(root: Path, step: str) -> dict | None:
+    path = root / "_status" / DAY / f"{step}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def partitions(root: Path) -> dict[str, str]:
+    """Digest of every published partition: data files and manifests, byte for byte."""
+    return tree_digest(root) | tree_digest(root, "**/*.manifest.json")
+
+
+def contents(root: Path) -> dict[str, object]:
+    """Every published partition's data file digest and manifest, but for its extraction time."""
+    manifests = {str(p.relative_to(root)): json.loads(p.read_text())
+                 for p in root.glob("**/*.manifest.json") if ".staging" not in p.parts}
+    for manifest in manifests.values():
+        manifest.pop("extracted_at")
+    return tree_digest(root) | manifests
+
+
+def test_sigkill_mid_load_and_mid_extract_leaves_everything_intact_and_a_rerun_heals(
+        databases, tmp_path):
+    env, root = databases.env, databases.data_root
+    extract_day(env, tmp_path)
+    assert_ok(run_step(steps.LOAD_WAREHOUSE, DAY, env))
+    files, published = partitions(root), contents(root)
+    with databases.warehouse() as wh:
+        loaded = warehouse_digest(wh)
+
+    # Kill the load while it waits for snapshots.orders: six tables are already replaced in its
+    # transaction by then.
+    with databases.warehouse() as lock, databases.warehouse(autocommit=True) as watch:
+        lock.execute("LOCK TABLE snapshots.orders IN ACCESS EXCLUSIVE MODE")
+        load = start_step(steps.LOAD_WAREHOUSE, env, tmp_path / "killed-load.log")
+        wait_for(lambda: any(kind == "Lock" and "orders" in query
+                             for kind, _, query in backends(watch, "northwind-warehouse")),
+                 "the load to wait for snapshots.orders")
+        assert load.poll() is None
+        kill_group(load)
+        lock.rollback()
+        wait_for(lambda: not backends(watch, "northwind-warehouse"),
+                 "the killed load's backend to roll back")
+    with databases.warehouse() as wh:
+        assert warehouse_digest(wh) == loaded
+    assert marker(root, steps.LOAD_WAREHOUSE)["status"] in (steps.RUNNING, steps.FAILED)
+    assert partitions(root) == files
+    assert_ok(run_step(steps.LOAD_WAREHOUSE, DAY, env))
+    assert marker(root, steps.LOAD_WAREHOUSE)["status"] == steps.SUCCESS
+    with databases.warehouse() as wh:
+        assert warehouse_digest(wh) == loaded
+
+    # Kill the extract while it waits for the source's orders, earlier tables already in staging.
+    with databases.source() as lock, databases.source(autocommit=True) as watch:
+        lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        extract = start_step(steps.EXTRACT_POSTGRES, env, tmp_path / "killed-extract.log")
+        wait_for(lambda: any(kind == "Lock" for kind, _, _ in backends(watch, "northwind-source"))
+                 and any((root / ".staging").rglob("*.parquet")),
+                 "the extract to wait for orders with earlier tables staged")
+        assert extract.poll() is None
+        kill_group(extract)
+    assert partitions(root) == files
+    assert marker(root, steps.EXTRACT_POSTGRES)["status"] in (steps.RUNNING, steps.FAILED)
+    with databases.warehouse() as wh:
+        assert warehouse_digest(wh) == loaded
+    # The day cannot be loaded from a killed extract ...
+    with pytest.raises(PrerequisiteError, match="extract-postgres is running"):
+        steps.require_prerequisites(DataTree(root), steps.LOAD_WAREHOUSE,
+                                    dt.date.fromisoformat(DAY))
+    # ... until a rerun heals it, with the very same data.
+    assert_ok(run_step(steps.EXTRACT_POSTGRES, DAY, env))
+    assert marker(root, steps.EXTRACT_POSTGRES)["status"] == steps.SUCCESS
+    assert contents(root) == published
+
+
+def test_an_unreachable_source_fails_clearly_and_publishes_nothing(databases, tmp_path):
+    env = {**databases.env, "SOURCE_PGHOST": str(tmp_path / "no-server-here")}
+    result = run_step(steps.EXTRACT_POSTGRES, DAY, env)
+    assert result.returncode != 0
+    reason = f"cannot connect to the source database postgres@{tmp_path / 'no-server-here'}"
+    assert reason in output(result)
+    root = databases.data_root
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        f"_status/{DAY}/extract-postgres.json"]
+    found = marker(root, steps.EXTRACT_POSTGRES)
+    assert found["status"] == steps.FAILED and reason in found["error"]
+
+
+def test_two_loads_of_a_day_at_once_end_as_one_load(databases, tmp_path):
+    env = databases.env
+    extract_day(env, tmp_path)
+    # Hold the load lock so both loads are certainly running, and waiting, at the same time.
+    with databases.warehouse(autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (LOAD_LOCK_KEY,))
+        logs = [tmp_path / f"load-{n}.log" for n in (1, 2)]
+        loads = [start_step(steps.LOAD_WAREHOUSE, env, log) for log in logs]
+        wait_for(lambda: [e for _, e, _ in backends(lock, "northwind-warehouse")] == ["advisory"] * 2,
+                 "both loads to wait for the load lock")
+        lock.execute("SELECT pg_advisory_unlock(%s)", (LOAD_LOCK_KEY,))
+    results = [finish(load, log) for load, log in zip(loads, logs, strict=True)]
+    for code, text in results:
+        assert code == 0, text[-5000:]
+    assert marker(databases.data_root, steps.LOAD_WAREHOUSE)["status"] == steps.SUCCESS
+    with databases.warehouse() as wh:
+        expected = SOURCE_ROWS | {"order_details": ORDER_DETAILS_ROWS}
+        for table, rows in expected.items():
+            assert wh.execute(f'SELECT count(*) FROM snapshots."{table}"').fetchone() == (rows,)
+            assert wh.execute(f'SELECT count(*) FROM public."{table}"').fetchone() == (rows,)
+        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM snapshots._loads").fetchone()
+        assert days == [DAY]
+
+
+def test_a_partition_changed_after_its_extract_is_refused_naming_the_file(databases, tmp_path):
+    env, root = databases.env, databases.data_root
+    extract_day(env, tmp_path)
+    orders = root / "postgres" / "orders" / DAY / "orders.parquet"
+    intact = orders.read_bytes()
+
+    # One flipped byte: same size, so only the checksum can tell. The step refuses.
+    corrupt = bytearray(intact)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    orders.write_bytes(bytes(corrupt))
+    changed = run_step(steps.LOAD_WAREHOUSE, DAY, env)
+    assert changed.returncode != 0
+    reason = f"partition file {orders} fails its checksum"
+    assert reason in output(changed)
+    found = marker(root, steps.LOAD_WAREHOUSE)
+    assert found["status"] == steps.FAILED and reason in found["error"]
+    with databases.warehouse() as wh:
+        assert wh.execute("SELECT to_regnamespace('snapshots')").fetchone() == (None,)
+
+    # Truncated: the load's tap refuses before it sends anything (in-process: same code, no 5 s).
+    orders.write_bytes(intact[: len(intact) // 2])
+    config = {"data_root": str(root), "run_date": DAY, "step": "load-warehouse"}
+    with pytest.raises(PartitionError, match=re.escape(
+            f"partition file {orders} has {len(intact) // 2} bytes, its manifest says "
+            f"{len(intact)}: it was truncated")), contextlib.redirect_stdout(io.StringIO()):
+        TapDataTree(config=config).sync_all()
+
+
+@pytest.mark.xfail(strict=True, reason="steps.begin leaves a failed marker alone (so a tap's "
+                   "failure is not hidden from its target) and record_failure keeps the first "
+                   "reason, but neither can tell this attempt's failure from an earlier one's: "
+                   "telling them apart needs an attempt id shared by tap and target")
+def test_a_failed_rerun_records_its_own_reason(tmp_path):
+    tree, day = DataTree(tmp_path), dt.date.fromisoformat(DAY)
+    for reason in ("partition orders.parquet fails its checksum", "products.parquet is missing"):
+        steps.begin(tree, steps.LOAD_WAREHOUSE, day)  # the tap and the target of one attempt
+        steps.begin(tree, steps.LOAD_WAREHOUSE, day)
+        steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, reason)
+        assert steps.read_marker(tree, steps.LOAD_WAREHOUSE, day).error == reason
