@@ -8,14 +8,17 @@ from northwind_elt.pgtypes import Column
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typname, a.atttypmod,
        NOT a.attnotnull,
-       CASE WHEN t.typtype = 'e' THEN
-         ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+       CASE WHEN t.typtype = 'e' OR et.typtype = 'e' THEN
+         ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+               WHERE e.enumtypid = CASE WHEN t.typtype = 'e' THEN t.oid ELSE et.oid END
                ORDER BY e.enumsortorder)
        END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
+-- An array of an enum carries the element's labels, so the warehouse can create the enum.
+LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum
