@@ -649,6 +649,9 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
         ours, theirs = stock["tap-pgcopy"], stock["stock tap-postgres"]
         data_ours = ours["slice"].wall - ours["empty"].wall
         data_theirs = theirs["slice"].wall - theirs["empty"].wall
+        lines.append(f"  whole run: stock {theirs['slice'].wall:.2f} s vs ours {ours['slice'].wall:.2f} s"
+                     f" = {theirs['slice'].wall / ours['slice'].wall:.1f}x; stock rows/s "
+                     f"{_rate(theirs['slice'].rows, theirs['slice'].wall)}")
         if data_ours > 0:
             lines.append(f"  data part: stock {data_theirs:.2f} s vs ours {data_ours:.2f} s "
                          f"= {data_theirs / data_ours:.1f}x slower")
