@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from northwind_elt.errors import InputError
 from pipeline import Databases
 from psycopg import sql
 from tap_csvtyped.tap import TapCsvTyped
@@ -139,3 +141,27 @@ def test_an_array_of_an_enum_no_column_uses_alone_round_trips(databases, tmp_pat
     extract_and_load(databases, ["schedule"], tmp_path)
     with databases.source() as src, databases.warehouse() as wh:
         assert as_text(wh, "snapshots", "schedule") == as_text(src, "public", "schedule")
+
+
+SPECIAL_VALUES = {
+    "numeric NaN": ("numeric(12,4)", "'NaN'"),
+    "timestamptz infinity": ("timestamp with time zone", "'-infinity'"),
+    "timestamptz BC": ("timestamp with time zone", "'4713-01-01 00:00:00+00 BC'"),
+    "date infinity": ("date", "'infinity'"),
+    "timestamp after 9999": ("timestamp without time zone", "'12345-06-07 08:09:10'"),
+}
+
+
+@pytest.mark.xfail(strict=True, raises=InputError, reason=(
+    "pgtypes stores numeric(p,s), timestamp[tz] and date natively (decimal128, timestamp[us], "
+    "date32), chosen from the column type alone; Arrow cannot parse PostgreSQL's NaN, ±infinity, "
+    "BC or 5-digit-year text, so the extract fails (cleanly: InputError naming the table) instead "
+    "of round-tripping"))
+@pytest.mark.parametrize("sql_type, value", SPECIAL_VALUES.values(), ids=SPECIAL_VALUES.keys())
+def test_special_values_round_trip(databases, tmp_path, sql_type, value):
+    with databases.source(autocommit=True) as src:
+        src.execute(f"CREATE TABLE special (id integer PRIMARY KEY, v {sql_type});"
+                    f"INSERT INTO special VALUES (1, {value}), (2, NULL)")
+    extract_and_load(databases, ["special"], tmp_path)
+    with databases.source() as src, databases.warehouse() as wh:
+        assert as_text(wh, "snapshots", "special") == as_text(src, "public", "special")
