@@ -59,8 +59,16 @@ def databases(pg_socket: Path, tmp_path: Path) -> Databases:
 
 @pytest.fixture(scope="session")
 def meltano_project() -> Path:
-    """The Meltano project with its plugins installed (what `make install` does; idempotent)."""
-    subprocess.run(["meltano", "install"], cwd=MELTANO_PROJECT, check=True, capture_output=True)
+    """The Meltano project with its plugins installed.
+
+    `make test` installs them first (and stamps ``.meltano/.installed``); running ``meltano
+    install`` again here would empty ``.meltano/run`` under any step running at that moment.
+    """
+    stamp = MELTANO_PROJECT / ".meltano" / ".installed"
+    inputs = [MELTANO_PROJECT / "meltano.yml", MELTANO_PROJECT / "northwind-elt" / "pyproject.toml"]
+    if not stamp.exists() or any(p.stat().st_mtime > stamp.stat().st_mtime for p in inputs):
+        subprocess.run(["meltano", "install"], cwd=MELTANO_PROJECT, check=True, capture_output=True)
+        stamp.touch()
     return MELTANO_PROJECT
 
 

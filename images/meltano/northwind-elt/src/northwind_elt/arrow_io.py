@@ -161,6 +161,10 @@ def _batches(reader: pacsv.CSVStreamingReader | None, where: str) -> Iterator[pa
         yield from reader
     except pa.ArrowInvalid as error:
         raise InputError(f"{where}: a value does not fit its column type: {error}") from None
+    finally:
+        # Stop Arrow's read-ahead thread now: left to interpreter shutdown, it can abort the
+        # process ("terminate called without an active exception") after a successful run.
+        reader.close()
 
 
 def csv_for_copy(batch: pa.RecordBatch) -> bytes:

@@ -85,7 +85,10 @@ class CsvFileStream(BatchStream):
                                                  ignore_empty_lines=False),
                 convert_options=csv_convert_options(self.columns),
             )
-            yield from reader
+            try:
+                yield from reader
+            finally:
+                reader.close()  # stop Arrow's read-ahead thread before the process exits
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 return
