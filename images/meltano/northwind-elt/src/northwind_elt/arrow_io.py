@@ -1,9 +1,9 @@
-"""Stream rows between PostgreSQL ``COPY`` and Parquet in bounded memory, in Arrow's C++ code.
+"""Move rows between Arrow, Parquet, CSV and PostgreSQL ``COPY`` in bounded memory.
 
-Extract: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` is parsed block by block by Arrow's CSV
-reader straight into typed columns and written as Parquet row groups. Load: Parquet row groups are
-rendered by Arrow's CSV writer and streamed into ``COPY ... FROM STDIN (FORMAT csv)``. In both
-directions a NULL is an unquoted empty field and an empty string a quoted one, so NULL stays NULL.
+Load: Parquet row groups are rendered by Arrow's CSV writer (C++) and streamed into
+``COPY ... FROM STDIN (FORMAT csv)``, where a NULL is an unquoted empty field and an empty string a
+quoted one, so NULL stays NULL. The same CSV conventions read typed CSV files (``tap-csvtyped``).
+Extract from PostgreSQL uses ADBC instead (``tap_pgcopy.streams``).
 """
 
 import datetime as dt
@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import Column, arrow_schema
 
 #: Arrow's CSV block: bounds the memory of a stream (several blocks may be in flight).
@@ -46,29 +45,6 @@ def throttled_progress(log: Callable[[str], None], what: str) -> ProgressCallbac
     return report
 
 
-class CopyReader(io.RawIOBase):
-    """A read-only file over the chunks of a psycopg ``COPY ... TO STDOUT``."""
-
-    def __init__(self, copy: psycopg.Copy):
-        self._copy = copy
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        """Tell ``io.BufferedReader`` this file can be read."""
-        return True
-
-    def readinto(self, buffer) -> int:  # noqa: D102 (io.RawIOBase protocol)
-        if not self._pending:
-            chunk = self._copy.read()
-            if not chunk:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
 def csv_convert_options(columns: list[Column]) -> pacsv.ConvertOptions:
     """How to read PostgreSQL's CSV output into the columns' Arrow types."""
     return pacsv.ConvertOptions(
@@ -82,89 +58,10 @@ def csv_convert_options(columns: list[Column]) -> pacsv.ConvertOptions:
     )
 
 
-def _hex_to_binary(array: pa.Array) -> pa.Array:
-    r"""PostgreSQL's ``\x0a0b`` text of bytea values into bytes."""
-    return pa.array([None if v is None else bytes.fromhex(v[2:]) for v in array.to_pylist()],
-                    pa.binary())
-
-
 def _binary_to_hex(array: pa.Array) -> pa.Array:
     r"""Bytes into the ``\x0a0b`` text PostgreSQL's COPY reads as bytea."""
     return pa.array([None if v is None else "\\x" + v.hex() for v in array.to_pylist()],
                     pa.string())
-
-
-def _typed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Give a parsed batch the final schema (bytea decoded, source types as metadata)."""
-    arrays = [
-        _hex_to_binary(array) if pa.types.is_binary(target.type) else array
-        for array, target in zip(batch.columns, schema, strict=True)
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def copy_query_to_parquet(
-    cursor: psycopg.Cursor,
-    copy_sql: psycopg.sql.Composable,
-    columns: list[Column],
-    destination: Path,
-    where: str,
-    progress: ProgressCallback | None = None,
-) -> int:
-    """Run ``copy_sql`` (a ``COPY ... TO STDOUT (FORMAT csv)``) and write its rows to Parquet.
-
-    Args:
-        cursor: An open cursor.
-        copy_sql: The COPY statement; its columns must be ``columns``, in order.
-        columns: The columns, with their source types.
-        destination: The Parquet file to write (a work file; the caller publishes it).
-        where: What is being read, for error messages (e.g. the table name).
-        progress: Called with the running row count after each block.
-
-    Returns:
-        The number of rows written.
-    """
-    schema = arrow_schema(columns)
-    rows = 0
-    with cursor.copy(copy_sql) as copy, pq.ParquetWriter(
-        destination, schema, compression=PARQUET_COMPRESSION
-    ) as writer:
-        reader = _open_csv(CopyReader(copy), columns, where) if columns else None
-        for batch in _batches(reader, where):
-            writer.write_batch(_typed(batch, schema))
-            rows += batch.num_rows
-            if progress:
-                progress(rows)
-    return rows
-
-
-def _open_csv(raw: io.RawIOBase, columns: list[Column], where: str) -> pacsv.CSVStreamingReader | None:
-    """Arrow's streaming CSV reader over ``raw``, or None when there are no rows at all."""
-    try:
-        return pacsv.open_csv(
-            io.BufferedReader(raw, buffer_size=1 << 20),
-            read_options=pacsv.ReadOptions(column_names=[c.name for c in columns],
-                                           block_size=CSV_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=csv_convert_options(columns),
-        )
-    except pa.ArrowInvalid as error:
-        if "Empty CSV file" in str(error):
-            return None
-        raise InputError(f"{where}: a value does not fit its column type: {error}") from None
-
-
-def _batches(reader: pacsv.CSVStreamingReader | None, where: str) -> Iterator[pa.RecordBatch]:
-    if reader is None:
-        return
-    try:
-        yield from reader
-    except pa.ArrowInvalid as error:
-        raise InputError(f"{where}: a value does not fit its column type: {error}") from None
-    finally:
-        # Stop Arrow's read-ahead thread now: left to interpreter shutdown, it can abort the
-        # process ("terminate called without an active exception") after a successful run.
-        reader.close()
 
 
 def csv_for_copy(batch: pa.RecordBatch) -> bytes:

@@ -1,12 +1,23 @@
-"""The tap's one connection: a read-only, repeatable-read snapshot shared by every table."""
+"""The tap's connections: one snapshot of the source, read by the catalog and by the data path.
 
-from collections.abc import Mapping
+The catalog is read with psycopg inside a REPEATABLE READ transaction whose snapshot is exported;
+the data path (ADBC: ``COPY ... (FORMAT binary)`` decoded into Arrow in C++) imports that snapshot.
+Every table is therefore read at the same instant (foreign keys hold between the files of a day)
+even while the source is being written to.
+"""
+
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from northwind_elt import pgconn
+from northwind_elt.errors import SettingError
+from psycopg.conninfo import make_conninfo
 
-# Make every value's text form unambiguous and exact, whatever the server's defaults are.
+# Make the text form of every non-native value (cast to text for transfer) unambiguous.
 SESSION_SETTINGS = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, YMD",
@@ -17,15 +28,29 @@ SESSION_SETTINGS = {
 }
 
 
-def open_snapshot(config: Mapping[str, Any]) -> psycopg.Connection:
-    """Connect to the source and start one REPEATABLE READ transaction.
-
-    All tables are read inside it, so the extract is a consistent snapshot (foreign keys hold
-    between the files of a day) even while the source is being written to.
-    """
+def open_snapshot(config: Mapping[str, Any]) -> tuple[psycopg.Connection, str]:
+    """Connect to the source, start a read-only REPEATABLE READ transaction, export its snapshot."""
     conn = pgconn.connect(config, "source")
-    for name, value in SESSION_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-    conn.commit()
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    return conn
+    (snapshot,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    return conn, snapshot
+
+
+@contextlib.contextmanager
+def data_connection(config: Mapping[str, Any], snapshot: str) -> Iterator[adbc.Connection]:
+    """An ADBC connection reading in ``snapshot`` (the catalog's), closed at the end."""
+    kwargs = pgconn.connection_kwargs(config, "source")
+    options = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in SESSION_SETTINGS.items())
+    conninfo = make_conninfo(**kwargs, options=options)
+    try:
+        conn = adbc.connect(conninfo, autocommit=True)
+    except adbc_driver_manager.Error as error:
+        raise SettingError(f"cannot connect to the source database {pgconn.describe(kwargs)}: "
+                           f"{str(error).splitlines()[0]}") from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # noqa: S608 (server-made id)
+        yield conn
+    finally:
+        conn.close()

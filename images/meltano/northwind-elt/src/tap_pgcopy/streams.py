@@ -1,8 +1,19 @@
-"""One stream per source table, read with COPY into a Parquet batch file."""
+"""One stream per source table, read with ``COPY (FORMAT binary)`` into a Parquet batch file.
+
+Values travel in PostgreSQL's binary format and are decoded into Arrow by ADBC's C++ driver, in
+batches of bounded size. Columns without an exact Arrow twin (``numeric``, ``uuid``, ``jsonb``,
+arrays, enums, ``interval``, ...) are selected as ``::text``, the form the loader hands back to
+PostgreSQL; constrained ``numeric`` is then cast to ``decimal128`` exactly.
+"""
 
 import typing as t
 
-from northwind_elt.arrow_io import copy_query_to_parquet, throttled_progress
+import adbc_driver_manager
+import pyarrow as pa
+import pyarrow.parquet as pq
+from northwind_elt.arrow_io import PARQUET_COMPRESSION, throttled_progress
+from northwind_elt.errors import InputError
+from northwind_elt.pgtypes import Column, arrow_schema
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
@@ -25,10 +36,10 @@ class TableStream(BatchStream):
         super().__init__(tap, schema=schema, name=table.name)
         self.primary_keys = list(table.primary_key)
 
-    def copy_statement(self) -> sql.Composed:
-        """``COPY (SELECT <columns> FROM <schema>.<table>) TO STDOUT (FORMAT csv)``, quoted."""
-        columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in self.table.columns)
-        return sql.SQL("COPY (SELECT {} FROM {}.{}) TO STDOUT (FORMAT csv)").format(
+    def select_statement(self) -> sql.Composed:
+        """``SELECT <columns> FROM <schema>.<table>``, quoted, non-native columns as text."""
+        columns = sql.SQL(", ").join(_select_item(c) for c in self.table.columns)
+        return sql.SQL("SELECT {} FROM {}.{}").format(
             columns, sql.Identifier(self.table.schema), sql.Identifier(self.table.name)
         )
 
@@ -38,11 +49,44 @@ class TableStream(BatchStream):
         """Copy the table into one Parquet file in the staging folder and yield its URL."""
         tap = t.cast("TapPgCopy", self._tap)
         destination = self.batch_file(batch_config)
-        with tap.snapshot.cursor() as cursor:
-            self.rows_written = copy_query_to_parquet(
-                cursor, self.copy_statement(), list(self.table.columns), destination,
-                where=f"table {self.table.schema}.{self.table.name}",
-                progress=throttled_progress(self.logger.info, f"extracting {self.name}"),
-            )
+        where = f"table {self.table.schema}.{self.table.name}"
+        self.rows_written = write_parquet(
+            tap.data.cursor(), self.select_statement().as_string(), list(self.table.columns),
+            destination, where, throttled_progress(self.logger.info, f"extracting {self.name}"),
+        )
         tap.report_progress(self.name, self.rows_written)
         yield batch_config.encoding, [destination.as_uri()]
+
+
+#: Types ADBC already decodes into the Arrow type :mod:`northwind_elt.pgtypes` stores.
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
+
+
+def _select_item(column: Column) -> sql.Composable:
+    name = sql.Identifier(column.name)
+    native = not pa.types.is_string(column.arrow_type) or column.type_name in _TEXT_TYPES
+    if native and not pa.types.is_decimal(column.arrow_type):
+        return name
+    return sql.SQL("{}::text AS {}").format(name, name)
+
+
+def write_parquet(cursor, query: str, columns: list[Column], destination, where: str,
+                  progress) -> int:
+    """Stream ``query``'s rows into a Parquet file of the columns' schema; return the row count."""
+    schema = arrow_schema(columns)
+    rows = 0
+    try:
+        cursor.execute(query)
+        reader = cursor.fetch_record_batch()
+        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
+            for batch in reader:
+                arrays = [array if array.type == field.type else array.cast(field.type)
+                          for array, field in zip(batch.columns, schema, strict=True)]
+                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                rows += batch.num_rows
+                progress(rows)
+    except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
+        raise InputError(f"{where}: {str(error).splitlines()[0]}") from None
+    finally:
+        cursor.close()
+    return rows

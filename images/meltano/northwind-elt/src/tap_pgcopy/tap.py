@@ -1,5 +1,6 @@
 """tap-pgcopy: discover every table of a PostgreSQL schema and hand each over as a Parquet BATCH."""
 
+import contextlib
 import functools
 
 import psycopg
@@ -9,7 +10,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from tap_pgcopy.catalog import discover_tables
-from tap_pgcopy.client import open_snapshot
+from tap_pgcopy.client import data_connection, open_snapshot
 from tap_pgcopy.streams import TableStream
 
 
@@ -32,13 +33,22 @@ class TapPgCopy(BatchTap):
     ).to_dict()
 
     @functools.cached_property
-    def snapshot(self) -> psycopg.Connection:
-        """The one read-only snapshot transaction every table is read in."""
+    def snapshot(self) -> tuple[psycopg.Connection, str]:
+        """The catalog's connection in its read-only transaction, and the exported snapshot id."""
         return open_snapshot(self.config)
+
+    @functools.cached_property
+    def data(self):
+        """The ADBC connection that reads every table in the catalog's snapshot."""
+        return self._closing.enter_context(data_connection(self.config, self.snapshot[1]))
+
+    @functools.cached_property
+    def _closing(self) -> contextlib.ExitStack:
+        return contextlib.ExitStack()
 
     def discover_streams(self) -> list[TableStream]:
         """One stream per table of the schema (or of the ``tables`` setting)."""
-        tables = discover_tables(self.snapshot, self.config.get("schema", "public"))
+        tables = discover_tables(self.snapshot[0], self.config.get("schema", "public"))
         wanted = self.config.get("tables")
         if wanted:
             known = {t.name for t in tables}
@@ -55,7 +65,8 @@ class TapPgCopy(BatchTap):
         try:
             super().sync_all()
         finally:
-            self.snapshot.close()
+            self._closing.close()
+            self.snapshot[0].close()
 
 
 if __name__ == "__main__":
