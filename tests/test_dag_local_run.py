@@ -23,7 +23,8 @@ from settings import ORDER_DETAILS_ROWS, ROOT
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("meltano_project", "airflow_db"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning"),
+    pytest.mark.filterwarnings("error::Warning:northwind"),
 ]
 
 DAY, NEXT_DAY = "2024-01-02", "2024-01-03"
