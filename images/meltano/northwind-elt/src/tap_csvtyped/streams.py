@@ -109,9 +109,13 @@ class CsvFileStream(BatchStream):
                 mask, message = bad
                 index = pc.index(pc.fill_null(mask, False), True).as_py()
                 if index >= 0:
+                    # Arrow counts rows, not lines (a quoted value may hold newlines): the
+                    # record-by-record check names the real line when it sees the problem too.
                     line = FIRST_DATA_LINE + offset + index
-                    raise InputError(f"{source}: line {line}, column {column.name}: value "
-                                     f"{array[index].as_py()!r} {message}")
+                    problem = first_problem(source, self.columns, self.delimiter) or (
+                        f"line {line}, column {column.name}: value {array[index].as_py()!r} "
+                        f"{message}")
+                    raise InputError(f"{source}: {problem}")
 
     def _check_unique(self, source: Path, keys: pa.Table) -> None:
         counts = keys.group_by(self.primary_keys).aggregate([([], "count_all")])
