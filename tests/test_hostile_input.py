@@ -109,8 +109,8 @@ BAD_CSV = {
                           "line 3, column qty: 32768 is out of range for smallint"),
     "smallint underflow": (HEADER + b"1,-32769,3.5,x\n",
                            "line 2, column qty: -32769 is out of range for smallint"),
-    "real overflow": (HEADER + b"1,2,1e39,x\n", "line 2, column price: value inf is not a finite"),
-    "not a number": (HEADER + b"1,2,NaN,x\n", "line 2, column price: value nan is not a finite"),
+    "real overflow": (HEADER + b"1,2,1e39,x\n", "line 2, column price: 1e39 is not a finite real"),
+    "not a number": (HEADER + b"1,2,NaN,x\n", "line 2, column price: NaN is not a finite real"),
     "empty file": (b"", "the file is empty; expected a header line 'id,qty,price,note'"),
     "header only": (HEADER, "the file has a header but no rows (set allow_empty"),
     "invalid UTF-8": (HEADER + b"1,2,3.5,ok\n2,3,4.5,caf\xe9\n",
@@ -118,7 +118,7 @@ BAD_CSV = {
     "duplicate key": (HEADER + b"1,2,3.5,x\n2,2,3.5,y\n1,5,1,z\n",
                       "duplicate key (id=1) on lines 2, 4"),
     "empty NOT NULL key": (HEADER + b"1,2,3.5,x\n,3,4.5,y\n",
-                           "line 3, column id: value None is empty, but the column is NOT NULL"),
+                           "line 3, column id: is empty, but the column is NOT NULL"),
     "trailing garbage line": (HEADER + b"1,2,3.5,x\ngarbage\n",
                               "line 3: expected 4 columns (id, qty, price, note), got 1: 'garbage'"),
     "trailing NUL bytes": (HEADER + b"1,2,3.5,x\n\x00\x00\x00\n",
@@ -128,6 +128,12 @@ BAD_CSV = {
     # The line of a record is where it starts, even after a value holding a newline.
     "bad value after a quoted newline": (HEADER + b'1,2,3.5,"two\nlines"\n2,x,4.5,y\n',
                                          "line 4, column qty: 'x' is not an integer"),
+    "empty key after quoted newlines": (HEADER + b'1,2,3.5,"a\nb\nc"\n,3,4.5,y\n',
+                                        "line 5, column id: is empty, but the column is NOT NULL"),
+    "infinite real after a quoted newline": (HEADER + b'1,2,3.5,"a\nb"\n2,3,1e39,y\n',
+                                             "line 4, column price: 1e39 is not a finite real"),
+    "blank line": (HEADER + b"1,2,3.5,x\n\n2,3,4.5,y\n",
+                   "line 3: expected 4 columns (id, qty, price, note), got 0"),
 }
 
 
