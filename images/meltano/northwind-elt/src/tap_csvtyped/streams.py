@@ -118,16 +118,46 @@ class CsvFileStream(BatchStream):
                     raise InputError(f"{source}: {problem}")
 
     def _check_unique(self, source: Path, keys: pa.Table) -> None:
-        counts = keys.group_by(self.primary_keys).aggregate([([], "count_all")])
-        duplicated = counts.filter(pc.greater(counts["count_all"], 1))
-        if duplicated.num_rows == 0:
-            return
-        first = {k: duplicated[k][0].as_py() for k in self.primary_keys}
-        mask = None
-        for name, value in first.items():
-            equal = pc.equal(keys[name], value)
-            mask = equal if mask is None else pc.and_(mask, equal)
-        lines = [FIRST_DATA_LINE + i for i, hit in enumerate(mask.to_pylist()) if hit]
-        shown = ", ".join(f"{k}={v}" for k, v in first.items())
-        raise InputError(f"{source}: duplicate key ({shown}) on lines "
-                         f"{', '.join(map(str, lines[:5]))}; {duplicated.num_rows} keys repeat")
+        """Refuse a file whose key repeats, naming the key and the lines it is on.
+
+        Integer keys that fit 64 bits together are packed into one int64 and sorted (a few bytes
+        per row); other keys use a hash aggregation, which needs more memory.
+        """
+        packed = _packed_key(keys)
+        if packed is not None:
+            ordered = pc.take(packed, pc.sort_indices(packed))
+            repeats = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
+            at = pc.index(repeats, True).as_py()
+            if at < 0:
+                return
+            mask = pc.equal(packed, ordered[at])
+            count = pc.sum(repeats).as_py()
+        else:
+            counts = keys.group_by(self.primary_keys).aggregate([([], "count_all")])
+            duplicated = counts.filter(pc.greater(counts["count_all"], 1))
+            if duplicated.num_rows == 0:
+                return
+            mask = None
+            for name in self.primary_keys:
+                equal = pc.equal(keys[name], duplicated[name][0])
+                mask = equal if mask is None else pc.and_(mask, equal)
+            count = duplicated.num_rows
+        indices = [i for i, hit in enumerate(mask.to_pylist()) if hit]
+        shown = ", ".join(f"{k}={keys[k][indices[0]].as_py()}" for k in self.primary_keys)
+        lines = ", ".join(str(FIRST_DATA_LINE + i) for i in indices[:5])
+        raise InputError(f"{source}: duplicate key ({shown}) on lines {lines}; "
+                         f"{count} repeated key rows in all")
+
+
+def _packed_key(keys: pa.Table) -> pa.Array | None:
+    """The key columns packed into one int64 when they are integers that fit, else None."""
+    widths = [keys.schema.field(n).type.bit_width if pa.types.is_integer(keys.schema.field(n).type)
+              else 65 for n in keys.column_names]
+    if sum(widths) > 63 or keys.num_rows == 0:
+        return None
+    packed = None
+    for name, width in zip(keys.column_names, widths, strict=True):
+        # Shift into 0..2^width-1, then append to the right of the columns before.
+        column = pc.add(pc.cast(keys[name], pa.int64()), 1 << (width - 1)).combine_chunks()
+        packed = column if packed is None else pc.add(pc.shift_left(packed, width), column)
+    return packed
