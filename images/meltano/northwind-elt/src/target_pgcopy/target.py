@@ -18,7 +18,7 @@ from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion
 from northwind_elt.run_date import parse_run_date
-from northwind_elt.step_target import StepTarget
+from northwind_elt.step_target import StepTarget, one_line
 from singer_sdk import typing as th
 
 from target_pgcopy.sinks import SnapshotSink
@@ -50,10 +50,15 @@ class TargetPgCopy(StepTarget):
         steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
-        self.conn = pgconn.connect(self.config, "warehouse")
-        self.cursor = self.conn.cursor()
-        self.start_step(tree, steps.LOAD_WAREHOUSE, day)
-        warehouse.begin_load(self.cursor)
+        try:
+            self.conn = pgconn.connect(self.config, "warehouse")
+            self.cursor = self.conn.cursor()
+            self.start_step(tree, steps.LOAD_WAREHOUSE, day)
+            warehouse.begin_load(self.cursor)
+        except BaseException as error:
+            # No message handler runs yet, so nothing else would record why the load failed.
+            steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, one_line(error))
+            raise
         self.loaded: dict[str, int] = {}
         self.completion: Completion | None = None
         self.logger.info("loading %s into %s", day,
