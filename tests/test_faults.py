@@ -23,12 +23,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from northwind_elt import steps
-from northwind_elt.errors import PartitionError, PrerequisiteError
+from northwind_elt.errors import PartitionError, PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree
 from northwind_elt.warehouse import LOAD_LOCK_KEY
 from pipeline import assert_ok, output, run_step, tree_digest, warehouse_digest
 from settings import MELTANO_PROJECT, ORDER_DETAILS_ROWS, SOURCE_ROWS
 from tap_datatree.tap import TapDataTree
+from target_pgcopy.target import TargetPgCopy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -230,3 +231,19 @@ def test_a_failed_rerun_records_its_own_reason(tmp_path):
         steps.begin(tree, steps.LOAD_WAREHOUSE, day)
         steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, reason)
         assert steps.read_marker(tree, steps.LOAD_WAREHOUSE, day).error == reason
+
+
+def test_an_unreachable_warehouse_fails_the_load_with_its_reason(tmp_path):
+    """In-process: the loader's part of the step (its tap only replays files)."""
+    tree = DataTree(tmp_path)
+    for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV):
+        steps.write_marker(tree, steps.StepMarker(step=step, run_date=DAY, status=steps.SUCCESS,
+                                                  started_at=steps.now(),
+                                                  details={"streams": []}))
+    config = {"host": str(tmp_path / "no-server-here"), "dbname": "warehouse", "user": "postgres",
+              "data_root": str(tmp_path), "run_date": DAY}
+    reason = f"cannot connect to the warehouse database postgres@{tmp_path / 'no-server-here'}"
+    with pytest.raises(SettingError, match=re.escape(reason)):
+        TargetPgCopy(config=config)
+    found = marker(tmp_path, steps.LOAD_WAREHOUSE)
+    assert found is not None and found["status"] == steps.FAILED and reason in found["error"]
