@@ -10,7 +10,9 @@ import dag_support  # noqa: I001 - first: it points Airflow at a private home be
 import datetime as dt
 import doctest
 import importlib
+import json
 import re
+import sys
 
 import pytest
 import yaml
@@ -277,3 +279,50 @@ def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module))
 
     assert result.failed == 0
+
+
+def local_operator(tmp_path, monkeypatch, script: str):
+    """A real MeltanoStepOperator whose command is a small Python script, in a stand-in project."""
+    from northwind.operators import MeltanoStepOperator
+    from northwind.pods import step_pod_kwargs
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "meltano.yml").write_text("version: 1\n")
+    monkeypatch.setenv("NORTHWIND_MELTANO_PROJECT", str(project))
+    monkeypatch.setenv("NORTHWIND_RUNTIME", "local")
+    kwargs = step_pod_kwargs("extract-csv") | {
+        "cmds": [sys.executable],
+        "arguments": ["-c", script],
+        "env_vars": {"RUN_DATE": DAY, "SOURCE_PGHOST": "northwind-source-db"},
+    }
+    return MeltanoStepOperator(**kwargs)
+
+
+def test_local_step_runs_its_command_in_the_project_with_the_run_date(tmp_path, monkeypatch):
+    out = tmp_path / "seen.json"
+    monkeypatch.setenv("SOURCE_PGHOST", "/local/socket")
+    script = (
+        "import json, os, sys; json.dump({'cwd': os.getcwd(), 'date': os.environ['RUN_DATE'], "
+        "'host': os.environ['SOURCE_PGHOST'], 'db': os.environ['MELTANO_DATABASE_URI']}, "
+        f"open({str(out)!r}, 'w'))"
+    )
+    operator = local_operator(tmp_path, monkeypatch, script)
+
+    operator.execute(context={})
+
+    seen = json.loads(out.read_text())
+    assert seen["cwd"] == str(tmp_path / "project")
+    assert seen["date"] == DAY
+    assert seen["host"] == "/local/socket"  # the cluster's host name is not used locally
+    assert seen["db"].startswith("sqlite:///") and "northwind-extract-csv-" in seen["db"]
+
+
+def test_local_step_failure_names_the_step_and_repeats_its_last_lines(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    script = "import sys; print('reading'); print('line 3, quantity: bad', file=sys.stderr); sys.exit(3)"
+    operator = local_operator(tmp_path, monkeypatch, script)
+
+    with pytest.raises(AirflowFailException, match=r"(?s)step extract-csv failed \(exit 3\).*quantity: bad"):
+        operator.execute(context={})

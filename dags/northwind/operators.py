@@ -83,11 +83,12 @@ class MeltanoStepOperator(KubernetesPodOperator):
 
     def local_env(self) -> dict[str, str]:
         """Return the calling environment plus the rendered env of the step minus cluster names."""
-        rendered = {}
-        for var in self.env_vars or []:
-            name, value = (var.name, var.value) if hasattr(var, "name") else var
-            if name not in self.cluster_only_env and value is not None:
-                rendered[name] = value
+        env_vars = self.env_vars or []
+        # Rendering turns a mapping into V1EnvVar objects; accept either.
+        pairs = env_vars.items() if isinstance(env_vars, dict) else ((v.name, v.value) for v in env_vars)
+        rendered = {
+            name: value for name, value in pairs if name not in self.cluster_only_env and value is not None
+        }
         return {**os.environ, **rendered}
 
     def local_command(self, env: dict[str, str]) -> list[str]:
@@ -142,7 +143,8 @@ class MeltanoStepOperator(KubernetesPodOperator):
                     self.log.info("%s", line)
                 code = self._process.wait()
             finally:
-                self._process = None
+                # A timeout or kill of the task must not leave the step running on its own.
+                self._stop_process()
         if code != 0:
             last = "\n".join(tail)
             raise AirflowFailException(
@@ -151,10 +153,24 @@ class MeltanoStepOperator(KubernetesPodOperator):
             )
         self.log.info("step %s succeeded for RUN_DATE=%s", self.step, env.get("RUN_DATE"))
 
+    def _stop_process(self, grace_seconds: float = 30) -> None:
+        """Stop the local step process if it still runs (kill it after a grace period); close its pipe."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
     def on_kill(self) -> None:
         """Stop the local process, or delete the pod."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
+        if self._process is not None:
+            self._stop_process()
             return
         super().on_kill()
