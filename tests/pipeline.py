@@ -13,6 +13,8 @@ import psycopg
 from settings import MELTANO_PROJECT
 
 STEPS = ("extract-postgres", "extract-csv", "load-warehouse", "publish-report")
+#: The start of every step command; equal to dags/northwind/pods.MELTANO_RUN (a DAG test checks).
+MELTANO_RUN = ("meltano", "run", "--no-state-update")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def run_step(step: str, day: str | None, env: Mapping[str, str], timeout: float 
     full.pop("RUN_DATE", None)
     if day is not None:
         full["RUN_DATE"] = day
-    return subprocess.run(["meltano", "run", "--no-state-update", *step.split()],
+    return subprocess.run([*MELTANO_RUN, *step.split()],
                           cwd=MELTANO_PROJECT, env=full, text=True, capture_output=True,
                           timeout=timeout, check=False)
 

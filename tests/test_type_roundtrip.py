@@ -180,9 +180,19 @@ def test_edge_values_round_trip(databases, tmp_path, sql_type, value):
 @pytest.mark.xfail(strict=True, raises=(InputError, psycopg.errors.DataError), reason=(
     "pgtypes stores numeric(p,s), timestamp[tz] and date natively (decimal128, timestamp[us], "
     "date32), chosen from the column type alone, and these cannot hold PostgreSQL's NaN, "
-    "±infinity or BC values: numeric(p,s) NaN fails the extract; ±infinity is extracted as an "
-    "out-of-range instant (a wrong partition is published) that the load's COPY refuses; a BC "
-    "value is rendered as a negative ISO year, which COPY cannot read"))
+    "±infinity or BC values: numeric(p,s) NaN and ±infinity fail the extract with a clean error "
+    "(tested below); a BC value is rendered as a negative ISO year, which COPY cannot read"))
 @pytest.mark.parametrize("sql_type, value", SPECIAL_VALUES.values(), ids=SPECIAL_VALUES.keys())
 def test_special_values_round_trip(databases, tmp_path, sql_type, value):
     round_trip_one_value(databases, tmp_path, sql_type, value)
+
+
+@pytest.mark.parametrize("sql_type", ["date", "timestamp", "timestamptz"])
+def test_infinity_is_refused_at_the_extract_naming_table_column_and_row(databases, tmp_path,
+                                                                       sql_type):
+    with databases.source(autocommit=True) as src:
+        src.execute(f"CREATE TABLE special (id integer PRIMARY KEY, v {sql_type});"
+                    "INSERT INTO special VALUES (1, now()), (2, NULL), (3, 'infinity')")
+    with pytest.raises(InputError, match=r"table public\.special, column v: row 3 holds infinity"):
+        extract_and_load(databases, ["special"], tmp_path)
+    assert not (databases.data_root / "postgres").exists()

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -122,29 +121,27 @@ class MeltanoStepOperator(KubernetesPodOperator):
         command = self.local_command(env)
         self.log.info("step %s: running %s in %s", self.step, " ".join(command), project)
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
-        with tempfile.TemporaryDirectory(prefix=f"northwind-{self.step}-") as scratch:
-            # Like a pod's empty /tmp: a fresh Meltano system database for every step run, so no
-            # Meltano state passes between runs or between checkouts' concurrent runs.
-            env.setdefault("MELTANO_DATABASE_URI", f"sqlite:///{scratch}/meltano.db")
-            self._process = subprocess.Popen(
-                command,
-                cwd=project,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-            )
-            try:
-                for line in self._process.stdout:
-                    line = line.rstrip()
-                    tail.append(line)
-                    self.log.info("%s", line)
-                code = self._process.wait()
-            finally:
-                # A timeout or kill of the task must not leave the step running on its own.
-                self._stop_process()
+        # The project's Meltano system database is shared: `--no-state-update` keeps runs from
+        # writing state or job records to it, so concurrent days never wait on each other.
+        self._process = subprocess.Popen(
+            command,
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+        try:
+            for line in self._process.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                self.log.info("%s", line)
+            code = self._process.wait()
+        finally:
+            # A timeout or kill of the task must not leave the step running on its own.
+            self._stop_process()
         if code != 0:
             last = "\n".join(tail)
             raise AirflowFailException(

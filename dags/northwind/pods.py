@@ -60,16 +60,24 @@ def task_id(step: str) -> str:
     return step.replace("-", "_")
 
 
+#: How every step starts: ``meltano run`` of its job (tests/pipeline.py runs the same).
+MELTANO_RUN = ("meltano", "run", "--no-state-update")
+
+
 def step_command(step: str) -> list[str]:
     """Return the one command that runs ``step``, in a pod and locally alike.
 
+    ``--no-state-update``: the steps are full snapshots named by their date, so Meltano keeps no
+    state and no job record, and runs of different days (or a rerun after a kill) never wait on
+    Meltano's per-job lock.
+
     Example:
         >>> step_command("load-warehouse")
-        ['meltano', 'run', 'load-warehouse']
+        ['meltano', 'run', '--no-state-update', 'load-warehouse']
     """
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
-    return ["meltano", "run", step]
+    return [*MELTANO_RUN, step]
 
 
 def database_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
@@ -127,7 +135,7 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
     Example:
         >>> kwargs = step_pod_kwargs("extract-csv")
         >>> kwargs["task_id"], kwargs["cmds"] + kwargs["arguments"]
-        ('extract_csv', ['meltano', 'run', 'extract-csv'])
+        ('extract_csv', ['meltano', 'run', '--no-state-update', 'extract-csv'])
     """
     command = step_command(step)
     pod_security, container_security = security_contexts()

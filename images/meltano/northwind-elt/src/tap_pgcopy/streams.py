@@ -10,6 +10,7 @@ import typing as t
 
 import adbc_driver_manager
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from northwind_elt.arrow_io import PARQUET_COMPRESSION, throttled_progress
 from northwind_elt.errors import InputError
@@ -37,11 +38,23 @@ class TableStream(BatchStream):
         self.primary_keys = list(table.primary_key)
 
     def select_statement(self) -> sql.Composed:
-        """``SELECT <columns> FROM <schema>.<table>``, quoted, non-native columns as text."""
-        columns = sql.SQL(", ").join(_select_item(c) for c in self.table.columns)
+        """``SELECT <columns> FROM <schema>.<table>``, quoted, non-native columns as text.
+
+        Each date or timestamp column also gets a ``NOT isfinite()`` flag: ``infinity`` has no
+        Arrow date or timestamp, and without the flag it would arrive as a wrong value.
+        """
+        items = [_select_item(c) for c in self.table.columns]
+        items += [sql.SQL("NOT isfinite({})").format(sql.Identifier(c.name))
+                  for c in self.infinity_checked]
         return sql.SQL("SELECT {} FROM {}.{}").format(
-            columns, sql.Identifier(self.table.schema), sql.Identifier(self.table.name)
+            sql.SQL(", ").join(items), sql.Identifier(self.table.schema),
+            sql.Identifier(self.table.name)
         )
+
+    @property
+    def infinity_checked(self) -> list[Column]:
+        """The columns that can hold ``infinity`` and are stored as native Arrow dates or times."""
+        return [c for c in self.table.columns if c.type_name in _INFINITY_TYPES]
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
@@ -52,7 +65,8 @@ class TableStream(BatchStream):
         where = f"table {self.table.schema}.{self.table.name}"
         self.rows_written = write_parquet(
             tap.data.cursor(), self.select_statement().as_string(), list(self.table.columns),
-            destination, where, throttled_progress(self.logger.info, f"extracting {self.name}"),
+            self.infinity_checked, destination, where,
+            throttled_progress(self.logger.info, f"extracting {self.name}"),
         )
         tap.report_progress(self.name, self.rows_written)
         yield batch_config.encoding, [destination.as_uri()]
@@ -60,6 +74,8 @@ class TableStream(BatchStream):
 
 #: Types ADBC already decodes into the Arrow type :mod:`northwind_elt.pgtypes` stores.
 _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
+#: Native types whose PostgreSQL values include ``infinity``.
+_INFINITY_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 
 
 def _select_item(column: Column) -> sql.Composable:
@@ -70,9 +86,12 @@ def _select_item(column: Column) -> sql.Composable:
     return sql.SQL("{}::text AS {}").format(name, name)
 
 
-def write_parquet(cursor, query: str, columns: list[Column], destination, where: str,
-                  progress) -> int:
-    """Stream ``query``'s rows into a Parquet file of the columns' schema; return the row count."""
+def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Column], destination,
+                  where: str, progress) -> int:
+    """Stream ``query``'s rows into a Parquet file of the columns' schema; return the row count.
+
+    The query selects ``columns`` then one ``NOT isfinite()`` flag per column of ``flagged``.
+    """
     schema = arrow_schema(columns)
     rows = 0
     try:
@@ -80,8 +99,14 @@ def write_parquet(cursor, query: str, columns: list[Column], destination, where:
         reader = cursor.fetch_record_batch()
         with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
             for batch in reader:
+                for column, flag in zip(flagged, batch.columns[len(columns):], strict=True):
+                    if pc.any(flag).as_py():
+                        line = rows + pc.index(flag, True).as_py() + 1
+                        raise InputError(f"{where}, column {column.name}: row {line} holds "
+                                         f"infinity, which a Parquet {column.sql_type} cannot "
+                                         "represent; nothing was published")
                 arrays = [array if array.type == field.type else array.cast(field.type)
-                          for array, field in zip(batch.columns, schema, strict=True)]
+                          for array, field in zip(batch.columns[:len(columns)], schema, strict=True)]
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
                 rows += batch.num_rows
                 progress(rows)
