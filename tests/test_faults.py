@@ -13,8 +13,10 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -220,17 +222,32 @@ def test_a_partition_changed_after_its_extract_is_refused_naming_the_file(databa
         TapDataTree(config=config).sync_all()
 
 
-@pytest.mark.xfail(strict=True, reason="steps.begin leaves a failed marker alone (so a tap's "
-                   "failure is not hidden from its target) and record_failure keeps the first "
-                   "reason, but neither can tell this attempt's failure from an earlier one's: "
-                   "telling them apart needs an attempt id shared by tap and target")
 def test_a_failed_rerun_records_its_own_reason(tmp_path):
     tree, day = DataTree(tmp_path), dt.date.fromisoformat(DAY)
-    for reason in ("partition orders.parquet fails its checksum", "products.parquet is missing"):
-        steps.begin(tree, steps.LOAD_WAREHOUSE, day)  # the tap and the target of one attempt
-        steps.begin(tree, steps.LOAD_WAREHOUSE, day)
-        steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, reason)
-        assert steps.read_marker(tree, steps.LOAD_WAREHOUSE, day).error == reason
+    reasons = {"attempt-1": "partition orders.parquet fails its checksum",
+               "attempt-2": "products.parquet is missing"}
+    for attempt, reason in reasons.items():
+        # The tap and the target of one attempt both begin; the tap fails first, then its
+        # target reports the generic end of input: the tap's reason stays.
+        steps.begin(tree, steps.LOAD_WAREHOUSE, day, attempt)
+        steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, reason, attempt)
+        steps.begin(tree, steps.LOAD_WAREHOUSE, day, attempt)
+        steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, "the extractor ended", attempt)
+        found = steps.read_marker(tree, steps.LOAD_WAREHOUSE, day)
+        assert (found.status, found.error, found.attempt) == (steps.FAILED, reason, attempt)
+
+
+def test_the_tap_and_target_of_one_step_share_an_attempt_id_and_a_rerun_gets_a_new_one():
+    probe = "from northwind_elt.steps import attempt_id; print(attempt_id())"
+    run = [sys.executable, "-c", probe]
+    # Two children of one shell (like a tap and a target of one `meltano run`) agree ...
+    both = subprocess.run(["sh", "-c", f"{shlex.join(run)}; {shlex.join(run)}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert len(both) == 2 and both[0] == both[1]
+    # ... and the next attempt (another parent) differs.
+    again = subprocess.run(["sh", "-c", shlex.join(run)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert again[0] != both[0]
 
 
 def test_an_unreachable_warehouse_fails_the_load_with_its_reason(tmp_path):

@@ -9,6 +9,8 @@ is published or committed. The load refuses to start unless both extract markers
 
 import datetime as dt
 import json
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +58,22 @@ class StepMarker:
     rows: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Which attempt wrote the marker (see :func:`attempt_id`).
+    attempt: str | None = None
+
+
+def attempt_id() -> str:
+    """Name this attempt of a step: its tap and target are children of the same ``meltano run``.
+
+    The parent's pid and start time (from /proc) tell one attempt from the next, so a rerun's
+    failure replaces an earlier failure while a tap's reason is never hidden by its own target.
+    """
+    parent = os.getppid()
+    try:
+        started = open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "?"
+    return f"{socket.gethostname()}:{parent}:{started}"
 
 
 def read_marker(tree: DataTree, step: str, day: dt.date) -> StepMarker | None:
@@ -73,33 +91,39 @@ def write_marker(tree: DataTree, marker: StepMarker) -> None:
     atomic.write_json(tree.status_file(marker.step, day), asdict(marker))
 
 
-def mark_running(tree: DataTree, step: str, day: dt.date) -> StepMarker:
+def mark_running(tree: DataTree, step: str, day: dt.date, attempt: str | None = None
+                 ) -> StepMarker:
     """Replace any earlier marker of ``step`` on ``day`` by ``running`` and return it."""
-    marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now())
+    marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now(),
+                        attempt=attempt or attempt_id())
     write_marker(tree, marker)
     return marker
 
 
-def begin(tree: DataTree, step: str, day: dt.date) -> StepMarker:
+def begin(tree: DataTree, step: str, day: dt.date, attempt: str | None = None) -> StepMarker:
     """Start a step's attempt without hiding a failure its other process already recorded.
 
-    A step is two processes (tap and target) started together. Whichever starts first replaces an
-    older ``success`` by ``running``; a ``running`` or ``failed`` marker is left alone, so a tap
-    that failed before its target started keeps its reason.
+    A step is two processes (tap and target) started together. Whichever starts first replaces
+    the marker of an earlier attempt (whatever it says) by ``running``; the marker of this same
+    attempt is left alone, so a tap that failed before its target started keeps its reason.
     """
+    attempt = attempt or attempt_id()
     current = read_marker(tree, step, day)
-    if current is None or current.status == SUCCESS:
-        return mark_running(tree, step, day)
-    return StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now())
+    if current is None or current.attempt != attempt or current.status == SUCCESS:
+        return mark_running(tree, step, day, attempt)
+    return StepMarker(step=step, run_date=day.isoformat(), status=RUNNING, started_at=now(),
+                      attempt=attempt)
 
 
-def record_failure(tree: DataTree, step: str, day: dt.date, reason: str) -> None:
-    """Mark ``step`` failed unless its other process already did (the first reason is the cause)."""
+def record_failure(tree: DataTree, step: str, day: dt.date, reason: str,
+                   attempt: str | None = None) -> None:
+    """Mark ``step`` failed unless this attempt already did (its first reason is the cause)."""
+    attempt = attempt or attempt_id()
     current = read_marker(tree, step, day)
-    if current is not None and current.status == FAILED:
+    if current is not None and current.status == FAILED and current.attempt == attempt:
         return
-    marker = current or StepMarker(step=step, run_date=day.isoformat(), status=RUNNING,
-                                   started_at=now())
+    marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING,
+                        started_at=current.started_at if current else now(), attempt=attempt)
     finish(tree, marker, error=reason)
 
 
