@@ -160,13 +160,10 @@ LENIENT_CSV = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="Arrow's CSV reader accepts these malformed files; only "
-                   "validate.first_problem (Python's strict csv) sees them, and it runs only after "
-                   "Arrow refuses a file. Checking every file with it would cost a second parse.")
 @pytest.mark.parametrize("content", LENIENT_CSV.values(), ids=LENIENT_CSV.keys())
 def test_malformed_quoting_fails(tmp_path, content):
     run = extract_csv(tmp_path, content)
-    assert run.tap_error is not None
+    assert run.tap_error is not None and "line 2" in str(run.tap_error)
     assert run.files == [f"_status/{DAY}/extract-csv.json"]
 
 

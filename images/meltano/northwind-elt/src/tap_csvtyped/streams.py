@@ -57,6 +57,12 @@ class CsvFileStream(BatchStream):
     def convert(self, source: Path, destination: Path) -> int:
         """Parse ``source`` into typed Parquet at ``destination``; return the row count."""
         check_header(source, self.columns, self.delimiter)
+        if _has_quote(source):
+            # Arrow's parser is lenient with quotes ("x"junk, an unterminated quote): a file that
+            # quotes anything is read once strictly first. Unquoted files are unambiguous.
+            problem = first_problem(source, self.columns, self.delimiter)
+            if problem:
+                raise InputError(f"{source}: {problem}")
         schema = arrow_schema(self.columns)
         keys: list[pa.Table] = []
         rows = 0
@@ -147,6 +153,12 @@ class CsvFileStream(BatchStream):
         lines = ", ".join(str(FIRST_DATA_LINE + i) for i in indices[:5])
         raise InputError(f"{source}: duplicate key ({shown}) on lines {lines}; "
                          f"{count} repeated key rows in all")
+
+
+def _has_quote(path: Path) -> bool:
+    """Whether the file holds a double quote anywhere (read in 1 MiB chunks)."""
+    with open(path, "rb") as handle:
+        return any(b'"' in chunk for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 def _packed_key(keys: pa.Table) -> pa.Array | None:
