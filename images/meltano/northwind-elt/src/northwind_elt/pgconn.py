@@ -4,8 +4,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from singer_sdk import typing as th
 
 from northwind_elt.errors import SettingError
+
+#: The connection settings of a plugin (its meltano.yml maps them to SOURCE_PG* or WAREHOUSE_PG*).
+CONNECTION_PROPERTIES = (
+    th.Property("host", th.StringType, required=True,
+                description="Server host name, or the folder of its Unix socket"),
+    th.Property("port", th.IntegerType, default=5432, description="Server port"),
+    th.Property("dbname", th.StringType, required=True, description="Database name"),
+    th.Property("user", th.StringType, required=True, description="User name"),
+    th.Property("password", th.StringType, secret=True, description="Password"),
+)
 
 #: Plugin settings of a connection, in the order errors list them.
 CONNECTION_SETTINGS = ("host", "port", "dbname", "user", "password")

@@ -8,13 +8,19 @@ so ``northwind status`` and the load's prerequisite check see it.
 import datetime as dt
 import shutil
 import time
+import typing as t
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from singer_sdk import Target
+from singer_sdk.helpers._batch import BaseBatchFileEncoding
+from singer_sdk.sinks import BatchSink
 
 from northwind_elt import steps
-from northwind_elt.errors import PipelineError
+from northwind_elt.errors import InputError, PipelineError
 from northwind_elt.layout import DataTree
+from northwind_elt.pgtypes import Column
+from northwind_elt.protocol import Completion, parse_completion
 
 #: Work files older than this are left over from killed runs and are removed at the next start.
 STALE_STAGING_SECONDS = 24 * 3600
@@ -88,7 +94,13 @@ class StepTarget(Target):
     def _process_batch_message(self, message_dict: dict) -> None:
         self._guard(super()._process_batch_message, message_dict)
 
+    #: The tap's completion message, once it arrived (see :mod:`northwind_elt.protocol`).
+    completion: Completion | None = None
+
     def _process_state_message(self, message_dict: dict) -> None:
+        completion = parse_completion(message_dict.get("value"))
+        if completion is not None:
+            self.completion = completion
         self._guard(super()._process_state_message, message_dict)
 
     def process_endofpipe(self) -> None:
@@ -110,3 +122,32 @@ def remove_empty_folders(folder: Path, root: Path) -> None:
     while folder != root and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
+
+
+class StepSink(BatchSink):
+    """A sink of a :class:`StepTarget`: typed columns from the SCHEMA, Parquet files from BATCH."""
+
+    #: RECORD messages (stock taps) are converted to Arrow in batches of this many rows.
+    MAX_SIZE_DEFAULT = 50_000
+
+    def __init__(self, target: StepTarget, *args, **kwargs):
+        self.owner = target
+        super().__init__(target, *args, **kwargs)
+
+    def schema_columns(self) -> list[Column]:
+        """The stream's columns with their types, from its SCHEMA message."""
+        return [Column.from_json_schema(name, prop)
+                for name, prop in self.schema.get("properties", {}).items()]
+
+    def batch_file_paths(self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]) -> list[Path]:
+        """The local paths of a BATCH message's Parquet files, or an error naming the stream."""
+        if encoding.format != "parquet":
+            raise InputError(f"stream {self.stream_name}: BATCH format {encoding.format!r} is not "
+                             "supported (use parquet)")
+        paths = []
+        for url in files:
+            parsed = urlparse(url)
+            if parsed.scheme != "file":
+                raise InputError(f"stream {self.stream_name}: batch file {url} is not a file:// URL")
+            paths.append(Path(unquote(parsed.path)))  # as_uri() quoted the %-encoded segments
+        return paths

@@ -7,6 +7,7 @@ PostgreSQL; constrained ``numeric`` is then cast to ``decimal128`` exactly.
 """
 
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_manager
 import pyarrow as pa
@@ -97,7 +98,10 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
     try:
         cursor.execute(query)
         reader = cursor.fetch_record_batch()
-        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
+        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer, \
+                ThreadPoolExecutor(max_workers=1) as background:
+            # Encode and compress batch N in the background while batch N+1 is read.
+            pending = None
             for batch in reader:
                 for column, flag in zip(flagged, batch.columns[len(columns):], strict=True):
                     if pc.any(flag).as_py():
@@ -107,9 +111,14 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
                                          "represent; nothing was published")
                 arrays = [array if array.type == field.type else array.cast(field.type)
                           for array, field in zip(batch.columns[:len(columns)], schema, strict=True)]
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                if pending is not None:
+                    pending.result()
+                pending = background.submit(writer.write_batch,
+                                            pa.RecordBatch.from_arrays(arrays, schema=schema))
                 rows += batch.num_rows
                 progress(rows)
+            if pending is not None:
+                pending.result()
     except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
         raise InputError(f"{where}: {str(error).splitlines()[0]}") from None
     finally:

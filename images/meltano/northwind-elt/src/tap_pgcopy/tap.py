@@ -4,6 +4,7 @@ import contextlib
 import functools
 
 import psycopg
+from northwind_elt import pgconn
 from northwind_elt.errors import SettingError
 from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
@@ -21,12 +22,7 @@ class TapPgCopy(BatchTap):
     package_name = "northwind-elt"
     capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
     config_jsonschema = th.PropertiesList(
-        th.Property("host", th.StringType, required=True,
-                    description="Server host name, or the folder of its Unix socket"),
-        th.Property("port", th.IntegerType, default=5432, description="Server port"),
-        th.Property("dbname", th.StringType, required=True, description="Database name"),
-        th.Property("user", th.StringType, required=True, description="User name"),
-        th.Property("password", th.StringType, secret=True, description="Password"),
+        *pgconn.CONNECTION_PROPERTIES,
         th.Property("schema", th.StringType, default="public", description="Schema to extract"),
         th.Property("tables", th.ArrayType(th.StringType),
                     description="Extract only these tables (default: every table of the schema)"),

@@ -16,7 +16,7 @@ from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, check_source
 from northwind_elt.manifest import Manifest, describe_columns, write_manifest
 from northwind_elt.pgtypes import Column
-from northwind_elt.protocol import Completion, parse_completion
+from northwind_elt.protocol import Completion
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, remove_empty_folders
 from singer_sdk import typing as th
@@ -60,7 +60,6 @@ class TargetDataTree(StepTarget):
         self.schemas: dict[str, dict] = {}
         #: The tap's batch folders, removed at the end (Singer leaves batch files behind).
         self.batch_folders: set[Path] = set()
-        self.completion: Completion | None = None
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
     def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
@@ -70,12 +69,6 @@ class TargetDataTree(StepTarget):
         self.staged[stream] = staged
         self.schemas[stream] = schema
         return staged
-
-    def _process_state_message(self, message_dict: dict) -> None:
-        completion = parse_completion(message_dict.get("value"))
-        if completion is not None:
-            self.completion = completion
-        super()._process_state_message(message_dict)
 
     def process_endofpipe(self) -> None:
         """Publish (or not), then always remove the run's work folder."""

@@ -16,7 +16,6 @@ from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy, throttled_pr
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
-from northwind_elt.protocol import Completion, parse_completion
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, one_line
 from singer_sdk import typing as th
@@ -31,12 +30,7 @@ class TargetPgCopy(StepTarget):
     package_name = "northwind-elt"
     default_sink_class = SnapshotSink
     config_jsonschema = th.PropertiesList(
-        th.Property("host", th.StringType, required=True,
-                    description="Server host name, or the folder of its Unix socket"),
-        th.Property("port", th.IntegerType, default=5432, description="Server port"),
-        th.Property("dbname", th.StringType, required=True, description="Database name"),
-        th.Property("user", th.StringType, required=True, description="User name"),
-        th.Property("password", th.StringType, secret=True, description="Password"),
+        *pgconn.CONNECTION_PROPERTIES,
         th.Property("data_root", th.StringType, required=True,
                     description="Root of the data tree (for the step markers)"),
         th.Property("run_date", th.StringType,
@@ -60,7 +54,6 @@ class TargetPgCopy(StepTarget):
             steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, one_line(error))
             raise
         self.loaded: dict[str, int] = {}
-        self.completion: Completion | None = None
         self.logger.info("loading %s into %s", day,
                          pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")))
 
@@ -86,12 +79,6 @@ class TargetPgCopy(StepTarget):
         with self.cursor.copy(warehouse.copy_statement(stream, columns)) as copy:
             copy.write(csv_for_copy(batch))
         self.loaded[stream] += batch.num_rows
-
-    def _process_state_message(self, message_dict: dict) -> None:
-        completion = parse_completion(message_dict.get("value"))
-        if completion is not None:
-            self.completion = completion
-        super()._process_state_message(message_dict)
 
     def process_endofpipe(self) -> None:
         """Commit the day, or roll it all back."""
