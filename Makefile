@@ -9,7 +9,8 @@ include mk/cluster.mk
 
 # Pinned tool versions; uv installs the rest from uv.lock.
 UV_VERSION := 0.13.9
-UV ?= uv
+# uv from PATH, else as a module (a fresh `pip install uv` may not be on PATH until a shell rehash).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 DATE ?= $(shell date -u +%Y-%m-%d)
 MELTANO_DIR := images/meltano
 # The plugins are installed once; a change of meltano.yml or of the plugin package reinstalls them.
@@ -22,7 +23,7 @@ help:  ## List the targets
 install: $(MELTANO_STAMP)  ## Install uv, the Python environment and the Meltano plugins
 
 .venv/.synced: pyproject.toml uv.lock
-	@command -v $(UV) >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 	@touch $@
 
