@@ -391,7 +391,7 @@ def raw_copy_in(server: Server, dbname: str, tables: dict[str, str], folder: Pat
 def raw_report_out(server: Server, warehouse: str, folder: Path, rows: int) -> Measurement:
     """The report's query, once, as ``COPY (...) TO <file> (FORMAT binary)``."""
     with server.connect(warehouse) as conn, conn.cursor() as cur:
-        query = report_query(cur).as_string(conn).replace("%(day)s", f"DATE '{RUN_DATE}'")
+        query = report_query(cur, dt.date.fromisoformat(RUN_DATE)).as_string(conn)
     script = _copy_script(folder / "raw-report.sql", [
         f"\\copy ({' '.join(query.split())}) TO '{folder / 'report'}.bin' WITH (FORMAT binary)"])
     return measure("raw report query out", server.psql_command(warehouse, script), rows,

@@ -18,8 +18,8 @@ REPORT_NAME = "orders_with_details"
 ORDERS, DETAILS, JOIN_KEY = "orders", "order_details", "order_id"
 
 
-def report_query(cur: psycopg.Cursor) -> sql.Composed:
-    """Every order column, then every detail column but the join key, for ``%(day)s``."""
+def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
+    """Every order column, then every detail column but the join key, for ``day``, in key order."""
     orders = [c for c in existing_columns(cur, ORDERS) if c != SNAPSHOT_DATE]
     details = [c for c in existing_columns(cur, DETAILS) if c not in (SNAPSHOT_DATE, JOIN_KEY)]
     missing = [t for t, cols in ((ORDERS, orders), (DETAILS, details)) if not cols]
@@ -31,43 +31,51 @@ def report_query(cur: psycopg.Cursor) -> sql.Composed:
     order_by += [sql.SQL("d.{}").format(sql.Identifier(c)) for c in details]
     return sql.SQL(
         "SELECT {columns} FROM {orders} AS o JOIN {details} AS d "
-        "ON d.{key} = o.{key} AND d.{day} = o.{day} WHERE o.{day} = %(day)s ORDER BY {order}"
+        "ON d.{key} = o.{key} AND d.{day} = o.{day} WHERE o.{day} = {value} ORDER BY {order}"
     ).format(columns=sql.SQL(", ").join(selected), orders=snapshot_table(ORDERS),
              details=snapshot_table(DETAILS), key=sql.Identifier(JOIN_KEY),
-             day=sql.Identifier(SNAPSHOT_DATE), order=sql.SQL(", ").join(order_by))
+             day=sql.Identifier(SNAPSHOT_DATE), value=sql.Literal(day),
+             order=sql.SQL(", ").join(order_by))
 
 
 def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
-    Both files are written under temporary names and renamed into place, CSV by the server's
-    ``COPY`` (NULL is an empty field, an empty string is ``""``), JSON by ``row_to_json`` (NULL is
-    ``null``), in the same order.
+    Both files are written under temporary names and renamed into place, by the server's
+    ``COPY``: CSV (NULL is an empty field, an empty string is ``""``) and a JSON array of
+    ``row_to_json`` objects (NULL is ``null``), one per line, in the same order.
     """
     with conn.cursor() as cur:
         if day not in loaded_days(cur):
             raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
                                     "for that day first")
-        query = report_query(cur)
-        bound = sql.SQL(query.as_string(conn).replace("%(day)s", "{}")).format(sql.Literal(day))
+        query = report_query(cur, day)
         csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
-        with atomic.temporary_beside(csv_path) as temporary:
-            with open(temporary, "wb") as out, cur.copy(
-                sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(bound)
-            ) as copy:
-                for chunk in copy:
-                    out.write(chunk)
-            atomic.publish(temporary, csv_path)
-        rows = 0
-        with atomic.temporary_beside(json_path) as temporary:
-            with open(temporary, "w", encoding="utf-8") as out, conn.cursor(name="report") as rows_cur:
-                rows_cur.itersize = 10_000
-                rows_cur.execute(sql.SQL("SELECT row_to_json(r)::text FROM ({}) AS r").format(bound))
-                out.write("[")
-                for (line,) in rows_cur:
-                    out.write(",\n" if rows else "\n")
-                    out.write(line)
-                    rows += 1
-                out.write("\n]\n")
-            atomic.publish(temporary, json_path)
+        copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query),
+                     csv_path)
+        # One JSON object per line, a comma after all but the last, made by the server: the
+        # delimiter and quote are control characters row_to_json always escapes, so COPY writes
+        # each line as is.
+        lines = sql.SQL(
+            "COPY (SELECT j || CASE WHEN n < total THEN ',' ELSE '' END FROM "
+            "(SELECT row_to_json(r)::text AS j, row_number() OVER () AS n, count(*) OVER () AS total "
+            "FROM ({}) AS r) AS numbered ORDER BY n) "
+            "TO STDOUT (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+        ).format(query)
+        rows = copy_to_file(cur, lines, json_path, prefix=b"[\n", suffix=b"]\n")
+    return rows
+
+
+def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path,
+                 prefix: bytes = b"", suffix: bytes = b"") -> int:
+    """Stream a ``COPY ... TO STDOUT`` into ``path`` atomically; return the number of lines."""
+    rows = 0
+    with atomic.temporary_beside(path) as temporary:
+        with open(temporary, "wb") as out, cur.copy(statement) as copy:
+            out.write(prefix)
+            for chunk in copy:
+                out.write(chunk)
+                rows += bytes(chunk).count(b"\n")  # values never hold a raw newline here
+            out.write(suffix)
+        atomic.publish(temporary, path)
     return rows
