@@ -46,6 +46,7 @@ PIPELINE_SETS = \
 	--set-string data.claimName=$(DATA_PVC) \
 	--set-string data.mountPath=$(DATA_MOUNT_PATH) \
 	--set-string meltano.projectDir=$(MELTANO_PROJECT_DIR) \
+	--set-string stepServiceAccount.name=$(STEP_SERVICE_ACCOUNT) \
 	--set-string databases.source.host=$(SOURCE_DB_HOST) \
 	--set-string databases.source.database=$(SOURCE_DB_NAME) \
 	--set-string databases.source.secretName=$(SOURCE_DB_SECRET) \

@@ -67,6 +67,7 @@ class ClusterNames:
     source_db_name: str
     warehouse_db_name: str
     meltano_project_dir: str
+    step_service_account: str
 
     @property
     def image(self) -> str:

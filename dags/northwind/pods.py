@@ -166,7 +166,8 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "container_resources": RESOURCES,
         "security_context": pod_security,
         "container_security_context": container_security,
-        # The steps never call the Kubernetes API: no token in the pod.
+        # The steps never call the Kubernetes API: their own account, and no token in the pod.
+        "service_account_name": names.step_service_account,
         "automount_service_account_token": False,
         "get_logs": True,
         "log_events_on_failure": True,
