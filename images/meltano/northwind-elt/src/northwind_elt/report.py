@@ -41,8 +41,8 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
 def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
-    Both files are written under temporary names and renamed into place, by the server's
-    ``COPY``: CSV (NULL is an empty field, an empty string is ``""``) and a JSON array of
+    Both files are written under temporary names and renamed into place: the CSV by the
+    server's ``COPY`` (NULL is an empty field, an empty string is ``""``), the JSON as an array of
     ``row_to_json`` objects (NULL is ``null``), one per line, in the same order.
     """
     with conn.cursor() as cur:
@@ -53,29 +53,32 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
         csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
         copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query),
                      csv_path)
-        # One JSON object per line, a comma after all but the last, made by the server: the
-        # delimiter and quote are control characters row_to_json always escapes, so COPY writes
-        # each line as is.
-        lines = sql.SQL(
-            "COPY (SELECT j || CASE WHEN n < total THEN ',' ELSE '' END FROM "
-            "(SELECT row_to_json(r)::text AS j, row_number() OVER () AS n, count(*) OVER () AS total "
-            "FROM ({}) AS r) AS numbered ORDER BY n) "
-            "TO STDOUT (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
-        ).format(query)
-        rows = copy_to_file(cur, lines, json_path, prefix=b"[\n", suffix=b"]\n")
+        rows = 0
+        with atomic.temporary_beside(json_path) as temporary:
+            with open(temporary, "w", encoding="utf-8") as out, conn.cursor(name="report") as lines:
+                # A server-side cursor: the JSON streams in bounded memory, one object per line.
+                lines.itersize = 10_000
+                lines.execute(sql.SQL("SELECT row_to_json(r)::text FROM ({}) AS r").format(query))
+                out.write("[")
+                for (line,) in lines:
+                    out.write(",\n" if rows else "\n")
+                    out.write(line)
+                    rows += 1
+                out.write("\n]\n")
+            atomic.publish(temporary, json_path)
     return rows
 
 
 def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path,
                  prefix: bytes = b"", suffix: bytes = b"") -> int:
-    """Stream a ``COPY ... TO STDOUT`` into ``path`` atomically; return the number of lines."""
+    """Stream a ``COPY ... TO STDOUT`` into ``path`` atomically; return the chunks (rows) read."""
     rows = 0
     with atomic.temporary_beside(path) as temporary:
         with open(temporary, "wb") as out, cur.copy(statement) as copy:
             out.write(prefix)
             for chunk in copy:
                 out.write(chunk)
-                rows += bytes(chunk).count(b"\n")  # values never hold a raw newline here
+                rows += 1
             out.write(suffix)
         atomic.publish(temporary, path)
     return rows
