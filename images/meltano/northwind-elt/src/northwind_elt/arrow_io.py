@@ -46,10 +46,9 @@ def throttled_progress(log: Callable[[str], None], what: str) -> ProgressCallbac
 
 
 def csv_convert_options(columns: list[Column]) -> pacsv.ConvertOptions:
-    """How to read PostgreSQL's CSV output into the columns' Arrow types."""
+    """How to read a typed CSV file (PostgreSQL's CSV conventions) into the columns' Arrow types."""
     return pacsv.ConvertOptions(
-        column_types={c.name: (pa.string() if pa.types.is_binary(c.arrow_type) else c.arrow_type)
-                      for c in columns},
+        column_types={c.name: c.arrow_type for c in columns},
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
