@@ -37,6 +37,19 @@ helm.sh/chart: {{ include "northwind-pipeline.chart" .root }}
 - {{ printf "%s-triggerer" .Values.airflow.release }}
 {{- end -}}
 
+{{/*
+A random string generated once: the live Secret's value when it exists (read with lookup on
+upgrade), else a new one. Args: dict "root" $ "secret" <name> "key" <data key> "length" <n>.
+*/}}
+{{- define "northwind-pipeline.keptRandom" -}}
+{{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $live $live.data (hasKey $live.data .key) -}}
+{{- index $live.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum .length -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Container securityContext of the Pod Security "restricted" profile. */}}
 {{- define "northwind-pipeline.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
