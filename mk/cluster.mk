@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui trigger backfill logs cluster-status image e2e
+.PHONY: up down ui trigger backfill logs cluster-status image e2e helm-version
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -19,6 +19,10 @@ PIPELINE_RELEASE ?= northwind-pipeline
 # Official chart; 1.22.0 is the Airflow 3 line (images pinned in charts/airflow/values.yaml).
 AIRFLOW_CHART_REPO := https://airflow.apache.org
 AIRFLOW_CHART_VERSION := 1.22.0
+# Oldest Helm the chart supports (its 1.22.0 release notes: 3.19+; Helm 4 works too).
+HELM_MIN_VERSION := 3.19.0
+# Secret of charts/northwind-pipeline with the SimpleAuthManager passwords (key passwords.json).
+AIRFLOW_PASSWORDS_SECRET := northwind-airflow-passwords
 AIRFLOW_DAG_ID := northwind_daily
 UI_PORT ?= 8080
 HELM_TIMEOUT ?= 15m
@@ -56,11 +60,20 @@ PIPELINE_SETS = \
 	--set databases.port=$(DB_PORT) \
 	--set-string airflow.release=$(AIRFLOW_RELEASE)
 
+# One clear line instead of a chart error deep inside `make up` when helm is too old.
+helm-version:
+	@version=$$($(HELM) version --template '{{.Version}}' 2>/dev/null | sed 's/^v//; s/[-+].*//'); \
+	oldest=$$(printf '%s\n%s\n' '$(HELM_MIN_VERSION)' "$$version" | sort -V | head -n 1); \
+	if [ -z "$$version" ] || [ "$$oldest" != '$(HELM_MIN_VERSION)' ]; then \
+		echo "make up needs helm $(HELM_MIN_VERSION) or newer (Airflow chart $(AIRFLOW_CHART_VERSION)); found: $${version:-no helm}" >&2; \
+		exit 1; \
+	fi
+
 image:
 	$(DOCKER) build -f images/meltano/Dockerfile -t $(IMAGE) .
 
 # Safe to rerun: every step is create-if-absent or upgrade.
-up: image
+up: helm-version image
 	@# The step pods (uid 10001) write into ./data through a hostPath volume: it must be writable.
 	mkdir -p data && chmod 0777 data
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
@@ -81,10 +94,8 @@ up: image
 	@echo
 	@echo "Northwind pipeline is up in kind cluster '$(CLUSTER_NAME)', namespace '$(NAMESPACE)'."
 	@echo "  UI:       make ui   then open http://localhost:$(UI_PORT)"
-	@echo "  Login:    user admin, password:"
-	@$(KUBECTL_NS) exec deploy/$(AIRFLOW_RELEASE)-api-server -c api-server -- \
-		cat /opt/airflow/simple_auth_manager_passwords.json.generated 2>/dev/null \
-		|| echo "            (not written yet; rerun: make up)"
+	@echo "  Login:    user admin; passwords (generated once, kept on reruns):"
+	@$(KUBECTL_NS) get secret $(AIRFLOW_PASSWORDS_SECRET) -o jsonpath='{.data.passwords\.json}' | base64 -d
 	@echo
 	@echo "  Next:     make trigger DATE=2024-01-02"
 	@echo "            make backfill FROM=2024-01-01 TO=2024-01-07"

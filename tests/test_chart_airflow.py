@@ -13,6 +13,8 @@ import importlib
 import ipaddress
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -258,6 +260,31 @@ def test_chart_version_is_pinned_in_the_makefile():
     text = (helm.ROOT / "mk" / "cluster.mk").read_text()
     assert re.search(r"^AIRFLOW_CHART_VERSION := 1\.\d+\.\d+$", text, re.MULTILINE)
     assert "--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml" in text
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(("version", "passes"), [
+    ("v3.18.4", False), ("v3.19.0", True), ("v3.19.2+g8f2c4a1", True), ("v4.0.1", True), ("", False),
+])
+def test_make_up_refuses_an_old_helm_in_one_line(tmp_path, version, passes):
+    # No helm binary on these machines: a script answers `helm version --template` instead.
+    fake = tmp_path / "helm"
+    fake.write_text(f"#!/bin/sh\necho '{version}'\n")
+    fake.chmod(0o755)
+    result = subprocess.run(["make", "-s", "helm-version", f"HELM={fake}"], cwd=helm.ROOT,
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode == 0) is passes, result.stderr
+    if not passes:
+        first = result.stderr.splitlines()[0]
+        assert first.startswith("make up needs helm 3.19.0 or newer"), result.stderr
+
+
+def test_make_up_prints_the_password_secret_of_the_pipeline_chart():
+    text = (helm.ROOT / "mk" / "cluster.mk").read_text()
+    name = re.search(r"^AIRFLOW_PASSWORDS_SECRET := (\S+)$", text, re.MULTILINE).group(1)
+    generated = helm.load_values_file(helm.chart_dir("northwind-pipeline") / "values.yaml")
+    assert name == generated["airflow"]["secrets"]["passwordsSecretName"]
+    assert "get secret $(AIRFLOW_PASSWORDS_SECRET)" in text
 
 
 def test_runs_the_dag_with_pods(values):
