@@ -317,6 +317,17 @@ def test_airflow_secrets_are_the_ones_the_pipeline_chart_generates(values):
     assert volumes["auth-secret"]["secret"]["secretName"] == names["passwordsSecretName"]
 
 
+def test_airflow_secrets_survive_uninstall_and_differ(ours):
+    # Kept like the database passwords: a reinstall must find the same keys and login.
+    names = helm.load_values_file(helm.chart_dir("northwind-pipeline") / "values.yaml")
+    secrets = [helm.one(ours, "Secret", names["airflow"]["secrets"][key]) for key in
+               ("apiSecretKeySecretName", "jwtSecretName", "passwordsSecretName")]
+    for secret in secrets:
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    api_key, jwt = (base64.b64decode(next(iter(s["data"].values()))) for s in secrets[:2])
+    assert len(api_key) >= 32 and len(jwt) >= 64 and api_key not in jwt
+
+
 def test_pod_launching_is_granted_once(values):
     # The chart's grant is off, so our chart's Role must be on and bound to the scheduler.
     assert values["allowPodLaunching"] is False
