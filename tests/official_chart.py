@@ -60,8 +60,12 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def airflow_values(extra_values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """charts/airflow/values.yaml with ``extra_values`` deep-merged over it."""
-    return deep_merge(helm.load_values_file(AIRFLOW_VALUES), extra_values or {})
+    """charts/airflow/values.yaml with ``extra_values`` deep-merged over it.
+
+    The bundled PostgreSQL stays off whatever ``extra_values`` say: its subchart is not in the copy.
+    """
+    merged = deep_merge(helm.load_values_file(AIRFLOW_VALUES), extra_values or {})
+    return deep_merge(merged, {"postgresql": {"enabled": False}})
 
 
 @functools.cache
