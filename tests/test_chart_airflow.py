@@ -12,6 +12,7 @@ import configparser
 import importlib
 import ipaddress
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
+import dag_support  # noqa: F401  (a throw-away Airflow home before anything imports airflow)
 import helm
 import official_chart
 import pytest
@@ -225,6 +227,37 @@ def test_admin_password_comes_from_a_generated_secret(docs, ours, values):
     passwords = json.loads(base64.b64decode(secret["data"]["passwords.json"]))
     users = [u.split(":")[0] for u in values["config"]["core"]["simple_auth_manager_users"].split(",")]
     assert set(users) <= set(passwords)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_simple_auth_manager_keeps_the_copied_passwords(docs, ours, tmp_path, monkeypatch):
+    # Run the api-server's init container command and Airflow's own SimpleAuthManager on the
+    # rendered Secret: it must take the file as it is, not generate a new password.
+    spec = helm.pod_spec(_workload(docs, "api-server"))
+    copier = next(c for c in spec["initContainers"] if c["name"] == "copy-passwords")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    here = {m["mountPath"]: tmp_path / m["name"] for m in copier["volumeMounts"]}
+    secret_dir = next(here[m["mountPath"]] for m in copier["volumeMounts"]
+                      if "secret" in volumes[m["name"]])
+    secret = helm.one(ours, "Secret", volumes["auth-secret"]["secret"]["secretName"])
+    secret_dir.mkdir()
+    (secret_dir / "passwords.json").write_bytes(base64.b64decode(secret["data"]["passwords.json"]))
+    (tmp_path / "auth").mkdir()
+    command = copier["command"]
+    for mount, local in here.items():
+        command = [arg.replace(mount, str(local)) for arg in command]
+    subprocess.run(command, check=True)
+    copy = pathlib.Path(command[-1])
+    cfg = _airflow_cfg(docs)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
+                       cfg["core"]["simple_auth_manager_users"])
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(copy))
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    expected = json.loads(base64.b64decode(secret["data"]["passwords.json"]))
+    SimpleAuthManager().init()
+    assert SimpleAuthManager.get_passwords() == expected
+    assert json.loads(copy.read_text()) == expected
 
 
 def test_every_manifest_is_valid_for_kubernetes(docs):
