@@ -95,3 +95,75 @@ def load(path: Path = CLUSTER_ENV) -> ClusterNames:
 
 #: The names of this checkout, parsed once per process.
 CLUSTER = load()
+
+
+# --- the data tree's backend ------------------------------------------------------------------
+
+#: The backends of the data tree: the claim ``DATA_PVC`` or an S3 bucket.
+FILESYSTEM, S3_BACKEND = "filesystem", "s3"
+DATA_BACKENDS = (FILESYSTEM, S3_BACKEND)
+
+
+@dataclass(frozen=True)
+class S3Names:
+    """The data-tree backend names of ``cluster.env`` (``DATA_BACKEND``, ``S3_*``).
+
+    Kept apart from :class:`ClusterNames` because ``S3_ENDPOINT`` may be empty (a cloud bucket
+    at the AWS default endpoint), which :meth:`ClusterNames.from_mapping` refuses.
+    """
+
+    data_backend: str
+    s3_bucket: str
+    s3_prefix: str
+    s3_region: str
+    s3_endpoint: str
+    s3_secret: str
+
+    @property
+    def data_root(self) -> str:
+        """The data root of the S3 backend, ``s3://bucket/prefix``.
+
+        Example:
+            >>> S3Names("s3", "lake", "northwind/", "eu-west-1", "", "creds").data_root
+            's3://lake/northwind'
+        """
+        return f"s3://{self.s3_bucket}/{self.s3_prefix.strip('/')}".rstrip("/")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, str], source: str = "cluster.env") -> "S3Names":
+        """Pick the backend names out of ``values``; only ``S3_ENDPOINT`` may be empty.
+
+        Raises:
+            ClusterEnvError: If a name is missing, or ``DATA_BACKEND`` is not a known backend.
+        """
+        keys = [field.name.upper() for field in fields(cls)]
+        missing = [key for key in keys if key not in values or (key != "S3_ENDPOINT" and not values[key])]
+        if missing:
+            raise ClusterEnvError(f"{source} lacks {', '.join(missing)}")
+        names = cls(**{key.lower(): values[key] for key in keys})
+        check_backend(names.data_backend, f"{source}: DATA_BACKEND")
+        return names
+
+
+def check_backend(value: str, setting: str) -> str:
+    """Return ``value`` if it names a backend.
+
+    Raises:
+        ClusterEnvError: Naming ``setting`` and the backends, if it does not.
+
+    Example:
+        >>> check_backend("s3", "DATA_BACKEND")
+        's3'
+    """
+    if value not in DATA_BACKENDS:
+        raise ClusterEnvError(f"{setting}={value!r} is not one of {', '.join(DATA_BACKENDS)}")
+    return value
+
+
+def load_s3(path: Path = CLUSTER_ENV) -> S3Names:
+    """Read the backend names of ``path``."""
+    return S3Names.from_mapping(parse_env_file(path.read_text(encoding="utf-8"), str(path)))
+
+
+#: The backend names of this checkout, parsed once per process.
+S3 = load_s3()

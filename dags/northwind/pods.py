@@ -5,10 +5,13 @@ Secret-sourced credentials, resources, security context and labels. It builds va
 cluster, no environment), so tests can check every pod spec in-process.
 """
 
+import os
+from collections.abc import Mapping
+
 from airflow.providers.cncf.kubernetes.secret import Secret
 from kubernetes.client import models as k8s
 
-from northwind.cluster import CLUSTER, ClusterNames
+from northwind.cluster import CLUSTER, FILESYSTEM, S3, ClusterNames, S3Names, check_backend
 
 # The steps of the Meltano project, in the order a day runs them. They equal
 # northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
@@ -122,12 +125,16 @@ def security_contexts() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext
     return pod, container
 
 
-def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
+def step_pod_kwargs(
+    step: str, names: ClusterNames = CLUSTER, backend: str | None = None, s3: S3Names = S3
+) -> dict:
     """Return the operator kwargs that run ``step`` of the run's date in a Meltano pod.
 
     Args:
         step: One of :data:`STEPS`.
         names: The shared names, parsed from ``cluster.env`` by default.
+        backend: ``filesystem`` or ``s3``; None means :func:`data_backend`.
+        s3: The bucket, endpoint and Secret of the ``s3`` backend.
 
     Returns:
         Keyword arguments for ``MeltanoStepOperator`` (a KubernetesPodOperator).
@@ -139,7 +146,7 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
     """
     command = step_command(step)
     pod_security, container_security = security_contexts()
-    return {
+    kwargs = {
         "task_id": task_id(step),
         "step": step,
         "cluster_only_env": frozenset(cluster_env(names)),
@@ -175,4 +182,64 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "on_finish_action": "delete_succeeded_pod",
         "startup_timeout_seconds": 300,
         "deferrable": False,
+    }
+    return with_data_backend(kwargs, backend or data_backend(s3=s3), names, s3)
+
+
+# --- the data tree's backend ------------------------------------------------------------------
+
+#: Overrides ``DATA_BACKEND`` of cluster.env for one deployment: `make up DATA_BACKEND=s3` sets it
+#: in every Airflow pod (charts/airflow/values-s3.yaml), where the DAG is parsed and run.
+BACKEND_VARIABLE = "NORTHWIND_DATA_BACKEND"
+#: The Secret keys of the S3 credentials, named like the variables the AWS SDK reads.
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def data_backend(environ: Mapping[str, str] = os.environ, s3: S3Names = S3) -> str:
+    """Return the backend of the step pods: ``NORTHWIND_DATA_BACKEND``, else cluster.env's.
+
+    The DAG file is the same for every deployment; the deployment (the Airflow chart's env)
+    chooses the backend, so the dag-processor and the task runners build the same pods.
+
+    Raises:
+        ClusterEnvError: Naming the variable, if it holds no known backend.
+
+    Example:
+        >>> data_backend({}), data_backend({"NORTHWIND_DATA_BACKEND": "s3"})
+        ('filesystem', 's3')
+    """
+    value = environ.get(BACKEND_VARIABLE, "").strip()
+    return check_backend(value, BACKEND_VARIABLE) if value else s3.data_backend
+
+
+def s3_env(s3: S3Names = S3) -> dict[str, str]:
+    """Return the plain environment of a step on the S3 backend (no credentials)."""
+    env = {"NORTHWIND_DATA_ROOT": s3.data_root, "AWS_REGION": s3.s3_region}
+    if s3.s3_endpoint:
+        env["AWS_ENDPOINT_URL"] = s3.s3_endpoint
+    return env
+
+
+def s3_secrets(s3: S3Names = S3) -> list[Secret]:
+    """Return the S3 credentials of a step, from the Secret ``S3_SECRET``, never from literals."""
+    return [Secret("env", key, s3.s3_secret, key) for key in S3_SECRET_KEYS]
+
+
+def with_data_backend(kwargs: dict, backend: str, names: ClusterNames = CLUSTER, s3: S3Names = S3) -> dict:
+    """Return ``kwargs`` (of :func:`step_pod_kwargs`) for the data tree on ``backend``.
+
+    ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
+    claim pins the pod to a node), points ``NORTHWIND_DATA_ROOT`` at the bucket and adds the
+    endpoint, region and Secret-sourced keys; a local run keeps its own values of all of them.
+    """
+    if check_backend(backend, BACKEND_VARIABLE) == FILESYSTEM:
+        return kwargs
+    env = s3_env(s3)
+    return {
+        **kwargs,
+        "cluster_only_env": kwargs["cluster_only_env"] | set(env),
+        "env_vars": {**kwargs["env_vars"], **env},
+        "secrets": [*kwargs["secrets"], *s3_secrets(s3)],
+        "volumes": [v for v in kwargs["volumes"] if v.name != DATA_VOLUME],
+        "volume_mounts": [m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME],
     }
