@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHARTS = ROOT / "charts"
 #: Our own charts (charts/airflow holds only a values file for the official chart).
-OWN_CHARTS = ("northwind-databases", "northwind-pipeline")
+OWN_CHARTS = ("northwind-databases", "northwind-pipeline", "northwind-objectstore")
 #: The Kubernetes version every manifest is validated against (kind's current node line).
 KUBE_VERSION = "1.33.0"
 NAMESPACE = "northwind"
