@@ -35,6 +35,18 @@ helm.sh/chart: {{ include "northwind-pipeline.chart" .root }}
 {{- define "northwind-pipeline.launcherAccounts" -}}
 - {{ printf "%s-scheduler" .Values.airflow.release }}
 - {{ printf "%s-triggerer" .Values.airflow.release }}
+{{- range .Values.podLauncher.extraServiceAccounts }}
+- {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* NORTHWIND_DATA_ROOT of the step pods: the mount path, or s3://bucket/prefix. */}}
+{{- define "northwind-pipeline.dataRoot" -}}
+{{- if eq .Values.data.backend "s3" -}}
+{{- printf "s3://%s/%s" .Values.data.s3.bucket (trimAll "/" .Values.data.s3.prefix) | trimSuffix "/" -}}
+{{- else -}}
+{{- .Values.data.mountPath -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
