@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui trigger backfill logs cluster-status image e2e helm-version
+.PHONY: up down ui trigger backfill logs cluster-status image e2e helm-version up-options
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -58,7 +58,41 @@ PIPELINE_SETS = \
 	--set-string databases.warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string databases.warehouse.secretName=$(WAREHOUSE_DB_SECRET) \
 	--set databases.port=$(DB_PORT) \
-	--set-string airflow.release=$(AIRFLOW_RELEASE)
+	--set-string airflow.release=$(AIRFLOW_RELEASE) \
+	--set-string data.backend=$(DATA_BACKEND) \
+	--set-string data.s3.bucket=$(S3_BUCKET) \
+	--set-string data.s3.prefix=$(S3_PREFIX) \
+	--set-string data.s3.region=$(S3_REGION) \
+	--set-string data.s3.endpoint=$(S3_ENDPOINT) \
+	--set-string data.s3.secretName=$(S3_SECRET)
+
+# --- options of `make up`: NODES, DATA_BACKEND (default: cluster.env), EXECUTOR ----------------
+# NODES=3: one control-plane and two workers (kind-config-3nodes.yaml), else kind-config.yaml.
+NODES ?= 1
+KIND_CONFIG := $(if $(filter 3,$(NODES)),kind-config-3nodes.yaml,kind-config.yaml)
+# EXECUTOR=KubernetesExecutor layers charts/airflow/values-kubernetes-executor.yaml.
+EXECUTOR ?= LocalExecutor
+# The in-cluster S3 store (charts/northwind-objectstore), installed when DATA_BACKEND=s3 and
+# OBJECTSTORE_ENABLED=true; its names come from cluster.env like everything else.
+OBJECTSTORE_SETS = \
+	--set-string name=$(OBJECTSTORE_HOST) \
+	--set ports.s3=$(OBJECTSTORE_PORT) \
+	--set-string bucket.name=$(S3_BUCKET) \
+	--set-string region=$(S3_REGION) \
+	--set-string auth.secretName=$(S3_SECRET) \
+	--set-string bucket.image.repository=$(IMAGE_REPOSITORY) \
+	--set-string bucket.image.tag=$(IMAGE_TAG)
+# Values files layered on charts/airflow/values.yaml by the options.
+AIRFLOW_EXTRA_VALUES = $(if $(filter s3,$(DATA_BACKEND)),-f charts/airflow/values-s3.yaml) \
+	$(if $(filter KubernetesExecutor,$(EXECUTOR)),-f charts/airflow/values-kubernetes-executor.yaml)
+# KubernetesExecutor: the worker pods' account starts the step pods too.
+LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}')
+
+# One clear line for a mistyped option, before anything is created.
+up-options:
+	@case '$(NODES)' in 1|3) ;; *) echo "NODES=$(NODES): use 1 or 3" >&2; exit 1;; esac
+	@case '$(DATA_BACKEND)' in filesystem|s3) ;; *) echo "DATA_BACKEND=$(DATA_BACKEND): use filesystem or s3" >&2; exit 1;; esac
+	@case '$(EXECUTOR)' in LocalExecutor|KubernetesExecutor) ;; *) echo "EXECUTOR=$(EXECUTOR): use LocalExecutor or KubernetesExecutor" >&2; exit 1;; esac
 
 # One clear line instead of a chart error deep inside `make up` when helm is too old.
 helm-version:
@@ -73,22 +107,24 @@ image:
 	$(DOCKER) build -f images/meltano/Dockerfile -t $(IMAGE) .
 
 # Safe to rerun: every step is create-if-absent or upgrade.
-up: helm-version image
+up: up-options helm-version image
 	@# The step pods (uid 10001) write into ./data through a hostPath volume: it must be writable.
 	mkdir -p data && chmod 0777 data
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
-		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config kind-config.yaml --wait 180s
+		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config $(KIND_CONFIG) --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml
-	$(KUBECTL_NS) apply -f data-pvc.yaml -f k8s/dags-pvc.yaml
+	$(KUBECTL_NS) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
+	$(if $(and $(filter s3,$(DATA_BACKEND)),$(filter true,$(OBJECTSTORE_ENABLED))),$(HELM_NS) upgrade --install \
+		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
 		$(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \
-		$(PIPELINE_SETS) --wait --timeout $(HELM_TIMEOUT)
+		$(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM) repo add apache-airflow $(AIRFLOW_CHART_REPO) --force-update
 	$(HELM_NS) upgrade --install $(AIRFLOW_RELEASE) apache-airflow/airflow \
 		--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml \
-		--wait --timeout $(HELM_TIMEOUT)
+		$(AIRFLOW_EXTRA_VALUES) --wait --timeout $(HELM_TIMEOUT)
 	$(KUBECTL_NS) rollout status deploy/$(AIRFLOW_RELEASE)-scheduler --timeout=300s
 	$(KUBECTL_NS) rollout status deploy/$(AIRFLOW_RELEASE)-api-server --timeout=300s
 	@echo
@@ -101,7 +137,8 @@ up: helm-version image
 	@echo "            make backfill FROM=2024-01-01 TO=2024-01-07"
 	@echo "            make logs STEP=extract-postgres DATE=2024-01-02"
 	@echo "            make cluster-status"
-	@echo "  Files:    data/ of this checkout (the volume $(DATA_PVC) at $(DATA_MOUNT_PATH))"
+	@echo "  Files:    $(if $(filter s3,$(DATA_BACKEND)),s3://$(S3_BUCKET)/$(S3_PREFIX) (see docs/kubernetes.md),data/ of this checkout (the volume $(DATA_PVC) at $(DATA_MOUNT_PATH)))"
+	@echo "  Nodes:    $(NODES) ($(KIND_CONFIG)); executor $(EXECUTOR); kubectl get pods -o wide"
 
 down:
 	$(KIND) delete cluster --name $(CLUSTER_NAME)

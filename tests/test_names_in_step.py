@@ -66,7 +66,8 @@ def make_sets() -> dict[str, list[tuple[str, str]]]:
     return sets
 
 
-SETS_CHART = {"DATABASES_SETS": "northwind-databases", "PIPELINE_SETS": "northwind-pipeline"}
+SETS_CHART = {"DATABASES_SETS": "northwind-databases", "PIPELINE_SETS": "northwind-pipeline",
+              "OBJECTSTORE_SETS": "northwind-objectstore"}
 
 
 def test_cluster_env_has_every_shared_name():
