@@ -174,6 +174,18 @@ def test_no_claim_of_the_data_tree_with_s3(ours):
         assert claim not in claims, where
     config = helm.one(ours, "ConfigMap", "northwind-pipeline-step-env")["data"]
     assert config["NORTHWIND_DATA_ROOT"] == S3.data_root and "NORTHWIND_DATA_PVC" not in config
+    assert S3.data_root in helm.notes("northwind-pipeline", PIPELINE_S3)
+
+
+def test_cluster_env_backend_names_are_checked():
+    from northwind.cluster import S3Names, parse_env_file
+
+    values = parse_env_file((helm.ROOT / "dags" / "northwind" / "cluster.env").read_text())
+    assert S3Names.from_mapping({**values, "S3_ENDPOINT": ""}).s3_endpoint == ""  # a cloud bucket
+    with pytest.raises(ClusterEnvError, match="DATA_BACKEND='nfs'"):
+        S3Names.from_mapping({**values, "DATA_BACKEND": "nfs"})
+    with pytest.raises(ClusterEnvError, match="lacks S3_BUCKET"):
+        S3Names.from_mapping({**values, "S3_BUCKET": ""})
 
 
 def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
@@ -380,7 +392,7 @@ def store(tmp_path_factory):
            "process": process, "log": folder / "weed.log"}
     process.terminate()
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -430,6 +442,7 @@ def test_identity_may_not_create_other_buckets(store):
     result = _run_bucket_script(store, "someone-elses", keys["AWS_ACCESS_KEY_ID"],
                                 keys["AWS_SECRET_ACCESS_KEY"], wait="3")
     assert result.returncode != 0, "the pipeline's identity could create any bucket"
+    assert "ACCESS_DENIED" in result.stderr, result.stderr
 
 
 def test_generated_keys_are_random_and_the_identity_file_matches_them(store):
