@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -233,9 +234,22 @@ def test_objectstore_alt_values_render():
     assert volume["secret"]["secretName"] == "my-s3-credentials"
 
 
-def test_objectstore_lint_is_clean():
-    report = helm.lint(OBJECTSTORE)
+@pytest.mark.parametrize(("chart", "values"), [(OBJECTSTORE, None), ("northwind-pipeline", PIPELINE_S3)])
+def test_lint_with_the_switch_on_is_clean(chart, values):
+    report = helm.lint(chart, values)
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["errors"] == []
+
+
+@pytest.mark.parametrize("layer", [S3_LAYER, KE_LAYER], ids=lambda p: p.name)
+def test_every_key_of_a_layer_has_a_comment_above(layer):
+    lines = layer.read_text().splitlines()
+    # As tests/test_chart_airflow.py counts them: deeper lines are list items or block text.
+    keys = [n for n, line in enumerate(lines)
+            if re.match(r"^\s*[A-Za-z_]\w*:", line) and not line.startswith("    ")]
+    assert keys
+    for number in keys:
+        assert lines[number - 1].strip().startswith("#"), lines[number]
 
 
 def test_no_literal_secret_in_any_pod(ours, airflow_ke):
