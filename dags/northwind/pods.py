@@ -2,7 +2,8 @@
 
 A DAG task only names its step; :func:`step_pod_kwargs` adds the image, command, date, volumes,
 Secret-sourced credentials, resources, security context and labels. It builds values only (no
-cluster, no environment), so tests can check every pod spec in-process.
+cluster, no environment), so tests can check every pod spec in-process. The one exception is
+the backend switch ``NORTHWIND_DATA_BACKEND`` (:func:`data_backend`), set by the deployment.
 """
 
 import os
@@ -183,7 +184,7 @@ def step_pod_kwargs(
         "startup_timeout_seconds": 300,
         "deferrable": False,
     }
-    return with_data_backend(kwargs, backend or data_backend(s3=s3), names, s3)
+    return with_data_backend(kwargs, backend or data_backend(s3=s3), s3)
 
 
 # --- the data tree's backend ------------------------------------------------------------------
@@ -225,7 +226,7 @@ def s3_secrets(s3: S3Names = S3) -> list[Secret]:
     return [Secret("env", key, s3.s3_secret, key) for key in S3_SECRET_KEYS]
 
 
-def with_data_backend(kwargs: dict, backend: str, names: ClusterNames = CLUSTER, s3: S3Names = S3) -> dict:
+def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
     """Return ``kwargs`` (of :func:`step_pod_kwargs`) for the data tree on ``backend``.
 
     ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
