@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 DAY = "2024-01-02"
 SCHEMAS = ["public", "sales", "Odd \"Schema\""]
 
-SOURCE = r"""
+SOURCE = r'''
 CREATE SCHEMA sales;
 CREATE SCHEMA "Odd ""Schema""";
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'it''s "fine"');
@@ -47,8 +47,8 @@ CREATE TABLE everything (
     ip inet, net cidr, mac macaddr, mac8 macaddr8, ips inet[],
     iv interval, ivs interval[], ivym interval year to month, ivds interval day to second(3),
     grid integer[], cube text[], tm time(2), ttz time with time zone, ch "char", js json,
-    total numeric GENERATED ALWAYS AS (coalesce(price::numeric, 0) * 2) STORED,
-    virt text GENERATED ALWAYS AS (upper(label)) VIRTUAL,
+    total bigint GENERATED ALWAYS AS (id * 1000 + "semi;colon") STORED,
+    virt text GENERATED ALWAYS AS (upper("Mixed Case")) VIRTUAL,
     "Mixed Case" text, "with space" text, "quo""te" text, "semi;colon" integer,
     "dot.ted" integer, "é" text, "select" text
 );
@@ -63,11 +63,11 @@ INSERT INTO everything VALUES (
     '{{"[1,2)",NULL},{empty,"(,5)"}}',
     -1234567.89, '{1.5,NULL,-0.01}',
     B'10101', B'1100110011', '{101,NULL,000}',
-    '<a x="1">t &amp; <b/></a>', 'a fat:1A cat:2B,3 &', 'fat & (rat | !cat) <-> sat:*',
+    NULL, 'a fat:1A cat:2B,3 &', 'fat & (rat | !cat) <-> sat:*',
     '(1,2)', '{1,-1,0}', '[(0,0),(1,1)]', '(2,2),(0,0)', '[(0,0),(1,1),(2,0)]',
     '((0,0),(1,1),(1,0))', '<(0,0),1.5>', '{(1,1),(0,0);(3,3),(2,2)}',
     '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03', '08:00:2b:01:02:03:04:05',
-    '{{::1,NULL},{10.1.2.3/32,fe80::1%eth0}}',
+    '{{::1,NULL},{10.1.2.3/32,fe80::1/64}}',
     '1 year 2 mons -3 days 04:05:06.789012', '{{"1 day",NULL},{"-00:00:01","3 mons"}}',
     '-1 year 11 months', '4 days 05:06:07.891',
     '{{1,NULL,3},{4,5,NULL}}', '{{{a,NULL},{"",NULL}},{{"\\",","},{"}","NULL"}}}',
@@ -106,7 +106,7 @@ INSERT INTO "Odd ""Schema"""."Odd ""Table"".x" VALUES (1, '{sad,"it''s \"fine\""
 
 CREATE TABLE "Weird name; DROP TABLE x --" (id integer PRIMARY KEY, "Ü" year);
 INSERT INTO "Weird name; DROP TABLE x --" VALUES (1, 2000), (2, NULL);
-"""
+'''
 
 #: Source table → the stream (warehouse table, view) it becomes.
 STREAMS = {
@@ -162,8 +162,8 @@ def test_a_source_with_every_kind_of_column_loads_exactly(databases):
             wh.execute("SELECT 1999::recent_year")
         wh.rollback()
         assert wh.execute("SELECT count(*) FROM measurements").fetchone() == (122,)
-        assert wh.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'measurements_%'"
-                          ).fetchone() == (0,)
+        assert wh.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'measurements%' AND relkind <> 'i'"
+                          ).fetchone() == (2,)  # the snapshot table and its view
         # Northwind still loads as before, beside the new tables.
         assert wh.execute("SELECT count(*) FROM orders").fetchone() == (830,)
 
@@ -199,4 +199,4 @@ def test_a_type_the_warehouse_lacks_fails_the_load_naming_table_column_and_type(
                           "n.oid = c.relnamespace WHERE n.nspname IN ('snapshots', 'public')"
                           ).fetchone() == (0,)
     marker = json.loads((databases.data_root / "_status" / DAY / "load-warehouse.json").read_text())
-    assert marker["status"] == "failed" and "column tag: type citext" in marker["reason"]
+    assert marker["status"] == "failed" and "column tag: type citext" in marker["error"]
