@@ -193,6 +193,7 @@ def test_a_type_the_warehouse_lacks_fails_the_load_naming_table_column_and_type(
     assert result.returncode != 0
     assert ("table tagged, column tag: type citext does not exist in the warehouse and only its "
             "extension citext can create it") in output(result)
+    assert "loaded categories" not in output(result)  # refused before the first table was copied
     with databases.warehouse() as wh:
         assert wh.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON "
                           "n.oid = c.relnamespace WHERE n.nspname IN ('snapshots', 'public')"

@@ -24,6 +24,29 @@ _CHECK = re.compile(r"CHECK \(.*\)( NOT VALID)?", re.DOTALL)
 _QUALIFIED = re.compile(r'((?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+"))\.')
 
 
+def require_external_types(cur: psycopg.Cursor, tables: dict[str, list[Column]]) -> None:
+    """Check the warehouse has every type only an extension can create, before anything is written.
+
+    Raises:
+        InputError: naming the first table, column and type the warehouse lacks.
+    """
+    for table, columns in sorted(tables.items()):
+        for column in columns:
+            for definition in column.type_definitions:
+                if definition.kind == "external":
+                    _require(cur, definition, f"table {table}, column {column.name}: type "
+                                              f"{definition.name}")
+
+
+def _require(cur: psycopg.Cursor, definition: TypeDefinition, where: str) -> None:
+    cur.execute("SELECT to_regtype(%s) IS NOT NULL", (check_sql_type(definition.name, where),))
+    if not cur.fetchone()[0]:
+        source = f"extension {definition.extension}" if definition.extension else \
+            "C code outside the core"
+        raise InputError(f"{where} does not exist in the warehouse and only its {source} can "
+                         "create it: install it there; nothing was loaded")
+
+
 def ensure_types(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None:
     """Create every user type the columns need that the warehouse lacks.
 
@@ -43,10 +66,7 @@ def ensure_types(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None
             if cur.fetchone()[0]:
                 continue
             if definition.kind == "external":
-                source = f"extension {definition.extension}" if definition.extension else \
-                    "C code outside the core"
-                raise InputError(f"{where} does not exist in the warehouse and only its {source} "
-                                 "can create it: install it there; nothing was loaded")
+                _require(cur, definition, where)
             try:
                 _create(cur, name, definition, where)
             except psycopg.Error as error:
