@@ -13,8 +13,10 @@ import json
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from northwind_elt.errors import SettingError
 from pipeline import assert_ok, output, run_step
 from psycopg import sql
+from tap_pgcopy.tap import TapPgCopy
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -200,3 +202,19 @@ def test_a_type_the_warehouse_lacks_fails_the_load_naming_table_column_and_type(
                           ).fetchone() == (0,)
     marker = json.loads((databases.data_root / "_status" / DAY / "load-warehouse.json").read_text())
     assert marker["status"] == "failed" and "column tag: type citext" in marker["error"]
+
+
+def test_two_tables_that_would_share_a_stream_name_are_refused_naming_both(databases):
+    with databases.source(autocommit=True) as src:
+        src.execute('CREATE SCHEMA sales; CREATE TABLE sales.orders (id integer);'
+                    'CREATE TABLE "sales.orders" (id integer)')
+    env = databases.env
+    config = {"host": env["SOURCE_PGHOST"], "port": int(env["SOURCE_PGPORT"]),
+              "dbname": env["SOURCE_PGDATABASE"], "user": env["SOURCE_PGUSER"],
+              "schemas": ["public", "sales"]}
+    with pytest.raises(SettingError, match=r"tables public\.sales\.orders and sales\.orders would "
+                                           r"both be stream 'sales\.orders'"):
+        TapPgCopy(config=config).discover_streams()
+    # Without the second schema the public table keeps its name.
+    streams = TapPgCopy(config={**config, "schemas": ["public"]}).discover_streams()
+    assert "sales.orders" in [s.name for s in streams]
