@@ -37,7 +37,7 @@ def day_columns(tree: DataTree, markers: list[steps.StepMarker], day: dt.date
     for marker in markers:
         source = marker.details.get("source") or steps.SOURCE_OF_STEP[marker.step]
         for stream in marker.details.get("streams", []):
-            with contextlib.suppress(OSError, pa.ArrowException):
+            with contextlib.suppress(OSError, ValueError, TypeError, pa.ArrowException):
                 tables[stream] = columns_of(pq.read_schema(tree.partition(source, stream,
                                                                           day).data_file))
     return tables
