@@ -7,13 +7,13 @@ tap-datatree → target-pgcopy.
 
 import contextlib
 import io
+import json
+import shutil
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt.errors import InputError
 from pipeline import Databases
 from psycopg import sql
 from tap_csvtyped.tap import TapCsvTyped
@@ -177,22 +177,34 @@ def test_edge_values_round_trip(databases, tmp_path, sql_type, value):
     round_trip_one_value(databases, tmp_path, sql_type, value)
 
 
-@pytest.mark.xfail(strict=True, raises=(InputError, psycopg.errors.DataError), reason=(
-    "pgtypes stores numeric(p,s), timestamp[tz] and date natively (decimal128, timestamp[us], "
-    "date32), chosen from the column type alone, and these cannot hold PostgreSQL's NaN, "
-    "±infinity or BC values: numeric(p,s) NaN and ±infinity fail the extract with a clean error "
-    "(tested below); a BC value is rendered as a negative ISO year, which COPY cannot read"))
 @pytest.mark.parametrize("sql_type, value", SPECIAL_VALUES.values(), ids=SPECIAL_VALUES.keys())
 def test_special_values_round_trip(databases, tmp_path, sql_type, value):
     round_trip_one_value(databases, tmp_path, sql_type, value)
 
 
-@pytest.mark.parametrize("sql_type", ["date", "timestamp", "timestamptz"])
-def test_infinity_is_refused_at_the_extract_naming_table_column_and_row(databases, tmp_path,
-                                                                       sql_type):
+def test_a_column_is_text_only_on_a_day_that_holds_a_special_value(databases, tmp_path):
+    """Native types stay wherever they hold the day's values; the others are PostgreSQL text."""
     with databases.source(autocommit=True) as src:
-        src.execute(f"CREATE TABLE special (id integer PRIMARY KEY, v {sql_type});"
-                    "INSERT INTO special VALUES (1, now()), (2, NULL), (3, 'infinity')")
-    with pytest.raises(InputError, match=r"table public\.special, column v: row 3 holds infinity"):
-        extract_and_load(databases, ["special"], tmp_path)
-    assert not (databases.data_root / "postgres").exists()
+        src.execute("""CREATE TABLE special (id integer PRIMARY KEY, valid_to date, at timestamptz,
+                                             amount numeric(8,2), plain date);
+                       INSERT INTO special SELECT g, current_date, now(), g, current_date
+                       FROM generate_series(1, 200000) g;
+                       INSERT INTO special VALUES (200001, 'infinity', '0100-01-01 BC', 'NaN',
+                                                   '2024-01-01')""")
+    extract_and_load(databases, ["special"], tmp_path)
+    path = databases.data_root / "postgres" / "special" / DAY / "special.parquet"
+    types = {f.name: f.type for f in pq.read_schema(path)}
+    assert types == {"id": pa.int32(), "valid_to": pa.string(), "at": pa.string(),
+                     "amount": pa.string(), "plain": pa.date32()}
+    manifest = json.loads(path.with_name("special.manifest.json").read_text())
+    assert {c["name"]: (c["sql_type"], c["arrow_type"]) for c in manifest["columns"]} == {
+        "id": ("integer", "int32"), "valid_to": ("date", "string"),
+        "at": ("timestamp with time zone", "string"), "amount": ("numeric(8,2)", "string"),
+        "plain": ("date", "date32[day]")}
+    with databases.source() as src, databases.warehouse() as wh:
+        assert as_text(wh, "snapshots", "special") == as_text(src, "public", "special")
+    with databases.source(autocommit=True) as src:
+        src.execute("DELETE FROM special WHERE id = 200001")
+    shutil.rmtree(databases.data_root)
+    extract_and_load(databases, ["special"], tmp_path)
+    assert pq.read_schema(path).field("valid_to").type == pa.date32()

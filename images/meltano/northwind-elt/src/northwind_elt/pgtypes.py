@@ -2,14 +2,18 @@
 
 Types with an exact Arrow twin are stored natively (``smallint`` → int16, ``real`` → float32,
 ``numeric(p,s)`` → decimal128(p,s), ``date``, ``timestamp[tz]``, ``boolean``, ``bytea`` → binary).
-Every other type (``text``, ``bpchar``, ``uuid``, ``jsonb``, arrays, enums, ``interval``, ...) is
-stored as PostgreSQL's own text form, which the loader hands back to PostgreSQL unchanged, so the
-value round-trips exactly. The original type (``format_type()``) always travels with the column as
-``x-sql-datatype`` and is what the warehouse recreates.
+Every other type (``text``, ``bpchar``, ``uuid``, ``jsonb``, arrays, enums, domains, composites,
+ranges, ``interval``, ...) is stored as PostgreSQL's own text form, which the loader hands back to
+PostgreSQL unchanged, so the value round-trips exactly. A natively stored column whose day holds a
+value the Arrow type cannot (``NaN`` of ``numeric(p,s)``, ``±infinity``, BC dates and timestamps)
+is stored as text too, that day (:attr:`Column.text_form`). The original type (``format_type()``)
+always travels with the column as ``x-sql-datatype`` and is what the warehouse recreates, with the
+definitions of the user types it needs (:class:`TypeDefinition`).
 """
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -86,6 +90,44 @@ def numeric_precision_scale(typmod: int) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True)
+class TypeDefinition:
+    """A user type a column needs in the warehouse, described by the source's catalog.
+
+    ``kind`` is ``enum`` (``labels``), ``domain`` (``base``, ``not_null``, ``checks``),
+    ``composite`` (``attributes``), ``range`` (``subtype``, ``multirange``) or ``external``: a base
+    type defined in C, normally by an extension (``extension``), which the warehouse cannot create
+    and must already have. Type names are spelt as ``format_type()`` spells them.
+    """
+
+    kind: str
+    name: str
+    labels: tuple[str, ...] = ()
+    base: str = ""
+    not_null: bool = False
+    #: (constraint name, ``pg_get_constraintdef()``) of each CHECK constraint of a domain.
+    checks: tuple[tuple[str, str], ...] = ()
+    #: (attribute name, type) of each attribute of a composite type, in order.
+    attributes: tuple[tuple[str, str], ...] = ()
+    subtype: str = ""
+    multirange: str = ""
+    extension: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The definition as a JSON object, without its empty fields."""
+        return {k: v for k, v in asdict(self).items() if v}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "TypeDefinition":
+        """Invert :meth:`to_json`."""
+        pairs = {k: tuple(tuple(p) for p in value.get(k, ())) for k in ("checks", "attributes")}
+        return cls(**{**value, "labels": tuple(value.get("labels", ())), **pairs})
+
+
+def _definitions_from_json(text: str | bytes | None) -> tuple[TypeDefinition, ...]:
+    return tuple(TypeDefinition.from_json(d) for d in json.loads(text)) if text else ()
+
+
+@dataclass(frozen=True)
 class Column:
     """One source column: its name and everything needed to store and recreate its type."""
 
@@ -96,12 +138,20 @@ class Column:
     type_name: str = "text"
     typmod: int = -1
     nullable: bool = True
-    #: Labels of an enum type, in sort order, so the warehouse can create the type.
-    enum_labels: tuple[str, ...] = field(default=())
+    #: The user types the column's type needs, each after the types it needs itself.
+    type_definitions: tuple[TypeDefinition, ...] = field(default=())
+    #: Stored as PostgreSQL text although the type has a native twin (the day held a value the
+    #: native type cannot: NaN, ±infinity, a BC date).
+    text_form: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
         """The Arrow type the column is stored as."""
+        return pa.string() if self.text_form else self.native_arrow_type
+
+    @property
+    def native_arrow_type(self) -> pa.DataType:
+        """The Arrow type of the column's type, string where there is no exact twin."""
         if self.type_name == "numeric":
             ps = numeric_precision_scale(self.typmod)
             if ps and 0 <= ps[1] <= ps[0] <= _MAX_DECIMAL_PRECISION:
@@ -120,9 +170,17 @@ class Column:
         meta = {b"x-sql-datatype": self.sql_type.encode(),
                 b"x-pg-typname": self.type_name.encode(),
                 b"x-pg-typmod": str(self.typmod).encode()}
-        if self.enum_labels:
-            meta[b"x-pg-enum-labels"] = "\x1f".join(self.enum_labels).encode()
+        if self.type_definitions:
+            meta[b"x-pg-type-definitions"] = self._definitions_json().encode()
         return meta
+
+    def _definitions_json(self) -> str:
+        return json.dumps([d.to_json() for d in self.type_definitions], ensure_ascii=False,
+                          separators=(",", ":"))
+
+    def as_text(self) -> "Column":
+        """The same column stored as PostgreSQL text."""
+        return replace(self, text_form=True)
 
     def json_schema(self) -> dict[str, Any]:
         """The Singer (JSON Schema) property for the column, with the exact type attached."""
@@ -130,8 +188,11 @@ class Column:
         base["type"] = [base["type"], "null"] if self.nullable else base["type"]
         base["x-sql-datatype"] = self.sql_type
         props: dict[str, Any] = {"typname": self.type_name, "typmod": self.typmod}
-        if self.enum_labels:
-            props["enum_labels"] = list(self.enum_labels)
+        if self.type_definitions:
+            props["type_definitions"] = [d.to_json() for d in self.type_definitions]
+        if self.text_form:
+            base.pop("format", None)
+            props["text_form"] = True
         base["x-sql-datatype-properties"] = props
         return base
 
@@ -143,23 +204,40 @@ class Column:
         nullable = "null" in types or not types
         props = prop.get("x-sql-datatype-properties") or {}
         if prop.get("x-sql-datatype") and props.get("typname"):
+            definitions = tuple(TypeDefinition.from_json(d)
+                                for d in props.get("type_definitions", ()))
             return cls(name, prop["x-sql-datatype"], props["typname"], int(props.get("typmod", -1)),
-                       nullable, tuple(props.get("enum_labels", ())))
+                       nullable, definitions or _enum_definition(prop["x-sql-datatype"],
+                                                                 props.get("enum_labels")),
+                       bool(props.get("text_form")))
         return cls(name, *_guess_from_json(types, prop.get("format")), nullable=nullable)
 
     @classmethod
     def from_arrow_field(cls, arrow_field: pa.Field) -> "Column":
         """Rebuild a column from a Parquet field written by :attr:`arrow_field`."""
         meta = arrow_field.metadata or {}
-        labels = meta.get(b"x-pg-enum-labels", b"").decode()
-        return cls(
+        sql_type = meta.get(b"x-sql-datatype", b"text").decode()
+        labels = meta.get(b"x-pg-enum-labels", b"").decode()  # files written before definitions
+        column = cls(
             name=arrow_field.name,
-            sql_type=meta.get(b"x-sql-datatype", b"text").decode(),
+            sql_type=sql_type,
             type_name=meta.get(b"x-pg-typname", b"text").decode(),
             typmod=int(meta.get(b"x-pg-typmod", b"-1")),
             nullable=arrow_field.nullable,
-            enum_labels=tuple(labels.split("\x1f")) if labels else (),
+            type_definitions=(_definitions_from_json(meta.get(b"x-pg-type-definitions"))
+                              or _enum_definition(sql_type, labels.split("\x1f") if labels else None)),
         )
+        # The file's own type says whether the column fell back to text.
+        if pa.types.is_string(arrow_field.type) and not pa.types.is_string(column.arrow_type):
+            return column.as_text()
+        return column
+
+
+def _enum_definition(sql_type: str, labels: list[str] | None) -> tuple[TypeDefinition, ...]:
+    """The enum of a column described by an older release (labels only, no definitions)."""
+    if not labels:
+        return ()
+    return (TypeDefinition("enum", sql_type.removesuffix("[]"), labels=tuple(labels)),)
 
 
 def _guess_from_json(types: list[str], fmt: str | None) -> tuple[str, str]:

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import Column, check_sql_type
+from northwind_elt.warehouse_types import ensure_types
 
 SNAPSHOT_SCHEMA = "snapshots"
 CURRENT_SCHEMA = "public"
@@ -56,18 +57,6 @@ def existing_columns(cur: psycopg.Cursor, table: str) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
-def ensure_enum_types(cur: psycopg.Cursor, columns: list[Column]) -> None:
-    """Create the enum types the columns use, with the source's labels, if they are missing."""
-    for column in columns:
-        if not column.enum_labels:
-            continue
-        type_name = check_sql_type(column.sql_type.removesuffix("[]"), column.name)
-        cur.execute("SELECT to_regtype(%s) IS NOT NULL", (type_name,))
-        if not cur.fetchone()[0]:
-            labels = sql.SQL(", ").join(sql.Literal(label) for label in column.enum_labels)
-            cur.execute(sql.SQL("CREATE TYPE {} AS ENUM ({})").format(sql.SQL(type_name), labels))
-
-
 def prepare_table(cur: psycopg.Cursor, table: str, columns: list[Column], keys: list[str]) -> None:
     """Create ``snapshots.<table>`` with the source's exact types, or evolve it to the new columns.
 
@@ -77,7 +66,7 @@ def prepare_table(cur: psycopg.Cursor, table: str, columns: list[Column], keys: 
     if any(c.name == SNAPSHOT_DATE for c in columns):
         raise InputError(f"table {table}: a source column is named {SNAPSHOT_DATE}, which the "
                          "warehouse reserves for the day of the snapshot")
-    ensure_enum_types(cur, columns)
+    ensure_types(cur, table, columns)
     existing = existing_columns(cur, table)
     definitions = [
         sql.SQL("{} {}").format(sql.Identifier(c.name),

@@ -4,6 +4,12 @@ Values travel in PostgreSQL's binary format and are decoded into Arrow by ADBC's
 batches of bounded size. Columns without an exact Arrow twin (``numeric``, ``uuid``, ``jsonb``,
 arrays, enums, ``interval``, ...) are selected as ``::text``, the form the loader hands back to
 PostgreSQL; constrained ``numeric`` is then cast to ``decimal128`` exactly.
+
+Special values: ``NaN`` of a ``numeric(p,s)``, ``±infinity``, BC dates and timestamps (and
+timestamps past Arrow's year 294247) have no value in the column's native Arrow type. They are
+found while reading (a failing decimal cast; a range flag selected beside each date or timestamp
+column), and then the table is read again with every column that holds one as text, this day only.
+Tables without such values are read once, as before.
 """
 
 import typing as t
@@ -26,6 +32,10 @@ if t.TYPE_CHECKING:
     from tap_pgcopy.tap import TapPgCopy
 
 
+class NeedsText(Exception):
+    """A column holds a value its native Arrow type cannot: the table must be read again."""
+
+
 class TableStream(BatchStream):
     """A whole table, copied out as one Parquet file per run (full-table snapshot)."""
 
@@ -35,27 +45,14 @@ class TableStream(BatchStream):
             "type": "object",
             "properties": {c.name: c.json_schema() for c in table.columns},
         }
-        super().__init__(tap, schema=schema, name=table.name)
+        super().__init__(tap, schema=schema, name=table.stream_name)
         self.primary_keys = list(table.primary_key)
 
-    def select_statement(self) -> sql.Composed:
-        """``SELECT <columns> FROM <schema>.<table>``, quoted, non-native columns as text.
-
-        Each date or timestamp column also gets a ``NOT isfinite()`` flag: ``infinity`` has no
-        Arrow date or timestamp, and without the flag it would arrive as a wrong value.
-        """
-        items = [_select_item(c) for c in self.table.columns]
-        items += [sql.SQL("NOT isfinite({})").format(sql.Identifier(c.name))
-                  for c in self.infinity_checked]
-        return sql.SQL("SELECT {} FROM {}.{}").format(
-            sql.SQL(", ").join(items), sql.Identifier(self.table.schema),
-            sql.Identifier(self.table.name)
-        )
-
     @property
-    def infinity_checked(self) -> list[Column]:
-        """The columns that can hold ``infinity`` and are stored as native Arrow dates or times."""
-        return [c for c in self.table.columns if c.type_name in _INFINITY_TYPES]
+    def source_table(self) -> sql.Composed:
+        """``"<schema>"."<table>"``."""
+        return sql.SQL("{}.{}").format(sql.Identifier(self.table.schema),
+                                       sql.Identifier(self.table.name))
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
@@ -64,34 +61,105 @@ class TableStream(BatchStream):
         tap = t.cast("TapPgCopy", self._tap)
         destination = self.batch_file(batch_config)
         where = f"table {self.table.schema}.{self.table.name}"
-        self.rows_written = write_parquet(
-            tap.data.cursor(), self.select_statement().as_string(), list(self.table.columns),
-            self.infinity_checked, destination, where,
-            throttled_progress(self.logger.info, f"extracting {self.name}"),
-        )
+        columns = list(self.table.columns)
+        try:
+            self.rows_written = self._write(columns, destination, where)
+        except NeedsText:
+            columns = self._with_special_values_as_text(columns)
+            self.logger.info("%s: columns %s hold values without a native Parquet form (NaN, "
+                             "infinity, BC): stored as PostgreSQL text", self.name,
+                             ", ".join(c.name for c in columns if c.text_form))
+            self.rows_written = self._write(columns, destination, where)
         tap.report_progress(self.name, self.rows_written)
         yield batch_config.encoding, [destination.as_uri()]
+
+    def _write(self, columns: list[Column], destination, where: str) -> int:
+        tap = t.cast("TapPgCopy", self._tap)
+        flagged = [c for c in columns if _flag(c) is not None]
+        query = select_statement(self.source_table, columns, flagged).as_string()
+        return write_parquet(tap.data.cursor(), query, columns, flagged, destination, where,
+                             throttled_progress(self.logger.info, f"extracting {self.name}"))
+
+    def _with_special_values_as_text(self, columns: list[Column]) -> list[Column]:
+        """The columns, those holding a special value anywhere in the table as text."""
+        tap = t.cast("TapPgCopy", self._tap)
+        candidates = [c for c in columns if _special(c) is not None]
+        query = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(sql.SQL("coalesce(bool_or({}), false)").format(_special(c))
+                               for c in candidates), self.source_table)
+        cursor = tap.data.cursor()
+        try:
+            cursor.execute(query.as_string())
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        special = {c.name for c, holds in zip(candidates, found, strict=True) if holds}
+        return [c.as_text() if c.name in special else c for c in columns]
 
 
 #: Types ADBC already decodes into the Arrow type :mod:`northwind_elt.pgtypes` stores.
 _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name"})
-#: Native types whose PostgreSQL values include ``infinity``.
-_INFINITY_TYPES = frozenset({"date", "timestamp", "timestamptz"})
+#: The values each native date and time type holds (Arrow's timestamp[us] ends in year 294247;
+#: BC years have no ISO form COPY reads back, nor a value in most readers' date types).
+_NATIVE_RANGE = {
+    "date": ("0001-01-01", "infinity"),
+    "timestamp": ("0001-01-01", "294247-01-01"),
+    "timestamptz": ("0001-01-01 00:00:00+00", "294247-01-01 00:00:00+00"),
+}
+#: PostgreSQL's text of the numeric values a decimal128 cannot hold.
+_NUMERIC_SPECIALS = ("NaN", "Infinity", "-Infinity")
+
+
+def _flag(column: Column) -> sql.Composable | None:
+    """True where a native date or time column's value is out of its Arrow type's range."""
+    if column.text_form or column.type_name not in _NATIVE_RANGE:
+        return None
+    low, high = _NATIVE_RANGE[column.type_name]
+    name, kind = sql.Identifier(column.name), sql.SQL(column.type_name)
+    return sql.SQL("NOT ({} >= {}::{} AND {} < {}::{})").format(
+        name, sql.Literal(low), kind, name, sql.Literal(high), kind)
+
+
+def _special(column: Column) -> sql.Composable | None:
+    """True where a natively stored column holds a value its Arrow type cannot."""
+    if not column.text_form and pa.types.is_decimal(column.arrow_type):
+        return sql.SQL("{}::text IN ({})").format(
+            sql.Identifier(column.name),
+            sql.SQL(", ").join(sql.Literal(v) for v in _NUMERIC_SPECIALS))
+    return _flag(column)
 
 
 def _select_item(column: Column) -> sql.Composable:
     name = sql.Identifier(column.name)
+    if column.type_name in ("money", "_money"):
+        # money's text depends on lc_monetary; numeric's is the same everywhere and money reads it.
+        cast = "numeric[]" if column.type_name == "_money" else "numeric"
+        return sql.SQL("{}::{}::text AS {}").format(name, sql.SQL(cast), name)
     native = not pa.types.is_string(column.arrow_type) or column.type_name in _TEXT_TYPES
     if native and not pa.types.is_decimal(column.arrow_type):
         return name
     return sql.SQL("{}::text AS {}").format(name, name)
 
 
+def select_statement(table: sql.Composable, columns: list[Column], flagged: list[Column]
+                     ) -> sql.Composed:
+    """``SELECT <columns>, <flags> FROM <table>``, quoted, non-native columns as text.
+
+    Each native date or timestamp column also gets a range flag: ``infinity`` or a BC value has
+    no native Arrow value, and without the flag it would arrive as a wrong one.
+    """
+    items = [_select_item(c) for c in columns] + [_flag(c) for c in flagged]
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), table)
+
+
 def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Column], destination,
                   where: str, progress) -> int:
     """Stream ``query``'s rows into a Parquet file of the columns' schema; return the row count.
 
-    The query selects ``columns`` then one ``NOT isfinite()`` flag per column of ``flagged``.
+    The query selects ``columns`` then one range flag per column of ``flagged``.
+
+    Raises:
+        NeedsText: If a natively stored column holds a value its Arrow type cannot.
     """
     schema = arrow_schema(columns)
     rows = 0
@@ -103,13 +171,9 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
             # Encode and compress batch N in the background while batch N+1 is read.
             pending = None
             for batch in reader:
-                for column, flag in zip(flagged, batch.columns[len(columns):], strict=True):
-                    if pc.any(flag).as_py():
-                        line = rows + pc.index(flag, True).as_py() + 1
-                        raise InputError(f"{where}, column {column.name}: row {line} holds "
-                                         f"infinity, which a Parquet {column.sql_type} cannot "
-                                         "represent; nothing was published")
-                arrays = [array if array.type == field.type else array.cast(field.type)
+                if any(pc.any(flag).as_py() for flag in batch.columns[len(columns):]):
+                    raise NeedsText()
+                arrays = [array if array.type == field.type else _cast(array, field.type)
                           for array, field in zip(batch.columns[:len(columns)], schema, strict=True)]
                 if pending is not None:
                     pending.result()
@@ -124,3 +188,14 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
     finally:
         cursor.close()
     return rows
+
+
+def _cast(array: pa.Array, arrow_type: pa.DataType) -> pa.Array:
+    """Cast text to a decimal; NaN (the one value of numeric(p,s) decimal128 lacks) fails it."""
+    try:
+        return array.cast(arrow_type)
+    except pa.ArrowInvalid:
+        if pa.types.is_decimal(arrow_type) and pc.any(pc.is_in(array, pa.array(
+                _NUMERIC_SPECIALS))).as_py():
+            raise NeedsText() from None
+        raise

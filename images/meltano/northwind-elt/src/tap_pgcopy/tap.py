@@ -1,4 +1,4 @@
-"""tap-pgcopy: discover every table of a PostgreSQL schema and hand each over as a Parquet BATCH."""
+"""tap-pgcopy: discover every table of PostgreSQL schemas and hand each over as a Parquet BATCH."""
 
 import contextlib
 import functools
@@ -10,7 +10,7 @@ from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from tap_pgcopy.catalog import discover_tables
+from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
 from tap_pgcopy.client import data_connection, open_snapshot
 from tap_pgcopy.streams import TableStream
 
@@ -23,9 +23,11 @@ class TapPgCopy(BatchTap):
     capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
     config_jsonschema = th.PropertiesList(
         *pgconn.CONNECTION_PROPERTIES,
-        th.Property("schema", th.StringType, default="public", description="Schema to extract"),
+        th.Property("schemas", th.ArrayType(th.StringType), default=[DEFAULT_SCHEMA],
+                    description="Schemas to extract; tables outside public are streams named "
+                                "<schema>.<table>"),
         th.Property("tables", th.ArrayType(th.StringType),
-                    description="Extract only these tables (default: every table of the schema)"),
+                    description="Extract only these streams (default: every table of the schemas)"),
     ).to_dict()
 
     @functools.cached_property
@@ -43,17 +45,19 @@ class TapPgCopy(BatchTap):
         return contextlib.ExitStack()
 
     def discover_streams(self) -> list[TableStream]:
-        """One stream per table of the schema (or of the ``tables`` setting)."""
-        tables = discover_tables(self.snapshot[0], self.config.get("schema", "public"))
+        """One stream per table of the schemas (or of the ``tables`` setting)."""
+        schemas = list(self.config.get("schemas") or [DEFAULT_SCHEMA])
+        tables = discover_tables(self.snapshot[0], schemas)
         wanted = self.config.get("tables")
         if wanted:
-            known = {t.name for t in tables}
+            known = {t.stream_name for t in tables}
             missing = sorted(set(wanted) - known)
             if missing:
-                raise SettingError(f"tables setting names tables not found in schema "
-                                   f"{self.config.get('schema', 'public')}: {missing}")
-            tables = [t for t in tables if t.name in wanted]
-        self.logger.info("discovered %d tables: %s", len(tables), ", ".join(t.name for t in tables))
+                raise SettingError(f"tables setting names tables not found in schemas "
+                                   f"{', '.join(schemas)}: {missing}")
+            tables = [t for t in tables if t.stream_name in wanted]
+        self.logger.info("discovered %d tables: %s", len(tables),
+                         ", ".join(t.stream_name for t in tables))
         return [TableStream(self, table) for table in tables]
 
     def sync_all(self) -> None:

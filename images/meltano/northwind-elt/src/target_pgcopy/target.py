@@ -1,26 +1,46 @@
 """target-pgcopy: load one day into the warehouse, all tables in one transaction.
 
 Before anything else the load checks that both extract steps of the day succeeded (so it refuses
-without touching the warehouse or its own marker). Then, in one transaction holding the load lock:
+without touching the warehouse or its own marker), then that the warehouse has every type only an
+extension can create (naming table, column and type). Then, in one transaction holding the load lock:
 each stream's snapshot table is created or evolved, the day's old rows are deleted, the partition is
 streamed in with COPY; when the tap's completion message has arrived and every row count matches,
 the views of the newest day are refreshed, the day is recorded in ``snapshots._loads``, and the
 transaction commits. Any failure rolls everything back.
 """
 
+import contextlib
+import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
-from northwind_elt import pgconn, steps, warehouse
+import pyarrow.parquet as pq
+from northwind_elt import pgconn, steps, warehouse, warehouse_types
 from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy, throttled_progress
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
-from northwind_elt.pgtypes import Column
+from northwind_elt.pgtypes import Column, columns_of
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, one_line
 from singer_sdk import typing as th
 
 from target_pgcopy.sinks import SnapshotSink
+
+
+def day_columns(tree: DataTree, markers: list[steps.StepMarker], day: dt.date
+                ) -> dict[str, list[Column]]:
+    """The columns of every partition the day's extracts published.
+
+    Unreadable files are left out here: tap-datatree refuses them, naming the file.
+    """
+    tables = {}
+    for marker in markers:
+        source = marker.details.get("source") or steps.SOURCE_OF_STEP[marker.step]
+        for stream in marker.details.get("streams", []):
+            with contextlib.suppress(OSError, ValueError, TypeError, pa.ArrowException):
+                tables[stream] = columns_of(pq.read_schema(tree.partition(source, stream,
+                                                                          day).data_file))
+    return tables
 
 
 class TargetPgCopy(StepTarget):
@@ -41,13 +61,14 @@ class TargetPgCopy(StepTarget):
         super().__init__(*args, **kwargs)
         day = parse_run_date(self.config.get("run_date"))
         tree = DataTree.from_setting(self.config.get("data_root"))
-        steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
+        markers = steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
         try:
             self.conn = pgconn.connect(self.config, "warehouse")
             self.cursor = self.conn.cursor()
             self.start_step(tree, steps.LOAD_WAREHOUSE, day)
+            warehouse_types.require_external_types(self.cursor, day_columns(tree, markers, day))
             warehouse.begin_load(self.cursor)
         except BaseException as error:
             # No message handler runs yet, so nothing else would record why the load failed.
