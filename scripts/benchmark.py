@@ -724,7 +724,13 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
         fs, s, s_s3 = main.steps.get(step), start.get(step), start_s3.get(step)
         if not (fs and s and s_s3):
             continue
-        data_fs, data_s3 = max(fs.wall - s.wall, 1e-3), max(m.wall - s_s3.wall, 0.0)
+        data_fs, data_s3 = fs.wall - s.wall, m.wall - s_s3.wall
+        if min(data_fs, data_s3) < 0.1 * max(s.wall, s_s3.wall):
+            # Below the start-up's run-to-run spread: a ratio would be noise (use a larger scale).
+            lines.append(f"  {step:<18} data part too small to compare at this scale "
+                         f"(S3 {data_s3:.2f} s, file system {data_fs:.2f} s); "
+                         f"{m.rss_process_mb:.0f} MB")
+            continue
         ok = data_s3 / data_fs <= S3_RATIO_GOAL and m.rss_process_mb < RSS_GOAL_MB
         lines.append(f"  {step:<18} S3/file system data part {data_s3:.2f} / {data_fs:.2f} s = "
                      f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB: "
