@@ -14,7 +14,11 @@ Then, in the same run and on the same data:
   data part over the raw COPY of the same rows;
 * the stock ``meltanolabs-tap-postgres`` into our data-tree loader against ``tap-pgcopy`` on a
   slice of ``orders`` (``--stock-slice`` rows), so the gain over stock Meltano is measured;
-* how cost grows: the same steps at scale 1, 10 and 100 (``--no-growth`` skips them).
+* how cost grows: the same steps at scale 1, 10 and 100 (``--no-growth`` skips them);
+* with ``--backend s3`` (``make bench BACKEND=s3``), the same steps again with the data tree on a
+  local S3 server (SeaweedFS ``weed mini`` on loopback, scripts/seaweed.py), start-up included,
+  beside the file-system figures: the S3 data part over the file-system data part of each step.
+  The server's own memory and CPU are not counted (a store is not part of a step pod).
 
 Peak RSS is measured two ways: the kernel's high-water mark of the largest single process of the
 command's tree (``ru_maxrss`` of the waited-for descendants, exact), and the largest sum over the
@@ -24,6 +28,7 @@ backends are not counted for either side (raw COPY or step): both leave the same
 Usage::
 
     uv run python scripts/benchmark.py [--scale N] [--stock-slice ROWS] [--no-growth] [--quick]
+                                       [--backend fs|s3]
 
 Prints a fixed-width table and writes it as JSON to ``bench-results/`` (git-ignored).
 """
@@ -47,6 +52,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import seaweed
 from northwind_elt import localdb
 from northwind_elt.report import report_query
 from psycopg import sql
@@ -70,6 +76,8 @@ STARTUP_RUNS = 3
 #: The goals of issues 2 and 5.
 RATIO_GOAL = 3.0
 RSS_GOAL_MB = 400
+#: Issue 10: a step's data part on S3 within this factor of the same step on the file system.
+S3_RATIO_GOAL = 2.0
 
 #: The scaled tables and how their keys are remapped in copy ``k`` (copy 0 is the seed itself).
 #: ``orders.order_id`` is smallint in the dump: ×1000 copies overflow it, so the scaled source
@@ -458,15 +466,22 @@ def step_rows(step: str, counts: dict[str, int]) -> int:
 
 
 def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Path, folder: Path,
-              steps: Sequence[str]) -> dict[str, Measurement]:
-    """Run ``steps`` in order on a fresh warehouse and data tree; measure each."""
+              steps: Sequence[str], s3: seaweed.S3Server | None = None) -> dict[str, Measurement]:
+    """Run ``steps`` in order on a fresh warehouse and data tree; measure each.
+
+    With ``s3``, the data tree is a fresh prefix on that server (work files in ``folder``).
+    """
     warehouse = f"{source}_warehouse"
     server.create_database(warehouse)
     data_root = folder / "data"
     shutil.rmtree(data_root, ignore_errors=True)
     env = step_environment(server, source, warehouse, data_root, csv_path)
-    return {step: run_meltano(step, [step], step_rows(step, counts), env, folder / "logs")
-            for step in steps}
+    suffix = ""
+    if s3 is not None:
+        env = seaweed.step_environment(env, s3, s3.new_root(), folder / "staging")
+        suffix = "-s3"
+    return {step: run_meltano(step + suffix, [step], step_rows(step, counts), env,
+                              folder / "logs") for step in steps}
 
 
 # --- One scale --------------------------------------------------------------------------------
@@ -481,6 +496,8 @@ class ScaleResult:
     build_seconds: float
     steps: dict[str, Measurement]
     raw: dict[str, Measurement]
+    #: The same steps with the data tree on S3 (``--backend s3``), else empty.
+    s3_steps: dict[str, Measurement] = dataclasses.field(default_factory=dict)
 
 
 #: Which raw baseline each step's data part is compared with.
@@ -488,8 +505,9 @@ BASELINE_OF = {"extract-postgres": "raw out (public tables)", "extract-csv": "ra
                "load-warehouse": "raw in (all tables)", "publish-report": "raw report query out"}
 
 
-def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) -> ScaleResult:
-    """Build the source at ``scale``, run the raw baselines and the steps on it."""
+def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
+              s3: seaweed.S3Server | None = None) -> ScaleResult:
+    """Build the source at ``scale``, run the raw baselines and the steps on it (and on S3)."""
     folder.mkdir(parents=True, exist_ok=True)
     source = f"northwind_x{scale}"
     csv_path = folder / "order_details.csv"
@@ -514,6 +532,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) ->
                                                  rows_public + counts[DETAILS],
                                                  "raw in (all tables)")
     measured = run_steps(server, source, counts, csv_path, folder, steps)
+    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3) if s3 else {}
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
@@ -524,16 +543,17 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) ->
         for name in (source, f"{source}_warehouse"):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-    return ScaleResult(scale, counts, build, measured, raw)
+    return ScaleResult(scale, counts, build, measured, raw, on_s3)
 
 
-def startup(server: Server, folder: Path, steps: Sequence[str]) -> dict[str, Measurement]:
-    """Each step on an empty source (and a one-row CSV): its fixed start-up."""
+def startup(server: Server, folder: Path, steps: Sequence[str],
+            s3: seaweed.S3Server | None = None) -> dict[str, Measurement]:
+    """Each step on an empty source (and a one-row CSV): its fixed start-up (on S3 with ``s3``)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "order_details.csv"
     empty_source(server, "northwind_empty", csv_path)
     counts = {DETAILS: 1}
-    runs = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps)
+    runs = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps, s3)
             for _ in range(STARTUP_RUNS)]
     return {step: median_of([run[step] for run in runs]) for step in steps}
 
@@ -610,7 +630,8 @@ def raw_line(m: Measurement) -> str:
 
 
 def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleResult],
-           stock: dict[str, dict] | None, server_version: str) -> list[str]:
+           stock: dict[str, dict] | None, server_version: str,
+           start_s3: dict[str, Measurement] | None = None) -> list[str]:
     """The printed table, as lines."""
     total = sum(main.counts.values())
     shown = ", ".join(f"{t} {main.counts[t]:,}" for t in ("orders", DETAILS, "customers"))
@@ -642,6 +663,8 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
               f"rows. Goals: extract and load data/raw <= {RATIO_GOAL:.0f}x, RSS < "
               f"{RSS_GOAL_MB} MB."]
     lines += goal_lines(main, start)
+    if main.s3_steps:
+        lines += s3_lines(main, start, start_s3 or {})
     if stock:
         lines += ["", "Stock meltanolabs-tap-postgres 0.10.0 vs tap-pgcopy, both into "
                   "target-datatree-postgres, on a slice of orders:", HEADER, "-" * len(HEADER)]
@@ -685,12 +708,44 @@ def goal_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
     return lines
 
 
+def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[str, Measurement]
+             ) -> list[str]:
+    """The same steps with the data tree on S3, and their data part over the file system's."""
+    if start_s3:
+        lines = ["", f"Data tree on S3 (SeaweedFS weed mini on loopback); start-up (median of "
+                 f"{STARTUP_RUNS}): " + ", ".join(f"{s} {m.wall:.2f} s" for s, m in start_s3.items())]
+    else:
+        lines = ["", "Data tree on S3 (SeaweedFS weed mini on loopback):"]
+    lines += [HEADER, "-" * len(HEADER)]
+    for step, m in main.s3_steps.items():
+        lines.append(step_line(f"{step} (s3)", m, start_s3.get(step),
+                               main.raw.get(BASELINE_OF[step])))
+    for step, m in main.s3_steps.items():
+        fs, s, s_s3 = main.steps.get(step), start.get(step), start_s3.get(step)
+        if not (fs and s and s_s3):
+            continue
+        data_fs, data_s3 = fs.wall - s.wall, m.wall - s_s3.wall
+        if min(data_fs, data_s3) < 0.1 * max(s.wall, s_s3.wall):
+            # Below the start-up's run-to-run spread: a ratio would be noise (use a larger scale).
+            lines.append(f"  {step:<18} data part too small to compare at this scale "
+                         f"(S3 {data_s3:.2f} s, file system {data_fs:.2f} s); "
+                         f"{m.rss_process_mb:.0f} MB")
+            continue
+        ok = data_s3 / data_fs <= S3_RATIO_GOAL and m.rss_process_mb < RSS_GOAL_MB
+        lines.append(f"  {step:<18} S3/file system data part {data_s3:.2f} / {data_fs:.2f} s = "
+                     f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB: "
+                     f"{'meets' if ok else 'MISSES'} the goals (<= {S3_RATIO_GOAL:.0f}x, "
+                     f"< {RSS_GOAL_MB} MB)")
+    return lines
+
+
 def to_json(main: ScaleResult, start: dict, growth: list[ScaleResult], stock: dict | None) -> dict:
     """Everything measured, for bench-results/."""
     def scale_dict(r: ScaleResult) -> dict:
         return {"scale": r.scale, "rows": r.counts, "build_seconds": r.build_seconds,
                 "steps": {k: dataclasses.asdict(v) for k, v in r.steps.items()},
-                "raw": {k: dataclasses.asdict(v) for k, v in r.raw.items()}}
+                "raw": {k: dataclasses.asdict(v) for k, v in r.raw.items()},
+                "s3_steps": {k: dataclasses.asdict(v) for k, v in r.s3_steps.items()}}
     return {
         "run_date": RUN_DATE, "measured_at": dt.datetime.now(dt.UTC).isoformat(),
         "cores": os.cpu_count(), "main": scale_dict(main),
@@ -720,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work folder (logs, data trees) instead of removing it")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="folder of the JSON results (default bench-results/)")
+    parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
+                        help="s3: also run the steps with the data tree on a local S3 server")
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
@@ -728,33 +785,41 @@ def main(argv: list[str] | None = None) -> int:
     # Outside /root: the server runs as its own system user, which must reach its folder.
     workdir = Path(tempfile.mkdtemp(prefix="northwind-bench-", dir="/tmp"))
     workdir.chmod(0o755)
-    server = None
+    server = s3 = None
     try:
         print(f"benchmark: work folder {workdir}", flush=True)
         private_meltano_dir(workdir)
         server = Server(workdir)
+        if args.backend == "s3":
+            (workdir / "seaweedfs").mkdir()
+            s3 = seaweed.start(workdir / "seaweedfs")
         start = {} if args.quick else startup(server, workdir / "startup", steps)
+        start_s3 = {} if args.quick or s3 is None else startup(
+            server, workdir / "startup-s3", steps, s3)
         growth = [] if args.quick or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]
-        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps)
+        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps, s3)
         stock = None
         if not args.quick and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
-        lines = report(main_result, start, growth, stock, server.version())
+        lines = report(main_result, start, growth, stock, server.version(), start_s3)
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"
         out.write_text(json.dumps(to_json(main_result, start, growth, stock), indent=2) + "\n")
         print(f"\nbenchmark: results in {out}")
     finally:
+        if s3 is not None:
+            s3.stop()
         if server is not None:
             server.stop()
         if args.keep:
             print(f"benchmark: kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    failed = [m.name for m in main_result.steps.values() if m.returncode != 0]
+    failed = [m.name for m in [*main_result.steps.values(), *main_result.s3_steps.values()]
+              if m.returncode != 0]
     return 1 if failed else 0
 
 

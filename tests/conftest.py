@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from northwind_elt import localdb  # noqa: E402
 from pipeline import Databases  # noqa: E402
+from s3server import s3_server  # noqa: E402, F401 (the session's S3 server fixture)
 from settings import MELTANO_PROJECT, ORDER_DETAILS_CSV, SEEDED_TEMPLATE, SOURCE_DUMP  # noqa: E402
 
 _counter = itertools.count()

@@ -7,9 +7,11 @@ northwind local-env [--shell]          start the embedded PostgreSQL; print the 
 """
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +42,7 @@ def command_status(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(m) for m in markers], indent=2, sort_keys=True))
         return 0
     if not markers:
-        print(f"no step has run yet under {tree.root}" + (f" for {args.date}" if args.date else ""))
+        print(f"no step has run yet under {tree.url}" + (f" for {args.date}" if args.date else ""))
         return 0
     print(f"{'date':<12}{'step':<18}{'status':<9}{'rows':>10}  detail")
     for marker in markers:
@@ -58,18 +60,37 @@ def command_report(args: argparse.Namespace) -> int:
     tree = DataTree.from_setting(args.data_root)
     steps.require_prerequisites(tree, steps.PUBLISH_REPORT, day)
     marker = steps.mark_running(tree, steps.PUBLISH_REPORT, day)
+    folder = tree.report_folder(day)
     try:
         with pgconn.connect(settings_from_env("WAREHOUSE_PG"), "warehouse") as conn:
-            rows = write_report(conn, day, tree.report_folder(day))
+            rows, names = write_evidence(conn, tree, day)
     except BaseException as error:
         steps.finish(tree, marker, error=str(error))
         raise
     marker.rows = {"orders_with_details": rows}
-    marker.details = {"files": [str(tree.report_folder(day) / f"orders_with_details.{ext}")
-                                for ext in ("csv", "json")]}
+    marker.details = {"files": [tree.fs.url(folder / name) for name in names]}
     steps.finish(tree, marker)
-    print(f"publish-report for {day}: {rows} rows -> {tree.report_folder(day)}")
+    print(f"publish-report for {day}: {rows} rows -> {tree.fs.url(folder)}")
     return 0
+
+
+def write_evidence(conn, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
+    """Write the day's evidence into the tree; return its rows and file names.
+
+    Locally the report writes straight into the tree. For object storage it writes into a local
+    temporary folder, then each file is uploaded (whole, like every object).
+    """
+    folder = tree.report_folder(day)
+    if tree.fs.is_local:
+        rows = write_report(conn, day, Path(folder))
+        return rows, sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
+    tree.staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tree.staging, prefix="report-") as scratch:
+        rows = write_report(conn, day, Path(scratch))
+        names = sorted(p.name for p in Path(scratch).iterdir())
+        for name in names:
+            tree.fs.put_file(Path(scratch) / name, folder / name)
+    return rows, names
 
 
 def command_seed_source(args: argparse.Namespace) -> int:

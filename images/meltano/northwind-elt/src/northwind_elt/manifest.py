@@ -2,11 +2,11 @@
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from northwind_elt import atomic
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import Partition
@@ -43,47 +43,64 @@ def describe_columns(columns: list[Column]) -> list[dict[str, Any]]:
 
 
 def write_manifest(partition: Partition, manifest: Manifest) -> None:
-    """Write the manifest of ``partition`` atomically (after its data file is in place)."""
-    atomic.write_json(partition.manifest_file, asdict(manifest))
+    """Write the manifest of ``partition`` whole (after its data file is in place)."""
+    partition.fs.write_json(partition.manifest_file, asdict(manifest))
 
 
 def read_manifest(partition: Partition) -> Manifest:
     """Read the manifest of ``partition`` or raise an error naming the missing or bad file."""
-    path = partition.manifest_file
+    path = partition.fs.url(partition.manifest_file)
     try:
-        return Manifest(**json.loads(path.read_text()))
+        return Manifest(**json.loads(partition.fs.read_bytes(partition.manifest_file)))
     except FileNotFoundError:
         raise PartitionError(f"manifest {path} is missing") from None
     except (TypeError, ValueError) as error:
         raise PartitionError(f"manifest {path} is unreadable: {error}") from None
 
 
-def verify_partition(partition: Partition) -> tuple[Manifest, list[Column]]:
+def verify_partition(partition: Partition, copy_folder: Path | None = None
+                     ) -> tuple[Manifest, list[Column], Path]:
     """Check a partition's file against its manifest: present, same size, checksum and rows.
 
+    A local partition is checked in place. On object storage the object is first copied into
+    ``copy_folder`` and the copy is checked: the loader then reads exactly the bytes that passed,
+    even if the object is replaced meanwhile.
+
     Returns:
-        The manifest and the columns (with source types) read from the Parquet file.
+        The manifest, the columns (with source types) read from the Parquet file, and the local
+        file that was checked (the partition's own file, or the copy).
 
     Raises:
         PartitionError: naming the file and what is wrong with it.
     """
     manifest = read_manifest(partition)
-    path = partition.data_file
-    if not path.exists():
-        raise PartitionError(f"partition file {path} is missing (its manifest is there)")
-    size = path.stat().st_size
+    fs, name = partition.fs, partition.fs.url(partition.data_file)
+    size = fs.size(partition.data_file)
+    if size is None:
+        raise PartitionError(f"partition file {name} is missing (its manifest is there)")
     if size != manifest.bytes:
-        raise PartitionError(f"partition file {path} has {size} bytes, its manifest says "
+        raise PartitionError(f"partition file {name} has {size} bytes, its manifest says "
                              f"{manifest.bytes}: it was truncated or changed after the extract")
-    if sha256_of(path) != manifest.sha256:
-        raise PartitionError(f"partition file {path} fails its checksum: it was changed or "
+    if fs.is_local:
+        local = Path(partition.data_file)
+        checksum = sha256_of(local)
+    else:
+        if copy_folder is None:
+            raise ValueError("a partition on object storage is checked on a local copy")
+        local = copy_folder / partition.data_file.name
+        try:
+            checksum = fs.fetch(partition.data_file, local)
+        except FileNotFoundError:
+            raise PartitionError(f"partition file {name} vanished while it was read") from None
+    if checksum != manifest.sha256:
+        raise PartitionError(f"partition file {name} fails its checksum: it was changed or "
                              "corrupted after the extract")
     try:
-        metadata = pq.read_metadata(path)
-        columns = columns_of(pq.read_schema(path))
+        metadata = pq.read_metadata(local)
+        columns = columns_of(pq.read_schema(local))
     except Exception as error:  # noqa: BLE001 (Arrow raises several types for a bad file)
-        raise PartitionError(f"partition file {path} is not readable Parquet: {error}") from None
+        raise PartitionError(f"partition file {name} is not readable Parquet: {error}") from None
     if metadata.num_rows != manifest.rows:
-        raise PartitionError(f"partition file {path} holds {metadata.num_rows} rows, its manifest "
+        raise PartitionError(f"partition file {name} holds {metadata.num_rows} rows, its manifest "
                              f"says {manifest.rows}")
-    return manifest, columns
+    return manifest, columns, local

@@ -88,12 +88,21 @@ class BatchTap(Tap):
         return uuid.uuid4().hex
 
     def batch_folder(self, batch_config: BatchConfig) -> Path:
-        """The run's folder under ``batch_config.storage.root`` (a ``file://`` URL)."""
-        parsed = urlparse(batch_config.storage.root)
-        if parsed.scheme != "file" or not parsed.path:
-            raise SettingError("batch_config.storage.root must be a file:// URL, got "
-                               f"{batch_config.storage.root!r}")
-        folder = Path(parsed.path) / f"{self.name}-{self.run_id}"
+        """The run's folder under ``batch_config.storage.root`` (a ``file://`` URL).
+
+        When the step's data tree is on object storage, batch files stay on local disk (the
+        tree's staging folder): the target checks them there and uploads each partition once.
+        """
+        run = self.step_run
+        if run is not None and not run[0].fs.is_local:
+            root = run[0].staging
+        else:
+            parsed = urlparse(batch_config.storage.root)
+            if parsed.scheme != "file" or not parsed.path:
+                raise SettingError("batch_config.storage.root must be a file:// URL, got "
+                                   f"{batch_config.storage.root!r}")
+            root = Path(parsed.path)
+        folder = root / f"{self.name}-{self.run_id}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 

@@ -52,10 +52,13 @@ class StepTarget(Target):
     step: str
     day: dt.date
     tree: DataTree
+    #: The folders of the tap's batch files (see :meth:`remove_batch_folders`).
+    batch_folders: set[Path]
 
     def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
         """Mark the step running (replacing an older outcome) and tidy old work files."""
         self.tree, self.step, self.day = tree, step, day
+        self.batch_folders = set()
         self._failed = False
         remove_stale_staging(tree)
         self.marker = steps.begin(tree, step, day)
@@ -111,17 +114,21 @@ class StepTarget(Target):
         except BaseException as error:
             self.fail_step(error)
             raise
+        finally:
+            self.remove_batch_folders()
+
+    def remove_batch_folders(self) -> None:
+        """Remove the tap's batch folders that lie in the staging folder (Singer leaves them).
+
+        Only there: a local load is handed the published partitions themselves.
+        """
+        for folder in getattr(self, "batch_folders", ()):
+            if folder.parent == self.tree.staging:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def finish_step(self) -> None:
         """Complete the step's work once the input has ended (publish, commit)."""
         raise NotImplementedError
-
-
-def remove_empty_folders(folder: Path, root: Path) -> None:
-    """Remove ``folder`` and its parents up to ``root`` while they are empty."""
-    while folder != root and folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        folder = folder.parent
 
 
 class StepSink(BatchSink):
@@ -150,4 +157,5 @@ class StepSink(BatchSink):
             if parsed.scheme != "file":
                 raise InputError(f"stream {self.stream_name}: batch file {url} is not a file:// URL")
             paths.append(Path(unquote(parsed.path)))  # as_uri() quoted the %-encoded segments
+        self.owner.batch_folders.update(path.parent for path in paths)
         return paths

@@ -14,7 +14,6 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from northwind_elt import atomic
 from northwind_elt.errors import PrerequisiteError
 from northwind_elt.layout import DataTree
 
@@ -78,17 +77,16 @@ def attempt_id() -> str:
 
 def read_marker(tree: DataTree, step: str, day: dt.date) -> StepMarker | None:
     """Return the marker of ``step`` on ``day``, or None when the step never ran that day."""
-    path = tree.status_file(step, day)
     try:
-        return StepMarker(**json.loads(path.read_text()))
+        return StepMarker(**json.loads(tree.fs.read_bytes(tree.status_file(step, day))))
     except FileNotFoundError:
         return None
 
 
 def write_marker(tree: DataTree, marker: StepMarker) -> None:
-    """Write ``marker`` atomically."""
+    """Write ``marker`` whole (a rename locally, one PUT on object storage)."""
     day = dt.date.fromisoformat(marker.run_date)
-    atomic.write_json(tree.status_file(marker.step, day), asdict(marker))
+    tree.fs.write_json(tree.status_file(marker.step, day), asdict(marker))
 
 
 def mark_running(tree: DataTree, step: str, day: dt.date, attempt: str | None = None
@@ -150,6 +148,6 @@ def require_prerequisites(tree: DataTree, step: str, day: dt.date) -> list[StepM
     if problems:
         raise PrerequisiteError(
             f"{step} refuses to run for {day}: " + "; ".join(problems)
-            + f" (markers under {tree.root / '_status' / day.isoformat()})"
+            + f" (markers under {tree.fs.url(tree.root / '_status' / day.isoformat())})"
         )
     return markers

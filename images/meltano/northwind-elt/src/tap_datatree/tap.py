@@ -2,10 +2,13 @@
 
 The streams of a day are exactly those the extract steps' success markers list; each partition is
 checked against its manifest (size, SHA-256, rows) before anything is sent, so a loader never sees a
-half-written, truncated or changed file.
+half-written, truncated or changed file. Local partitions are sent in place; partitions on object
+storage are copied to the local staging folder first and the copy is what is checked and sent.
 """
 
+import shutil
 import typing as t
+from pathlib import Path
 
 from northwind_elt import steps
 from northwind_elt.errors import PartitionError
@@ -27,9 +30,11 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 class PartitionStream(BatchStream):
     """One verified partition, sent as-is (the file is read in place, never moved)."""
 
-    def __init__(self, tap: "TapDataTree", partition: Partition, columns: list[Column],
-                 keys: list[str], rows: int):
+    def __init__(self, tap: "TapDataTree", partition: Partition, local: Path,
+                 columns: list[Column], keys: list[str], rows: int):
         self.partition = partition
+        #: The verified local file: the partition's own, or its checked copy.
+        self.local = local
         schema = {"type": "object", "properties": {c.name: c.json_schema() for c in columns}}
         super().__init__(tap, schema=schema, name=partition.stream)
         self.primary_keys = keys
@@ -44,7 +49,7 @@ class PartitionStream(BatchStream):
     ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
         """Yield the partition's own file."""
         self._tap.report_progress(self.name, self.rows_written)  # type: ignore[attr-defined]
-        yield batch_config.encoding, [self.partition.data_file.as_uri()]
+        yield batch_config.encoding, [self.local.as_uri()]
 
 
 class TapDataTree(BatchTap):
@@ -67,6 +72,18 @@ class TapDataTree(BatchTap):
         tree = DataTree.from_setting(self.config.get("data_root"))
         step = self.config.get("step") or steps.LOAD_WAREHOUSE
         streams: dict[str, PartitionStream] = {}
+        # Copies of partitions on object storage; the loader removes the folder when done.
+        copies = tree.staging / f"{self.name}-{self.run_id}"
+        try:
+            self._verified_streams(tree, step, day, copies, streams)
+        except BaseException:
+            shutil.rmtree(copies, ignore_errors=True)
+            raise
+        self.logger.info("replaying %d verified partitions of %s", len(streams), day)
+        return list(streams.values())
+
+    def _verified_streams(self, tree: DataTree, step: str, day, copies: Path,
+                          streams: dict[str, PartitionStream]) -> None:
         for marker in steps.require_prerequisites(tree, step, day):
             source = marker.details.get("source") or steps.SOURCE_OF_STEP[marker.step]
             for name in marker.details.get("streams", []):
@@ -74,11 +91,9 @@ class TapDataTree(BatchTap):
                     raise PartitionError(f"stream {name} is published by both "
                                          f"{streams[name].partition.source} and {source}")
                 partition = tree.partition(source, name, day)
-                manifest, columns = verify_partition(partition)
-                streams[name] = PartitionStream(self, partition, columns,
+                manifest, columns, local = verify_partition(partition, copies)
+                streams[name] = PartitionStream(self, partition, local, columns,
                                                 manifest.key_properties, manifest.rows)
-        self.logger.info("replaying %d verified partitions of %s", len(streams), day)
-        return list(streams.values())
 
 
 if __name__ == "__main__":

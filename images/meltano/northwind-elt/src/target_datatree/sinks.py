@@ -25,5 +25,4 @@ class PartitionSink(StepSink):
     def process_batch_files(self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]) -> None:
         """Take the tap's Parquet files (our taps write exactly the partition we publish)."""
         for path in self.batch_file_paths(encoding, files):
-            self.owner.batch_folders.add(path.parent)
             self.staged.take_file(path)

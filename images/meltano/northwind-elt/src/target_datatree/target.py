@@ -1,16 +1,17 @@
 """target-datatree: publish a run's streams into the data tree, all of them or none.
 
-Every stream is staged under ``<root>/.staging``; only when the tap's completion message has
-arrived and every stream holds the announced rows are the files renamed into their partitions,
-each followed by its manifest, and the step's marker set to ``success``. Any failure leaves the
-published partitions as they were and marks the step ``failed``.
+Every stream is staged in the tree's local staging folder; only when the tap's completion message
+has arrived and every stream holds the announced rows are the files published into their
+partitions (renamed locally, uploaded to object storage), each followed by its manifest, and the
+step's marker set to ``success``, last. The marker says ``running`` from the start, so a kill
+mid-publish never leaves an old ``success`` vouching for half-replaced partitions; and the load
+checks every partition against its manifest. Any failure marks the step ``failed``.
 """
 
 import shutil
 import uuid
-from pathlib import Path
 
-from northwind_elt import atomic, steps
+from northwind_elt import steps
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, check_source
@@ -18,7 +19,7 @@ from northwind_elt.manifest import Manifest, describe_columns, write_manifest
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion
 from northwind_elt.run_date import parse_run_date
-from northwind_elt.step_target import StepTarget, remove_empty_folders
+from northwind_elt.step_target import StepTarget
 from singer_sdk import typing as th
 
 from target_datatree.sinks import PartitionSink
@@ -58,8 +59,6 @@ class TargetDataTree(StepTarget):
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
-        #: The tap's batch folders, removed at the end (Singer leaves batch files behind).
-        self.batch_folders: set[Path] = set()
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
     def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
@@ -76,12 +75,9 @@ class TargetDataTree(StepTarget):
             super().process_endofpipe()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
-            for folder in self.batch_folders:
-                if folder.parent == self.tree.staging:
-                    shutil.rmtree(folder, ignore_errors=True)
 
     def finish_step(self) -> None:
-        """Check the run is complete, then rename every staged file into its partition."""
+        """Check the run is complete, then publish every staged file: data, then its manifest."""
         self._check_complete()
         extracted_at = steps.now()
         rows = {}
@@ -96,11 +92,11 @@ class TargetDataTree(StepTarget):
                 producer=self.completion.producer, extracted_at=extracted_at,
                 schema=self.schemas[stream],
             )
-            atomic.publish(staged.path, partition.data_file)
+            self.tree.fs.put_file(staged.path, partition.data_file)
             write_manifest(partition, manifest)
             rows[stream] = staged.rows
             self.logger.info("published %s: %d rows -> %s", stream, staged.rows,
-                             partition.data_file)
+                             self.tree.fs.url(partition.data_file))
         self._remove_stale_partitions()
         self.succeed_step(rows, {"source": self.source, "streams": sorted(self.staged)})
 
@@ -126,10 +122,10 @@ class TargetDataTree(StepTarget):
         """Remove partitions of this source and day whose stream is no longer extracted."""
         for partition in self.tree.partitions_on(self.source, self.day):
             if partition.stream not in self.staged:
-                self.logger.info("removing stale partition %s", partition.folder)
-                partition.manifest_file.unlink(missing_ok=True)
-                partition.data_file.unlink(missing_ok=True)
-                remove_empty_folders(partition.folder, self.tree.root)
+                self.logger.info("removing stale partition %s", self.tree.fs.url(partition.folder))
+                self.tree.fs.delete(partition.manifest_file)
+                self.tree.fs.delete(partition.data_file)
+                self.tree.fs.remove_empty_folders(partition.folder, self.tree.root)
 
 
 if __name__ == "__main__":

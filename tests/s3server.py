@@ -1,0 +1,95 @@
+"""A real S3 server on loopback for the object-storage tests: SeaweedFS's ``weed mini``.
+
+The server is started by scripts/seaweed.py (shared with the benchmark), once per session. Tests
+skip, naming the reason, when the binary cannot run here.
+
+:class:`FreezingProxy` sits between a step and the server and stops forwarding at the first request
+whose line matches a pattern, so a test can kill a step at an exact point of its publish.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from settings import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from seaweed import BUCKET, S3Server, SeaweedUnavailable, start, step_environment  # noqa: E402
+
+__all__ = ["BUCKET", "FreezingProxy", "S3Server", "s3_server", "with_server"]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> S3Server:
+    """The session's S3 server (the tests that need it skip, with the reason, if it cannot run)."""
+    try:
+        server = start(tmp_path_factory.mktemp("seaweedfs"))
+    except SeaweedUnavailable as reason:
+        pytest.skip(str(reason))
+    yield server
+    server.stop()
+
+
+class FreezingProxy:
+    """A TCP proxy to ``upstream`` that freezes (stops forwarding) at a matching request line."""
+
+    def __init__(self, upstream: str, request_line: re.Pattern[bytes]):
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.pattern = request_line
+        self.frozen = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            for args in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        tail = b""
+        try:
+            while chunk := source.recv(65536):
+                if requests:
+                    tail = (tail + chunk)[-4096:]
+                    if self.pattern.search(tail):
+                        self.frozen.set()
+                while self.frozen.is_set() and not self._closed:
+                    time.sleep(0.05)  # hold the request: the client waits, mid-publish
+                if self._closed:
+                    return
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+
+def with_server(env: dict[str, str], server: S3Server, root: str, endpoint: str | None = None
+                ) -> dict[str, str]:
+    """The step environment ``env`` pointed at ``root`` on ``server`` (through ``endpoint``)."""
+    staging = Path(env["NORTHWIND_DATA_ROOT"]).parent / "local-staging"
+    return step_environment(env, server, root, staging, endpoint)
