@@ -59,7 +59,8 @@ set -eu
 bin=/usr/lib/postgresql/15/bin
 data=/var/lib/postgresql/e2e
 printf '%s\\n' "$POSTGRES_PASSWORD" >/tmp/password
-"$bin/initdb" -D "$data" -U "$POSTGRES_USER" --auth=scram-sha-256 --pwfile=/tmp/password >/dev/null
+"$bin/initdb" -D "$data" -U "$POSTGRES_USER" --auth=scram-sha-256 --pwfile=/tmp/password \\
+  --encoding=UTF8 --locale=C.UTF-8 >/dev/null
 rm /tmp/password
 echo "host all all all scram-sha-256" >>"$data/pg_hba.conf"
 echo "CREATE DATABASE \\"$POSTGRES_DB\\"" | "$bin/postgres" --single -D "$data" postgres >/dev/null

@@ -8,7 +8,7 @@ the DAG builds them: each task's pod from ``build_pod_request_obj``, serialised 
 
 - the data claim becomes a hostPath of a folder of this test (kind mounts ./data the same way);
 - ``podman kube play`` reads the Secrets from podman's secret store (``podman secret create``
-  with Kubernetes Secret YAML), so they are created there instead of in a namespace.
+  with the Kubernetes Secret as JSON), so they are created there instead of in a namespace.
 
 The database hosts keep their cluster names: the containers are on a podman network whose DNS
 serves them as aliases. Run by ``make e2e-containers``; skipped with the reason where podman
@@ -32,7 +32,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 from pipeline import tree_digest, warehouse_digest
-from settings import ORDER_DETAILS_ROWS, SOURCE_ROWS, ROOT
+from settings import ORDER_DETAILS_ROWS, ROOT, SOURCE_ROWS
+from test_names_in_step import cluster_env
 
 import podman
 
@@ -45,13 +46,13 @@ STEP_UID = 10001
 
 
 def _names() -> dict[str, str]:
-    from northwind.cluster import CLUSTER
-
-    return {"image": CLUSTER.image, "source": CLUSTER.source_db_host,
-            "warehouse": CLUSTER.warehouse_db_host, "source_db": CLUSTER.source_db_name,
-            "warehouse_db": CLUSTER.warehouse_db_name, "source_secret": CLUSTER.source_db_secret,
-            "warehouse_secret": CLUSTER.warehouse_db_secret, "mount": CLUSTER.data_mount_path,
-            "port": CLUSTER.db_port}
+    """The names of dags/northwind/cluster.env the pods use, keyed for this test."""
+    env = cluster_env()
+    return {"image": f"{env['IMAGE_REPOSITORY']}:{env['IMAGE_TAG']}",
+            "source": env["SOURCE_DB_HOST"], "warehouse": env["WAREHOUSE_DB_HOST"],
+            "source_db": env["SOURCE_DB_NAME"], "warehouse_db": env["WAREHOUSE_DB_NAME"],
+            "source_secret": env["SOURCE_DB_SECRET"], "warehouse_secret": env["WAREHOUSE_DB_SECRET"],
+            "mount": env["DATA_MOUNT_PATH"], "port": env["DB_PORT"]}
 
 
 def _skip_reason() -> str | None:
@@ -91,7 +92,7 @@ def stack(tmp_path_factory):
         for secret, database in ((names["source_secret"], source),
                                  (names["warehouse_secret"], warehouse)):
             podman.podman("secret", "rm", secret, check=False)
-            podman.podman("secret", "create", secret, "-", input=secret_yaml(secret, database))
+            podman.podman("secret", "create", secret, "-", input=secret_json(secret, database))
         yield {"names": names, "image": image, "source": source, "warehouse": warehouse,
                "build_seconds": build_seconds, "data": tmp_path_factory.mktemp("tree") / "data"}
     finally:
@@ -115,10 +116,13 @@ def run_in_image(image, command, env, *, user=STEP_UID, data: Path | None = None
                          image, *command, env=env, check=False, timeout=600)
 
 
-def secret_yaml(name: str, database) -> str:
-    """The Kubernetes Secret the charts make for a database (keys ``username`` and ``password``)."""
+def secret_json(name: str, database) -> str:
+    """The Kubernetes Secret the charts make for a database (keys ``username`` and ``password``).
+
+    podman 4.3 reads a Secret that a pod references from its own store, as JSON.
+    """
     data = {"username": database.user, "password": database.password}
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                            "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode()
                                                       for k, v in data.items()}})
 
