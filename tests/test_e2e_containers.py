@@ -8,7 +8,7 @@ the DAG builds them: each task's pod from ``build_pod_request_obj``, serialised 
 
 - the data claim becomes a hostPath of a folder of this test (kind mounts ./data the same way);
 - ``podman kube play`` reads the Secrets from podman's secret store (``podman secret create``
-  with the Kubernetes Secret as JSON), so they are created there instead of in a namespace.
+  with the Secret's data as JSON), so they are created there instead of in a namespace.
 
 The database hosts keep their cluster names: the containers are on a podman network whose DNS
 serves them as aliases. Run by ``make e2e-containers``; skipped with the reason where podman
@@ -21,9 +21,11 @@ import base64
 import csv
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -92,7 +94,7 @@ def stack(tmp_path_factory):
         for secret, database in ((names["source_secret"], source),
                                  (names["warehouse_secret"], warehouse)):
             podman.podman("secret", "rm", secret, check=False)
-            podman.podman("secret", "create", secret, "-", input=secret_json(secret, database))
+            podman.podman("secret", "create", secret, "-", input=secret_json(database))
         yield {"names": names, "image": image, "source": source, "warehouse": warehouse,
                "build_seconds": build_seconds, "data": tmp_path_factory.mktemp("tree") / "data"}
     finally:
@@ -116,15 +118,14 @@ def run_in_image(image, command, env, *, user=STEP_UID, data: Path | None = None
                          image, *command, env=env, check=False, timeout=600)
 
 
-def secret_json(name: str, database) -> str:
-    """The Kubernetes Secret the charts make for a database (keys ``username`` and ``password``).
+def secret_json(database) -> str:
+    """The ``data`` of the Secret the charts make for a database (keys ``username``, ``password``).
 
-    podman 4.3 reads a Secret that a pod references from its own store, as JSON.
+    podman 4.3 resolves a pod's ``secretKeyRef`` in its own secret store, whose entry must be
+    that map as JSON (values base64, as in a Kubernetes Secret).
     """
     data = {"username": database.user, "password": database.password}
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                           "type": "Opaque", "data": {k: base64.b64encode(v.encode()).decode()
-                                                      for k, v in data.items()}})
+    return json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
 
 
 def pod_yaml(task_id: str, data: Path) -> tuple[str, dict]:
@@ -253,13 +254,9 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
 
 
 def pod_seconds(run: dict) -> float:
-    from datetime import datetime
-
+    """Seconds from the step container's start to its exit (podman's RFC 3339 nanosecond stamps)."""
     def parse(stamp: str) -> datetime:
-        head, _, tail = stamp.partition(".")
-        fraction, _, zone = tail.partition(" ")
-        return datetime.fromisoformat(f"{head}.{fraction[:6]} {zone.split()[0]}".replace(" +", "+")
-                                      .replace(" ", ""))
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00"))
 
     return (parse(run["finished"]) - parse(run["started"])).total_seconds()
 
