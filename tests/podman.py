@@ -8,6 +8,7 @@ Every podman call reads the settings of .ci/containers.conf (CONTAINERS_CONF).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -141,10 +142,14 @@ def build_from_text(tag: str, containerfile: str, files: dict[str, str] | None =
         build(tag, context / "Containerfile", context)
 
 
-def build_base_images() -> None:
-    """The Python base of the Meltano image and the PostgreSQL image."""
+def build_images(meltano_tag: str) -> None:
+    """The Python base, then the Meltano image on it while the PostgreSQL image builds."""
     build_from_text(PYTHON_IMAGE, PYTHON_CONTAINERFILE)
-    build_from_text(POSTGRES_IMAGE, POSTGRES_CONTAINERFILE, {"start-postgres": START_POSTGRES})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        postgres = pool.submit(build_from_text, POSTGRES_IMAGE, POSTGRES_CONTAINERFILE,
+                               {"start-postgres": START_POSTGRES})
+        build_meltano_image(meltano_tag)
+        postgres.result()
 
 
 def build_meltano_image(tag: str) -> None:

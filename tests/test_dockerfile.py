@@ -101,7 +101,9 @@ def test_meltano_install_is_the_makefile_command_in_the_project(steps):
     command = make_variable("MELTANO_INSTALL")
     names = {k: v for k, v in re.findall(
         r"^(\w+)=(.*)$", (ROOT / "dags" / "northwind" / "cluster.env").read_text(), re.MULTILINE)}
-    runs = [i for i, (word, rest) in enumerate(steps) if word == "RUN" and rest == command]
+    # Build options (--mount=...) and the uv cache settings of the step may precede it.
+    runs = [i for i, (word, rest) in enumerate(steps)
+            if word == "RUN" and re.sub(r"^(--\S+ |\w+=\S* )*", "", rest) == command]
     assert len(runs) == 1, f"expected one `RUN {command}`"
     workdir = [rest for word, rest in steps[: runs[0]] if word == "WORKDIR"][-1]
     assert workdir == names["MELTANO_PROJECT_DIR"]
@@ -144,7 +146,14 @@ def test_runtime_environment(steps):
     assert env["NORTHWIND_DATA_ROOT"] == names["DATA_MOUNT_PATH"]
     assert env["ORDER_DETAILS_CSV"] == "/project/sources/order_details.csv"
     assert env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] == "false"
-    assert env["MELTANO_DATABASE_URI"].startswith("sqlite:////tmp/")
+    # The system database migrated at build, read-only at run time; the pods use the same one.
+    uri = env["MELTANO_DATABASE_URI"].strip('"')
+    assert uri.startswith(f"sqlite:///file:{names['MELTANO_PROJECT_DIR']}/.meltano/meltano.db?")
+    assert "mode=ro" in uri and "immutable=1" in uri
+    pods = (ROOT / "dags" / "northwind" / "pods.py").read_text()
+    assert f'"{uri}"' in pods, "dags/northwind/pods.py MELTANO_DATABASE_URI differs from the image's"
+    assert "RUN meltano upgrade database && test ! -e .meltano/meltano.db-wal" in [
+        f"{w} {r}" for w, r in steps]
     assert env["HOME"] == "/tmp"
     # Meltano's run folder points at /tmp, so a read-only root filesystem works.
     assert "ln -s /tmp .meltano/run" in " ".join(r for w, r in steps if w == "RUN")
