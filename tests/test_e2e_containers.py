@@ -145,10 +145,14 @@ def run_step_pod(task_id: str, data: Path) -> dict:
     container = document["spec"]["containers"][0]["name"]
     try:
         code, log = podman.run_pod(text, name, container)
-        state = json.loads(podman.podman("inspect", f"{name}-{container}").stdout)[0]["State"]
+        info = json.loads(podman.podman("inspect", f"{name}-{container}").stdout)[0]
     finally:
         podman.remove_pod(name)
     assert code == 0, f"step pod {task_id} exited {code}:\n{log[-6000:]}"
+    # podman applied the pod's security context: read-only root, every capability dropped.
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert not info.get("EffectiveCaps"), info.get("EffectiveCaps")
+    state = info["State"]
     return {"log": log, "started": state["StartedAt"], "finished": state["FinishedAt"]}
 
 
