@@ -130,9 +130,8 @@ def build(tag: str, containerfile: Path, context: Path, *options: str) -> None:
 
 
 def build_from_text(tag: str, containerfile: str, files: dict[str, str] | None = None) -> None:
-    """Build ``tag`` from a Containerfile's text and extra context files (once)."""
-    if image_exists(tag):
-        return
+    """Build ``tag`` from a Containerfile's text and extra context files (podman's layer cache
+    makes a rebuild of unchanged text quick, and a changed text is never served stale)."""
     with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-context-") as folder:
         context = Path(folder)
         (context / "Containerfile").write_text(containerfile)
