@@ -1,6 +1,7 @@
 # The Northwind pipeline. A newcomer needs two commands: `make run` and `make test`; both install
 # what they need (uv, the locked Python environment, Meltano's plugins, an embedded PostgreSQL).
-# Cluster targets (up, down, ui, trigger, backfill, logs, cluster-status, image, e2e): mk/cluster.mk.
+# Cluster targets (up, down, ui, trigger, backfill, logs, cluster-status, image, e2e,
+# e2e-containers): mk/cluster.mk.
 
 .PHONY: help install run test test-fast lint check bench status clean
 

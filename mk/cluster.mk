@@ -170,3 +170,11 @@ cluster-status:
 
 e2e:
 	bash scripts/e2e_kind.sh
+
+# The container end-to-end: the image built from images/meltano/Dockerfile on a local Debian base,
+# the DAG's four step pods run by `podman kube play` against PostgreSQL containers (as root, with
+# podman, runc and debootstrap; .ci/run installs them in CI). No cluster needed.
+.PHONY: e2e-containers
+CONTAINERS_CONF := $(CURDIR)/.ci/containers.conf
+e2e-containers: install  ## A day in the real image and step pods under podman (root; slow)
+	CONTAINERS_CONF=$(CONTAINERS_CONF) $(UV) run --frozen pytest -s tests/test_e2e_containers.py $(PYTEST_ARGS)

@@ -161,8 +161,9 @@ def test_pod_mounts_the_data_volume_and_a_private_tmp(pods, names, task_id):
     assert volumes[mounts["/data"]].persistent_volume_claim.claim_name == names.data_pvc
     assert volumes[mounts["/tmp"]].empty_dir is not None
     assert env["NORTHWIND_DATA_ROOT"].value == "/data"
-    # Meltano's system DB must sit directly in the writable /tmp (it creates no folders).
-    assert env["MELTANO_DATABASE_URI"].value == "sqlite:////tmp/meltano.db"
+    # Meltano's system DB: the one migrated into the image, read-only (no migration per step).
+    assert env["MELTANO_DATABASE_URI"].value == (
+        "sqlite:///file:/project/images/meltano/.meltano/meltano.db?mode=ro&immutable=1&uri=true")
 
 
 @pytest.mark.parametrize("task_id", TASK_IDS)

@@ -40,9 +40,12 @@ IMAGE_ORDER_DETAILS_CSV = "/project/sources/order_details.csv"
 
 #: The only writable path of a pod besides the data volume (the root file system is read-only).
 TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir private to the pod, not a shared host folder
-#: Meltano's system database must be writable: it lives on the /tmp emptyDir, directly in it,
-#: because Meltano does not create a missing folder (same value as the image's default).
-MELTANO_DATABASE_URI = "sqlite:////tmp/meltano.db"
+#: Meltano's system database: migrated once when the image is built, opened read-only and
+#: immutable (the steps record no job or state), so no step migrates one at start (same value as
+#: the image's default).
+MELTANO_DATABASE_URI = (
+    "sqlite:///file:/project/images/meltano/.meltano/meltano.db?mode=ro&immutable=1&uri=true"
+)
 
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"

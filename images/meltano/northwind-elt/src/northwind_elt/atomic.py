@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+#: Published files: readable by every uid that shares the data tree, written only by renames.
+PUBLISHED_FILE_MODE = 0o644
+
 
 def fsync_folder(folder: Path) -> None:
     """Flush a folder's entries, so a rename survives a crash of the machine."""
@@ -22,6 +25,8 @@ def publish(temporary: Path, final: Path) -> None:
     """Flush ``temporary`` and rename it to ``final``, replacing any older file."""
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
+    # mkstemp makes 0600: other uids sharing the tree (layout.SHARED_TREE_UMASK) must read it.
+    os.chmod(temporary, PUBLISHED_FILE_MODE)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(temporary, final)
     fsync_folder(final.parent)
