@@ -37,6 +37,7 @@ DATABASES_SETS = \
 	--set-string warehouse.name=$(WAREHOUSE_DB_HOST) \
 	--set-string warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string warehouse.auth.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string airflowMetadata.auth.secretName=$(AIRFLOW_DB_SECRET) \
 	--set ports.postgres=$(DB_PORT) \
 	--set-string seed.image.repository=$(IMAGE_REPOSITORY) \
 	--set-string seed.image.tag=$(IMAGE_TAG)

@@ -116,7 +116,8 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     return node
 
 
-def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every container of a pod spec: init, regular and ephemeral."""
     for key in ("initContainers", "containers", "ephemeralContainers"):
         yield from spec.get(key) or []
 
@@ -133,7 +134,7 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
             problems.append(f"volume {volume['name']} is a hostPath")
     if pod_sc.get("runAsUser") == 0:
         problems.append("pod runs as uid 0")
-    for container in _containers(spec):
+    for container in containers(spec):
         name = container["name"]
         sc = container.get("securityContext") or {}
         if sc.get("privileged"):

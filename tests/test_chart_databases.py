@@ -52,11 +52,24 @@ def test_generated_secrets_hold_random_credentials(docs):
     password = _secret_value(first, "password")
     assert len(password) == 32
     assert password != _secret_value(second, "password"), "password is not generated"
-    assert _secret_value(first, "username") == "northwind"
+    assert _secret_value(first, "username") == "northwind_reader"
     assert _secret_value(first, "uri") == (
-        f"postgresql://northwind:{password}@northwind-source-db:5432/northwind")
+        f"postgresql://northwind_reader:{password}@northwind-source-db:5432/northwind")
     # Uninstalling must not orphan a volume from the password that initialised it.
     assert first["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_each_database_has_a_login_secret_and_a_bootstrap_secret(docs):
+    secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")}
+    assert set(secrets) == {f"northwind-{db}-db{suffix}" for db in ("source", "warehouse", "airflow")
+                            for suffix in ("", "-admin")}
+    for db in ("source", "warehouse", "airflow"):
+        login, admin = secrets[f"northwind-{db}-db"], secrets[f"northwind-{db}-db-admin"]
+        assert _secret_value(admin, "username") == "postgres"
+        assert _secret_value(login, "username") != "postgres"
+        assert _secret_value(login, "password") != _secret_value(admin, "password")
+        # The superuser's password is never part of a URI a consumer could be handed.
+        assert set(admin["data"]) == {"username", "password"}
 
 
 def test_airflow_metadata_secret_has_the_connection_key(docs):
@@ -66,20 +79,32 @@ def test_airflow_metadata_secret_has_the_connection_key(docs):
         secret, "connection")
 
 
-def test_servers_read_credentials_from_the_secret(docs):
+def test_servers_bootstrap_as_admin_and_create_the_login_role(docs):
     sts = helm.one(docs, "StatefulSet", "northwind-warehouse-db")
-    env = {e["name"]: e for e in helm.pod_spec(sts)["containers"][0]["env"]}
+    spec = helm.pod_spec(sts)
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "northwind-warehouse-db-admin", "key": "password"}
+    assert env["NORTHWIND_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "northwind-warehouse-db", "key": "password"}
     assert env["POSTGRES_DB"]["value"] == "warehouse"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    config = helm.one(docs, "ConfigMap", volumes[mounts["/docker-entrypoint-initdb.d"]]
+                      ["configMap"]["name"])
+    # The image runs *.sh and *.sql after initdb; roles.psql only through 00-roles.sh.
+    assert set(config["data"]) == {"00-roles.sh", "roles.psql"}
+    assert config["data"]["roles.psql"] == (
+        helm.chart_dir(CHART) / "files" / "initdb" / "warehouse.sql").read_text()
 
 
-def test_existing_secrets_replace_generated_ones():
+def test_own_secrets_are_not_rendered_but_read_under_the_same_names():
     docs = helm.render(CHART, helm.alt_values(CHART))
     assert helm.by_kind(docs, "Secret") == []
     sts = helm.one(docs, "StatefulSet", "northwind-source-db")
     env = {e["name"]: e for e in helm.pod_spec(sts)["containers"][0]["env"]}
-    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"]["name"] == "my-source-credentials"
+    assert env["POSTGRES_USER"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-admin"
+    assert env["NORTHWIND_APP_USER"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db"
     assert "northwind-airflow-db" not in {d["metadata"]["name"] for d in docs}
     assert helm.by_kind(docs, "Job") == []
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
@@ -99,7 +124,8 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
     env = {e["name"]: e for e in container["env"]}
     assert env["SOURCE_PGHOST"]["value"] == "northwind-source-db"
     assert env["SOURCE_PGDATABASE"]["value"] == "northwind"
-    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db"
+    # Seeding creates the tables: the bootstrap superuser's job, not the read-only role's.
+    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-admin"
     # It waits for the server instead of failing while the StatefulSet starts.
     assert "pg_isready" in " ".join(spec["initContainers"][0]["command"])
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

@@ -1,7 +1,7 @@
 """The pod defaults of every pipeline step: one pure builder of KubernetesPodOperator kwargs.
 
 A DAG task only names its step; :func:`step_pod_kwargs` adds the image, command, date, volumes,
-Secret-sourced credentials, resources, security context and labels. It builds values only (no
+the Secret-sourced credentials of that step only, resources, security context and labels. It builds values only (no
 cluster, no environment), so tests can check every pod spec in-process.
 """
 
@@ -80,16 +80,41 @@ def step_command(step: str) -> list[str]:
     return [*MELTANO_RUN, step]
 
 
-def database_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
-    """Return the credentials every step gets from Kubernetes Secrets, never from literals."""
+def source_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the source's read-only login role, from its Kubernetes Secret."""
     return [
-        # Source PostgreSQL (Northwind)
         Secret("env", "SOURCE_PGUSER", names.source_db_secret, "username"),
         Secret("env", "SOURCE_PGPASSWORD", names.source_db_secret, "password"),
-        # Warehouse PostgreSQL
+    ]
+
+
+def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the warehouse's login role (owner of its snapshots), from its Kubernetes Secret."""
+    return [
         Secret("env", "WAREHOUSE_PGUSER", names.warehouse_db_secret, "username"),
         Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_db_secret, "password"),
     ]
+
+
+def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the credentials ``step`` needs and no others (least privilege per pod).
+
+    Example:
+        >>> [s.secret for s in step_secrets("extract-postgres")]
+        ['northwind-source-db', 'northwind-source-db']
+        >>> step_secrets("extract-csv")
+        []
+    """
+    needs = {
+        EXTRACT_POSTGRES: source_secrets,
+        EXTRACT_CSV: None,
+        LOAD_WAREHOUSE: warehouse_secrets,
+        PUBLISH_REPORT: warehouse_secrets,
+    }
+    if step not in needs:
+        raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+    secrets = needs[step]
+    return secrets(names) if secrets else []
 
 
 def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
@@ -150,7 +175,7 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "cmds": command[:1],
         "arguments": command[1:],
         "env_vars": {"RUN_DATE": RUN_DATE_TEMPLATE, **cluster_env(names)},
-        "secrets": database_secrets(names),
+        "secrets": step_secrets(step, names),
         "labels": {PART_OF_LABEL: PART_OF, STEP_LABEL: step, RUN_DATE_LABEL: RUN_DATE_TEMPLATE},
         "volumes": [
             k8s.V1Volume(

@@ -52,9 +52,47 @@ helm.sh/chart: {{ include "northwind-databases.chart" .root }}
 {{- end }}
 {{- end -}}
 
-{{/* The Secret a database's pods read: the user-supplied one or the generated one. */}}
-{{- define "northwind-databases.secretName" -}}
-{{- .auth.existingSecret | default .auth.secretName -}}
+{{/*
+The data of a live Secret as JSON ({} when it does not exist, or under `helm template`).
+Args: dict "namespace" <ns> "name" <Secret name>. The one place that calls `lookup`.
+*/}}
+{{- define "northwind-databases.liveSecretData" -}}
+{{- $live := lookup "v1" "Secret" .namespace .name | default dict -}}
+{{- $live.data | default dict | toJson -}}
+{{- end -}}
+
+{{/*
+A password: the live Secret's (so upgrades keep what initialised the volume) or a new random one.
+Args: dict "namespace" <ns> "name" <Secret name>.
+*/}}
+{{- define "northwind-databases.password" -}}
+{{- $data := include "northwind-databases.liveSecretData" . | fromJson -}}
+{{- if hasKey $data "password" -}}
+{{- index $data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Percent-encode one part of a URI (user or password): everything but A-Z a-z 0-9 - _ . ~ is
+escaped. urlquery writes a space as "+", which means "+" in a URI's user part, hence the replace
+(a literal "+" is already %2B by then).
+*/}}
+{{- define "northwind-databases.uriEscape" -}}
+{{- . | urlquery | replace "+" "%20" -}}
+{{- end -}}
+
+{{/*
+postgresql:// URI of one login role. Args: dict "user" "password" "host" "port" "database".
+*/}}
+{{- define "northwind-databases.uri" -}}
+{{- printf "postgresql://%s:%s@%s:%v/%s" (include "northwind-databases.uriEscape" .user) (include "northwind-databases.uriEscape" .password) .host .port (include "northwind-databases.uriEscape" .database) -}}
+{{- end -}}
+
+{{/* The init SQL of a database key (files/initdb/<component>.sql), shared with the tests. */}}
+{{- define "northwind-databases.initSqlPath" -}}
+{{- printf "files/initdb/%s.sql" (include "northwind-databases.component" .) -}}
 {{- end -}}
 
 {{/* The postgres image string. */}}
