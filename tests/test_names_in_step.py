@@ -5,8 +5,6 @@ manifests and the kind config must all say what cluster.env says. The DAG side j
 more assertion: ``assert_agrees("dags/northwind/pods.py", {"NAMESPACE": ..., ...})``.
 """
 
-from __future__ import annotations
-
 import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
 
 import re

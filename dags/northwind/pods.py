@@ -1,8 +1,8 @@
 """The pod defaults of every pipeline step: one pure builder of KubernetesPodOperator kwargs.
 
 A DAG task only names its step; :func:`step_pod_kwargs` adds the image, command, date, volumes,
-the Secret-sourced credentials of that step only, resources, security context and labels. It builds values only (no
-cluster, no environment), so tests can check every pod spec in-process.
+the Secret-sourced credentials of that step only, resources, security context and labels. It
+builds values only (no cluster, no environment), so tests can check every pod spec in-process.
 """
 
 from airflow.providers.cncf.kubernetes.secret import Secret
