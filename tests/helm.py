@@ -7,7 +7,11 @@ validate them against the Kubernetes schemas of one pinned version, and list Pod
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,9 +59,13 @@ def render(
     *,
     release: str | None = None,
     namespace: str = NAMESPACE,
+    chart: helm_python.Chart | None = None,
 ) -> list[dict[str, Any]]:
-    """Render chart ``name`` like `helm template` and return its objects (NOTES.txt excluded)."""
-    chart = _chart(name)
+    """Render chart ``name`` like `helm template` and return its objects (NOTES.txt excluded).
+
+    ``chart``: an already loaded copy of the chart to render instead (see :func:`with_live_secrets`).
+    """
+    chart = chart or _chart(name)
     # Helm validates values against values.schema.json at install; do the same here.
     chart.validate_schema(chart.merge_values(values))
     manifests = chart.render(
@@ -69,6 +77,31 @@ def render(
             continue
         docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return docs
+
+
+#: The one template of northwind-databases that calls `lookup` (the live Secret's data as JSON).
+LIVE_SECRET_TEMPLATE = re.compile(
+    r'(\{\{- define "northwind-databases\.liveSecretData" -\}\}\n).*?(\{\{- end -\}\})', re.DOTALL)
+
+
+def with_live_secrets(live: dict[str, dict[str, str]], directory: Path) -> helm_python.Chart:
+    """A copy of northwind-databases in ``directory`` whose `lookup` finds the Secrets ``live``.
+
+    Offline rendering makes `lookup` return nothing, which hides every upgrade path. The copy
+    replaces only the body of the chart's one lookup wrapper by these Secrets (name -> key ->
+    plain value), so all the rest of the chart is rendered as it is.
+    """
+    copy = directory / "northwind-databases"
+    shutil.copytree(chart_dir("northwind-databases"), copy)
+    data = {name: {key: base64.b64encode(value.encode()).decode() for key, value in keys.items()}
+            for name, keys in live.items()}
+    helpers = copy / "templates" / "_helpers.tpl"
+    fake = "{{- index (fromJson `" + json.dumps(data) + "`) .name | default dict | toJson -}}\n"
+    text, count = LIVE_SECRET_TEMPLATE.subn(lambda m: m.group(1) + fake + m.group(2),
+                                            helpers.read_text())
+    assert count == 1, "the chart's lookup wrapper moved: update LIVE_SECRET_TEMPLATE"
+    helpers.write_text(text)
+    return helm_python.Chart.load(copy)
 
 
 def notes(name: str, values: dict[str, Any] | None = None) -> str:

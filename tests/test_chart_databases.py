@@ -2,9 +2,11 @@
 
 import base64
 import re
+import urllib.parse
 
 import helm
 import pytest
+import sqlalchemy.engine
 
 CHART = "northwind-databases"
 
@@ -129,3 +131,31 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
     # It waits for the server instead of failing while the StatefulSet starts.
     assert "pg_isready" in " ".join(spec["initContainers"][0]["command"])
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_uri_percent_encodes_a_rotated_password(tmp_path):
+    # A rotated password, read back from the live Secret on upgrade, with every URI delimiter.
+    password = "p@ss:w/rd#1 +%?"
+    chart = helm.with_live_secrets({"northwind-airflow-db": {"password": password}}, tmp_path)
+    secret = helm.one(helm.render(CHART, chart=chart), "Secret", "northwind-airflow-db")
+    assert _secret_value(secret, "password") == password
+    for key in ("uri", "connection"):
+        url = sqlalchemy.engine.make_url(_secret_value(secret, key))
+        assert (url.username, url.password, url.host, url.port, url.database) == (
+            "airflow", password, "northwind-airflow-db", 5432, "airflow")
+        parts = urllib.parse.urlsplit(_secret_value(secret, key))
+        assert urllib.parse.unquote(parts.password) == password
+    assert sqlalchemy.engine.make_url(_secret_value(secret, "connection")).query == {
+        "sslmode": "disable"}
+
+
+def test_upgrade_keeps_the_live_passwords(tmp_path):
+    chart = helm.with_live_secrets({"northwind-source-db": {"password": "kept"},
+                                    "northwind-source-db-admin": {"password": "kept-admin"}},
+                                   tmp_path)
+    docs = helm.render(CHART, chart=chart)
+    assert _secret_value(helm.one(docs, "Secret", "northwind-source-db"), "password") == "kept"
+    admin = helm.one(docs, "Secret", "northwind-source-db-admin")
+    assert _secret_value(admin, "password") == "kept-admin"
+    # Only the Secret that exists is kept; a missing one is generated.
+    assert len(_secret_value(helm.one(docs, "Secret", "northwind-warehouse-db"), "password")) == 32
