@@ -31,10 +31,12 @@ helm.sh/chart: {{ include "northwind-pipeline.chart" .root }}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
 
-{{/* The Airflow ServiceAccounts that start step pods. */}}
+{{/*
+The Airflow ServiceAccounts that start step pods: with LocalExecutor every task runs in the
+scheduler; the triggerer runs none (the step tasks are not deferrable).
+*/}}
 {{- define "northwind-pipeline.launcherAccounts" -}}
 - {{ printf "%s-scheduler" .Values.airflow.release }}
-- {{ printf "%s-triggerer" .Values.airflow.release }}
 {{- end -}}
 
 {{/* Container securityContext of the Pod Security "restricted" profile. */}}
