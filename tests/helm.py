@@ -155,23 +155,76 @@ def containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from spec.get(key) or []
 
 
+#: Volume types the "restricted" profile allows (Pod Security Standards, "Volume Types").
+RESTRICTED_VOLUME_TYPES = frozenset({
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image",
+    "persistentVolumeClaim", "projected", "secret"})
+#: Sysctls the "baseline" profile allows.
+SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes"})
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t",
+                           "container_engine_t"})
+SECCOMP_ALLOWED = ("RuntimeDefault", "Localhost")
+APPARMOR_ALLOWED = ("RuntimeDefault", "Localhost")
+
+
+def _selinux_problems(where: str, options: dict[str, Any] | None) -> list[str]:
+    options = options or {}
+    problems = []
+    if options.get("type", "") not in SELINUX_TYPES:
+        problems.append(f"{where}: seLinuxOptions.type {options['type']!r}")
+    problems += [f"{where}: seLinuxOptions.{key} is set" for key in ("user", "role") if options.get(key)]
+    return problems
+
+
 def restricted_violations(spec: dict[str, Any]) -> list[str]:
-    """List what in a pod spec breaks the Pod Security "restricted" profile (empty: it meets it)."""
+    """List what in a pod spec breaks the Pod Security "restricted" profile (empty: it meets it).
+
+    Follows the Pod Security Standards as written (baseline + restricted, Kubernetes 1.33):
+    a container-level field overrides the pod-level one (``runAsNonRoot: false`` or an
+    ``Unconfined`` seccomp profile in a container breaks the profile whatever the pod says), and
+    volumes may only be of the listed types.
+    """
     problems = []
     pod_sc = spec.get("securityContext") or {}
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(flag):
             problems.append(f"pod sets {flag}")
     for volume in spec.get("volumes") or []:
-        if "hostPath" in volume:
-            problems.append(f"volume {volume['name']} is a hostPath")
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} is a {', '.join(sorted(kinds))} volume")
+    if (pod_sc.get("windowsOptions") or {}).get("hostProcess"):
+        problems.append("pod is a Windows HostProcess")
+    problems += _selinux_problems("pod", pod_sc.get("seLinuxOptions"))
+    unsafe = [s["name"] for s in pod_sc.get("sysctls") or [] if s["name"] not in SAFE_SYSCTLS]
+    if unsafe:
+        problems.append(f"pod sets unsafe sysctls {unsafe}")
     if pod_sc.get("runAsUser") == 0:
         problems.append("pod runs as uid 0")
+    if pod_sc.get("runAsNonRoot") is False:
+        problems.append("pod sets runAsNonRoot false")
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in SECCOMP_ALLOWED:
+        problems.append(f"pod seccompProfile is {pod_seccomp}")
+    pod_apparmor = (pod_sc.get("appArmorProfile") or {}).get("type")
+    if pod_apparmor is not None and pod_apparmor not in APPARMOR_ALLOWED:
+        problems.append(f"pod appArmorProfile is {pod_apparmor}")
     for container in containers(spec):
         name = container["name"]
         sc = container.get("securityContext") or {}
         if sc.get("privileged"):
             problems.append(f"{name}: privileged")
+        if (sc.get("windowsOptions") or {}).get("hostProcess"):
+            problems.append(f"{name}: Windows HostProcess")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount {sc['procMount']}")
+        problems += _selinux_problems(name, sc.get("seLinuxOptions"))
+        if [p for p in container.get("ports") or [] if p.get("hostPort")]:
+            problems.append(f"{name}: uses a hostPort")
         if sc.get("allowPrivilegeEscalation") is not False:
             problems.append(f"{name}: allowPrivilegeEscalation is not false")
         caps = sc.get("capabilities") or {}
@@ -179,11 +232,15 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: capabilities do not drop ALL")
         if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
             problems.append(f"{name}: adds capabilities {caps['add']}")
-        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-            problems.append(f"{name}: runAsNonRoot is not set")
+        # The container's own field wins; the pod's applies only where the container says nothing.
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
         if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
             problems.append(f"{name}: runs as uid 0")
-        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in SECCOMP_ALLOWED:
             problems.append(f"{name}: seccompProfile is not RuntimeDefault/Localhost")
+        apparmor = (sc.get("appArmorProfile") or {}).get("type")
+        if apparmor is not None and apparmor not in APPARMOR_ALLOWED:
+            problems.append(f"{name}: appArmorProfile is {apparmor}")
     return problems

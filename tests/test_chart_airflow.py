@@ -20,7 +20,7 @@ CHART_KEYS = {
     "allowPodLaunching", "env", "secret", "data.metadataSecretName", "postgresql.enabled",
     "redis.enabled", "statsd.enabled", "createUserJob.enabled", "dags.persistence.enabled",
     "dags.persistence.existingClaim", "workers.persistence.enabled",
-    "triggerer.persistence.enabled", "apiServer.replicas", "config",
+    "triggerer.persistence.enabled", "apiServer.replicas", "config", "securityContexts.pod",
 }
 
 

@@ -47,6 +47,39 @@ def test_workloads_meet_restricted_pod_security(chart, which):
             assert helm.restricted_violations(spec) == [], f"{kind}/{name}"
 
 
+RESTRICTED_POD = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "c", "securityContext": {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+    "volumes": [{"name": "e", "emptyDir": {}}, {"name": "p", "persistentVolumeClaim": {
+        "claimName": "x"}}],
+}
+
+
+def _with_container(**security):
+    spec = json.loads(json.dumps(RESTRICTED_POD))
+    spec["containers"][0]["securityContext"].update(security)
+    return spec
+
+
+def test_restricted_check_follows_container_overrides_and_volume_types():
+    assert helm.restricted_violations(RESTRICTED_POD) == []
+    # A container's own field overrides the pod's, either way.
+    assert helm.restricted_violations(_with_container(runAsNonRoot=False))
+    assert helm.restricted_violations(_with_container(seccompProfile={"type": "Unconfined"}))
+    assert helm.restricted_violations(_with_container(runAsUser=0))
+    assert helm.restricted_violations(_with_container(procMount="Unmasked"))
+    assert helm.restricted_violations(_with_container(seLinuxOptions={"user": "system_u"}))
+    # Only the listed volume types, not merely "no hostPath".
+    for volume in ({"nfs": {"server": "x", "path": "/"}}, {"gitRepo": {"repository": "x"}},
+                   {"iscsi": {}}, {"hostPath": {"path": "/"}}):
+        spec = {**RESTRICTED_POD, "volumes": [{"name": "v", **volume}]}
+        assert helm.restricted_violations(spec), volume
+    spec = json.loads(json.dumps(RESTRICTED_POD))
+    spec["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80}]
+    assert helm.restricted_violations(spec)
+
+
 def test_restricted_check_catches_violations():
     bad = {"containers": [{"name": "c", "securityContext": {"privileged": True}}],
            "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}

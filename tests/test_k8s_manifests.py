@@ -22,10 +22,11 @@ def test_manifest_validates(path):
         helm.validate(doc)
 
 
-def test_namespace_enforces_baseline_and_warns_restricted():
+def test_namespace_enforces_restricted():
     labels = _docs(ROOT / "k8s" / "namespace.yaml")[0]["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert labels[f"pod-security.kubernetes.io/{mode}-version"] == f"v{helm.KUBE_VERSION[:4]}"
 
 
 def _kind_mounts():
