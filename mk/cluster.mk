@@ -38,6 +38,7 @@ DATABASES_SETS = \
 	--set-string warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string warehouse.auth.secretName=$(WAREHOUSE_DB_SECRET) \
 	--set-string airflowMetadata.auth.secretName=$(AIRFLOW_DB_SECRET) \
+	--set-string networkPolicy.airflowRelease=$(AIRFLOW_RELEASE) \
 	--set ports.postgres=$(DB_PORT) \
 	--set-string seed.image.repository=$(IMAGE_REPOSITORY) \
 	--set-string seed.image.tag=$(IMAGE_TAG)
@@ -67,7 +68,7 @@ up: image
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
 		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config kind-config.yaml --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)
-	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml
+	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
 	$(KUBECTL_NS) apply -f data-pvc.yaml -f k8s/dags-pvc.yaml
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
 		$(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)

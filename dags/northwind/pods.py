@@ -96,6 +96,22 @@ def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     ]
 
 
+#: The databases each step logs in to: it gets their Secrets and their client label, nothing else.
+STEP_DATABASES: dict[str, tuple[str, ...]] = {
+    EXTRACT_POSTGRES: ("source",),
+    EXTRACT_CSV: (),
+    LOAD_WAREHOUSE: ("warehouse",),
+    PUBLISH_REPORT: ("warehouse",),
+}
+_DATABASE_SECRETS = {"source": source_secrets, "warehouse": warehouse_secrets}
+
+
+def _databases_of(step: str) -> tuple[str, ...]:
+    if step not in STEP_DATABASES:
+        raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+    return STEP_DATABASES[step]
+
+
 def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the credentials ``step`` needs and no others (least privilege per pod).
 
@@ -105,16 +121,20 @@ def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
         >>> step_secrets("extract-csv")
         []
     """
-    needs = {
-        EXTRACT_POSTGRES: source_secrets,
-        EXTRACT_CSV: None,
-        LOAD_WAREHOUSE: warehouse_secrets,
-        PUBLISH_REPORT: warehouse_secrets,
-    }
-    if step not in needs:
-        raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
-    secrets = needs[step]
-    return secrets(names) if secrets else []
+    return [secret for db in _databases_of(step) for secret in _DATABASE_SECRETS[db](names)]
+
+
+def client_labels(step: str) -> dict[str, str]:
+    """Return the labels that let ``step``'s pod reach its databases through the NetworkPolicies.
+
+    charts/northwind-databases opens a database's port only to pods labelled
+    ``northwind.io/<database>-client=true``.
+
+    Example:
+        >>> client_labels("load-warehouse")
+        {'northwind.io/warehouse-client': 'true'}
+    """
+    return {f"northwind.io/{db}-client": "true" for db in _databases_of(step)}
 
 
 def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
@@ -176,7 +196,12 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "arguments": command[1:],
         "env_vars": {"RUN_DATE": RUN_DATE_TEMPLATE, **cluster_env(names)},
         "secrets": step_secrets(step, names),
-        "labels": {PART_OF_LABEL: PART_OF, STEP_LABEL: step, RUN_DATE_LABEL: RUN_DATE_TEMPLATE},
+        "labels": {
+            PART_OF_LABEL: PART_OF,
+            STEP_LABEL: step,
+            RUN_DATE_LABEL: RUN_DATE_TEMPLATE,
+            **client_labels(step),
+        },
         "volumes": [
             k8s.V1Volume(
                 name=DATA_VOLUME,

@@ -115,3 +115,26 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+The label a pod carries to reach a database (source, warehouse), set on step pods by
+dags/northwind/pods.py and on the seed Job and `helm test` pods; the NetworkPolicies key on it.
+*/}}
+{{- define "northwind-databases.clientLabel" -}}
+{{- printf "northwind.io/%s-client" (include "northwind-databases.component" .) -}}
+{{- end -}}
+
+{{/*
+The pods allowed to reach one database, as a podSelector body. Args: dict "root" $ "key" <key>.
+The metadata database's clients are the Airflow release's pods (labels of the official chart).
+*/}}
+{{- define "northwind-databases.clientSelector" -}}
+{{- if eq .key "airflowMetadata" -}}
+matchLabels:
+  tier: airflow
+  release: {{ .root.Values.networkPolicy.airflowRelease }}
+{{- else -}}
+matchLabels:
+  {{ include "northwind-databases.clientLabel" .key }}: "true"
+{{- end -}}
+{{- end -}}

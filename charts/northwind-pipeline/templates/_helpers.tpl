@@ -51,3 +51,9 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The labels the official Airflow chart puts on every pod of the release. */}}
+{{- define "northwind-pipeline.airflowSelector" -}}
+tier: airflow
+release: {{ .Values.airflow.release }}
+{{- end -}}
