@@ -65,3 +65,33 @@ def test_data_claim_is_the_one_the_pipeline_chart_mounts():
 
 def test_dag_folder_is_mounted_read_only():
     assert _kind_mounts()["/northwind/dags"]["readOnly"] is True
+
+
+def _node_matches(term, labels) -> bool:
+    return all(
+        (labels.get(e["key"]) in e["values"]) if e["operator"] == "In" else False
+        for e in term.get("matchExpressions") or [])
+
+
+def _nodes_serving(volume, nodes):
+    """Indexes of the kind nodes a PersistentVolume's nodeAffinity allows (all when it has none)."""
+    terms = (((volume["spec"].get("nodeAffinity") or {}).get("required") or {})
+             .get("nodeSelectorTerms"))
+    if not terms:
+        return set(range(len(nodes)))
+    return {i for i, node in enumerate(nodes)
+            if any(_node_matches(term, node.get("labels") or {}) for term in terms)}
+
+
+@pytest.mark.parametrize("path", [ROOT / "data-pvc.yaml", ROOT / "k8s" / "dags-pvc.yaml"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_host_volumes_are_pinned_to_the_nodes_that_mount_them(path):
+    volume = next(d for d in _docs(path) if d["kind"] == "PersistentVolume")
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    # A second node, as a user adds it for a multi-node test, gets neither label nor mounts.
+    nodes = [*config["nodes"], {"role": "worker"}]
+    serving = _nodes_serving(volume, nodes)
+    assert serving, "no node can host the volume"
+    for index in serving:
+        mounts = {m["containerPath"] for m in nodes[index].get("extraMounts") or []}
+        assert volume["spec"]["hostPath"]["path"] in mounts, f"node {index} lacks the folder"
