@@ -79,27 +79,41 @@ def render(
     return docs
 
 
-#: The one template of northwind-databases that calls `lookup` (the live Secret's data as JSON).
-LIVE_SECRET_TEMPLATE = re.compile(
-    r'(\{\{- define "northwind-databases\.liveSecretData" -\}\}\n).*?(\{\{- end -\}\})', re.DOTALL)
+#: The one template of northwind-databases that calls `lookup` (a live object as JSON).
+LIVE_OBJECT_TEMPLATE = re.compile(
+    r'(\{\{- define "northwind-databases\.liveObject" -\}\}\n).*?(\{\{- end -\}\})', re.DOTALL)
 
 
-def with_live_secrets(live: dict[str, dict[str, str]], directory: Path) -> helm_python.Chart:
-    """A copy of northwind-databases in ``directory`` whose `lookup` finds the Secrets ``live``.
+def live_secret(name: str, **keys: str) -> tuple[str, dict[str, Any]]:
+    """A live Secret for :func:`with_live_objects`, from plain values."""
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in keys.items()}
+    return f"Secret/{name}", {"apiVersion": "v1", "kind": "Secret",
+                              "metadata": {"name": name}, "data": data}
+
+
+def live_statefulset(name: str) -> tuple[str, dict[str, Any]]:
+    """A live StatefulSet for :func:`with_live_objects` (only its existence matters)."""
+    return f"StatefulSet/{name}", {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                   "metadata": {"name": name}}
+
+
+def with_live_objects(live: Iterable[tuple[str, dict[str, Any]]], directory: Path
+                      ) -> helm_python.Chart:
+    """A copy of northwind-databases in ``directory`` whose `lookup` finds the objects ``live``.
 
     Offline rendering makes `lookup` return nothing, which hides every upgrade path. The copy
-    replaces only the body of the chart's one lookup wrapper by these Secrets (name -> key ->
-    plain value), so all the rest of the chart is rendered as it is.
+    replaces only the body of the chart's one lookup wrapper by these objects ("Kind/name" ->
+    object), so all the rest of the chart is rendered as it is.
     """
     copy = directory / "northwind-databases"
     shutil.copytree(chart_dir("northwind-databases"), copy)
-    data = {name: {key: base64.b64encode(value.encode()).decode() for key, value in keys.items()}
-            for name, keys in live.items()}
+    objects = json.dumps(dict(live))
     helpers = copy / "templates" / "_helpers.tpl"
-    fake = "{{- index (fromJson `" + json.dumps(data) + "`) .name | default dict | toJson -}}\n"
-    text, count = LIVE_SECRET_TEMPLATE.subn(lambda m: m.group(1) + fake + m.group(2),
+    fake = ("{{- index (fromJson `" + objects + "`) (printf \"%s/%s\" .kind .name)"
+            " | default dict | toJson -}}\n")
+    text, count = LIVE_OBJECT_TEMPLATE.subn(lambda m: m.group(1) + fake + m.group(2),
                                             helpers.read_text())
-    assert count == 1, "the chart's lookup wrapper moved: update LIVE_SECRET_TEMPLATE"
+    assert count == 1, "the chart's lookup wrapper moved: update LIVE_OBJECT_TEMPLATE"
     helpers.write_text(text)
     return helm_python.Chart.load(copy)
 

@@ -5,6 +5,7 @@ import re
 import urllib.parse
 
 import helm
+import helm_python
 import pytest
 import sqlalchemy.engine
 
@@ -136,7 +137,8 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
 def test_uri_percent_encodes_a_rotated_password(tmp_path):
     # A rotated password, read back from the live Secret on upgrade, with every URI delimiter.
     password = "p@ss:w/rd#1 +%?"
-    chart = helm.with_live_secrets({"northwind-airflow-db": {"password": password}}, tmp_path)
+    chart = helm.with_live_objects([helm.live_secret("northwind-airflow-db", password=password)],
+                                   tmp_path)
     secret = helm.one(helm.render(CHART, chart=chart), "Secret", "northwind-airflow-db")
     assert _secret_value(secret, "password") == password
     for key in ("uri", "connection"):
@@ -150,12 +152,50 @@ def test_uri_percent_encodes_a_rotated_password(tmp_path):
 
 
 def test_upgrade_keeps_the_live_passwords(tmp_path):
-    chart = helm.with_live_secrets({"northwind-source-db": {"password": "kept"},
-                                    "northwind-source-db-admin": {"password": "kept-admin"}},
-                                   tmp_path)
+    chart = helm.with_live_objects([helm.live_secret("northwind-source-db", password="kept"),
+                                    helm.live_secret("northwind-source-db-admin",
+                                                     password="kept-admin")], tmp_path)
     docs = helm.render(CHART, chart=chart)
     assert _secret_value(helm.one(docs, "Secret", "northwind-source-db"), "password") == "kept"
     admin = helm.one(docs, "Secret", "northwind-source-db-admin")
     assert _secret_value(admin, "password") == "kept-admin"
     # Only the Secret that exists is kept; a missing one is generated.
     assert len(_secret_value(helm.one(docs, "Secret", "northwind-warehouse-db"), "password")) == 32
+
+
+def _live_source(**login):
+    """The live objects of an installed source database (defaults), with ``login`` overrides."""
+    keys = {"username": "northwind_reader", "password": "pw",
+            "uri": "postgresql://northwind_reader:pw@northwind-source-db:5432/northwind", **login}
+    return [helm.live_secret("northwind-source-db", **keys),
+            helm.live_secret("northwind-source-db-admin", username="postgres", password="apw"),
+            helm.live_statefulset("northwind-source-db")]
+
+
+def test_upgrade_with_unchanged_values_renders(tmp_path):
+    docs = helm.render(CHART, chart=helm.with_live_objects(_live_source(), tmp_path))
+    assert _secret_value(helm.one(docs, "Secret", "northwind-source-db"), "password") == "pw"
+
+
+@pytest.mark.parametrize(("values", "live", "message"), [
+    ({"source": {"auth": {"username": "reader2"}}}, {},
+     r'source\.auth\.username is "reader2" but the live Secret northwind-source-db says "northwind_reader"'),
+    ({"source": {"database": "northwind2"}}, {},
+     r'source\.database is "northwind2" but the live Secret northwind-source-db connects to "northwind"'),
+    ({"source": {"auth": {"adminUsername": "root2"}}}, {},
+     r'source\.auth\.adminUsername is "root2"'),
+    ({"source": {"auth": {"secretName": "renamed"}}}, {},
+     r"StatefulSet northwind-source-db exists but Secret renamed"),
+])
+def test_upgrade_that_would_diverge_from_the_live_database_fails(tmp_path, values, live, message):
+    chart = helm.with_live_objects(_live_source(**live), tmp_path)
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        helm.render(CHART, values, chart=chart)
+
+
+def test_readiness_logs_in_as_the_login_role(docs):
+    # pg_isready answers without a password: a diverged Secret would leave the pod Ready.
+    for sts in helm.by_kind(docs, "StatefulSet"):
+        probe = " ".join(helm.pod_spec(sts)["containers"][0]["readinessProbe"]["exec"]["command"])
+        assert 'PGPASSWORD="$NORTHWIND_APP_PASSWORD" psql -h 127.0.0.1' in probe
+        assert '-U "$NORTHWIND_APP_USER"' in probe

@@ -53,11 +53,16 @@ helm.sh/chart: {{ include "northwind-databases.chart" .root }}
 {{- end -}}
 
 {{/*
-The data of a live Secret as JSON ({} when it does not exist, or under `helm template`).
-Args: dict "namespace" <ns> "name" <Secret name>. The one place that calls `lookup`.
+A live object as JSON ({} when it does not exist, or under `helm template`). The one place that
+calls `lookup`. Args: dict "apiVersion" "kind" "namespace" "name".
 */}}
+{{- define "northwind-databases.liveObject" -}}
+{{- lookup .apiVersion .kind .namespace .name | default dict | toJson -}}
+{{- end -}}
+
+{{/* The data of a live Secret as a map. Args: dict "namespace" "name". */}}
 {{- define "northwind-databases.liveSecretData" -}}
-{{- $live := lookup "v1" "Secret" .namespace .name | default dict -}}
+{{- $live := include "northwind-databases.liveObject" (dict "apiVersion" "v1" "kind" "Secret" "namespace" .namespace "name" .name) | fromJson -}}
 {{- $live.data | default dict | toJson -}}
 {{- end -}}
 
