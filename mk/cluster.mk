@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui trigger backfill logs cluster-status image e2e
+.PHONY: up down ui password trigger backfill logs cluster-status image e2e
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -83,10 +83,7 @@ up: image
 	@echo
 	@echo "Northwind pipeline is up in kind cluster '$(CLUSTER_NAME)', namespace '$(NAMESPACE)'."
 	@echo "  UI:       make ui   then open http://localhost:$(UI_PORT)"
-	@echo "  Login:    user admin, password:"
-	@$(KUBECTL_NS) exec deploy/$(AIRFLOW_RELEASE)-api-server -c api-server -- \
-		cat /opt/airflow/simple_auth_manager_passwords.json.generated 2>/dev/null \
-		|| echo "            (not written yet; rerun: make up)"
+	@echo "  Login:    user admin; print the password with: make password"
 	@echo
 	@echo "  Next:     make trigger DATE=2024-01-02"
 	@echo "            make backfill FROM=2024-01-01 TO=2024-01-07"
@@ -101,6 +98,11 @@ down:
 ui:
 	@echo "Airflow UI on http://localhost:$(UI_PORT) (Ctrl-C stops the port-forward)"
 	$(KUBECTL_NS) port-forward svc/$(AIRFLOW_RELEASE)-api-server $(UI_PORT):8080
+
+# The admin password, only on request: `make up` does not print it (terminal scrollback, CI logs).
+password:
+	@$(KUBECTL_NS) exec deploy/$(AIRFLOW_RELEASE)-api-server -c api-server -- \
+		cat /opt/airflow/simple_auth_manager_passwords.json.generated
 
 trigger:
 	$(if $(DATE),,$(error DATE=YYYY-MM-DD is required (make trigger DATE=2024-01-02)))

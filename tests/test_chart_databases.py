@@ -119,7 +119,10 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
     job = helm.by_kind(docs, "Job")[0]
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
-    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    # NOTES tells users to read its logs: neither success nor a TTL may delete it first.
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert f"logs job/{job['metadata']['name']}" in helm.notes(CHART)
     spec = helm.pod_spec(job)
     container = spec["containers"][0]
     assert container["command"] == ["northwind", "seed-source"]
