@@ -15,6 +15,8 @@ DOCKER ?= docker
 MELTANO_INSTALL := meltano install
 
 IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+# imagePullSecrets, nodeSelector, tolerations, affinity: read by the DAG, passed to both charts.
+POD_SCHEDULING := dags/northwind/pod-scheduling.yaml
 PIPELINE_RELEASE ?= northwind-pipeline
 # Official chart; 1.22.0 is the Airflow 3 line (images pinned in charts/airflow/values.yaml).
 AIRFLOW_CHART_REPO := https://airflow.apache.org
@@ -71,9 +73,9 @@ up: image
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
 	$(KUBECTL_NS) apply -f data-pvc.yaml -f k8s/dags-pvc.yaml
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
-		$(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \
-		$(PIPELINE_SETS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(PIPELINE_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM) repo add apache-airflow $(AIRFLOW_CHART_REPO) --force-update
 	$(HELM_NS) upgrade --install $(AIRFLOW_RELEASE) apache-airflow/airflow \
 		--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml \

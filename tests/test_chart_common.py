@@ -134,13 +134,38 @@ def test_schema_documents_every_leaf_with_its_default(chart):
         assert leaf["default"] == node, f"{'.'.join(path)}: schema default differs from values.yaml"
 
     def value_leaves(node, path=()):
-        if isinstance(node, dict) and node:
+        # A map the schema types as a whole (labels, resources.requests) is one leaf.
+        if isinstance(node, dict) and node and path not in leaves:
             for key, sub in node.items():
                 yield from value_leaves(sub, (*path, key))
         else:
             yield path
 
     assert set(value_leaves(values)) == set(leaves), "values.yaml and values.schema.json differ"
+
+
+KUBERNETES_SHAPES = {
+    "northwind-databases": [
+        {"source": {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}},
+        {"warehouse": {"resources": {"requests": {"ephemeral-storage": "1Gi", "cpu": 0.5}}}},
+        {"seed": {"resources": {"limits": {"cpu": 2, "nvidia.com/gpu": 1}}}},
+        {"source": {"labels": {"team": "data", "example.com/cost-center": "42"}}},
+    ],
+    "northwind-pipeline": [
+        {"connectionTest": {"resources": {"limits": {"cpu": "1", "ephemeral-storage": "2Gi"}}}},
+        {"labels": {"example.com/team": "data"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_schema_accepts_kubernetes_resource_and_label_shapes(chart):
+    for values in KUBERNETES_SHAPES[chart]:
+        docs = helm.render(chart, values)
+        for doc in docs:
+            helm.validate(doc)
+    with pytest.raises(helm_python.HelmValuesError):
+        helm.render(chart, {"labels": {"team": 1}})
 
 
 @pytest.mark.parametrize("chart", CHARTS)

@@ -5,10 +5,13 @@ the Secret-sourced credentials of that step only, resources, security context an
 builds values only (no cluster, no environment), so tests can check every pod spec in-process.
 """
 
+import json
+
 from airflow.providers.cncf.kubernetes.secret import Secret
+from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from northwind.cluster import CLUSTER, ClusterNames
+from northwind.cluster import CLUSTER, SCHEDULING, ClusterNames, PodScheduling
 
 # The steps of the Meltano project, in the order a day runs them. They equal
 # northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
@@ -167,12 +170,44 @@ def security_contexts() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext
     return pod, container
 
 
-def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
+class _Raw:
+    """A response-like holder: the Kubernetes client deserialises camelCase JSON from ``.data``."""
+
+    def __init__(self, value: object) -> None:
+        self.data = json.dumps(value)
+
+
+def scheduling_kwargs(scheduling: PodScheduling = SCHEDULING) -> dict:
+    """Return imagePullSecrets, nodeSelector, tolerations and affinity as operator kwargs.
+
+    The file holds Kubernetes' own (camelCase) shapes, as the charts take them; the client's
+    deserialiser turns them into the models the operator expects.
+
+    Example:
+        >>> scheduling_kwargs(PodScheduling(image_pull_secrets=[{"name": "regcred"}]))["image_pull_secrets"]
+        [{'name': 'regcred'}]
+    """
+    client = ApiClient()
+    affinity = scheduling.affinity
+    return {
+        "image_pull_secrets": [
+            client.deserialize(_Raw(s), "V1LocalObjectReference") for s in scheduling.image_pull_secrets
+        ],
+        "node_selector": dict(scheduling.node_selector),
+        "tolerations": [client.deserialize(_Raw(t), "V1Toleration") for t in scheduling.tolerations],
+        "affinity": client.deserialize(_Raw(affinity), "V1Affinity") if affinity else None,
+    }
+
+
+def step_pod_kwargs(
+    step: str, names: ClusterNames = CLUSTER, scheduling: PodScheduling = SCHEDULING
+) -> dict:
     """Return the operator kwargs that run ``step`` of the run's date in a Meltano pod.
 
     Args:
         step: One of :data:`STEPS`.
         names: The shared names, parsed from ``cluster.env`` by default.
+        scheduling: Where the pod runs and how it pulls the image (``pod-scheduling.yaml``).
 
     Returns:
         Keyword arguments for ``MeltanoStepOperator`` (a KubernetesPodOperator).
@@ -225,4 +260,5 @@ def step_pod_kwargs(step: str, names: ClusterNames = CLUSTER) -> dict:
         "on_finish_action": "delete_succeeded_pod",
         "startup_timeout_seconds": 300,
         "deferrable": False,
+        **scheduling_kwargs(scheduling),
     }
