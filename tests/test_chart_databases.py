@@ -91,6 +91,8 @@ def test_servers_bootstrap_as_admin_and_create_the_login_role(docs):
     assert env["NORTHWIND_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "northwind-warehouse-db", "key": "password"}
     assert env["POSTGRES_DB"]["value"] == "warehouse"
+    # No `local all all trust`: an exec into the pod must not be a passwordless superuser.
+    assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256"
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     config = helm.one(docs, "ConfigMap", volumes[mounts["/docker-entrypoint-initdb.d"]]
