@@ -83,11 +83,12 @@ def _nodes_serving(volume, nodes):
             if any(_node_matches(term, node.get("labels") or {}) for term in terms)}
 
 
+@pytest.mark.parametrize("config_path", sorted(ROOT.glob("kind-config*.yaml")), ids=lambda p: p.name)
 @pytest.mark.parametrize("path", [ROOT / "data-pvc.yaml", ROOT / "k8s" / "dags-pvc.yaml"],
                          ids=lambda p: str(p.relative_to(ROOT)))
-def test_host_volumes_are_pinned_to_the_nodes_that_mount_them(path):
+def test_host_volumes_are_pinned_to_the_nodes_that_mount_them(path, config_path):
     volume = next(d for d in _docs(path) if d["kind"] == "PersistentVolume")
-    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    config = yaml.safe_load(config_path.read_text())
     # A second node, as a user adds it for a multi-node test, gets neither label nor mounts.
     nodes = [*config["nodes"], {"role": "worker"}]
     serving = _nodes_serving(volume, nodes)
