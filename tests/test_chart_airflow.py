@@ -361,6 +361,14 @@ def test_airflow_secrets_survive_uninstall_and_differ(ours):
     assert len(api_key) >= 32 and len(jwt) >= 64 and api_key not in jwt
 
 
+def test_airflow_gets_no_pipeline_database_credentials(values):
+    # No DAG uses a connection id; the step pods carry their own credentials.
+    pipeline_secrets = {"northwind-source-db", "northwind-warehouse-db"}
+    assert not [item for item in values.get("secret") or []
+                if item["secretName"] in pipeline_secrets]
+    assert not [item for item in values["env"] if item["name"].startswith("AIRFLOW_CONN_")]
+
+
 def test_pod_launching_is_granted_once(values):
     # The chart's grant is off, so our chart's Role must be on and bound to the scheduler.
     assert values["allowPodLaunching"] is False
