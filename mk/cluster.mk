@@ -90,7 +90,8 @@ OBJECTSTORE_SETS = \
 AIRFLOW_EXTRA_VALUES = $(if $(filter s3,$(DATA_BACKEND)),-f charts/airflow/values-s3.yaml) \
 	$(if $(filter KubernetesExecutor,$(EXECUTOR)),-f charts/airflow/values-kubernetes-executor.yaml)
 # KubernetesExecutor: the worker pods' account starts the step pods too.
-LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}')
+LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}' \
+	--set podLauncher.kubernetesExecutor=true)
 
 # One clear line for a mistyped option, before anything is created.
 up-options:
