@@ -121,7 +121,7 @@ up: up-options helm-version image
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
 	$(KUBECTL_NS) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
 	$(if $(and $(filter s3,$(DATA_BACKEND)),$(filter true,$(OBJECTSTORE_ENABLED))),$(HELM_NS) upgrade --install \
-		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
+		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore -f $(POD_SCHEDULING) $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
 		-f $(POD_SCHEDULING) $(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \

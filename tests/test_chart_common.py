@@ -155,6 +155,11 @@ KUBERNETES_SHAPES = {
         {"connectionTest": {"resources": {"limits": {"cpu": "1", "ephemeral-storage": "2Gi"}}}},
         {"labels": {"example.com/team": "data"}},
     ],
+    "northwind-objectstore": [
+        {"server": {"resources": {"limits": {"cpu": 2, "ephemeral-storage": "1Gi"}}}},
+        {"bucket": {"resources": {"requests": {"cpu": "0.1"}}}},
+        {"labels": {"example.com/team": "data"}},
+    ],
 }
 
 

@@ -1,6 +1,6 @@
 """NetworkPolicies: every flow of the pipeline, allowed or refused, under all policies together.
 
-The policies are the rendered ones (k8s/network-policies.yaml, both charts); the pods are the
+The policies are the rendered ones (k8s/network-policies.yaml, our charts); the pods are the
 rendered ones too (database StatefulSets, seed Job, `helm test` pod, the official Airflow chart
 with our values) plus the DAG's step pods as pods.py labels them.
 """
@@ -141,3 +141,69 @@ def test_policies_can_be_turned_off():
     for chart in helm.OWN_CHARTS:
         docs = helm.render(chart, {"networkPolicy": {"enabled": False}})
         assert helm.by_kind(docs, "NetworkPolicy") == []
+
+
+# --- the options of `make up`: DATA_BACKEND=s3 and EXECUTOR=KubernetesExecutor ----------------
+
+OBJECTSTORE = "northwind-objectstore"
+S3_PORT = helm.load_values_file(helm.chart_dir(OBJECTSTORE) / "values.yaml")["ports"]["s3"]
+
+
+@pytest.fixture(scope="module")
+def s3_world(rendered):
+    """Policies and pods of `make up DATA_BACKEND=s3`: the object store chart, steps on S3."""
+    store = _in_namespace(helm.render(OBJECTSTORE))
+    policies = [d for docs in [*rendered.values(), store] for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {doc["metadata"]["name"]: _pod(doc) for docs in [*rendered.values(), store]
+            for doc in docs if helm.pod_spec(doc) is not None}
+    bucket_job = next(name for name in pods if name.startswith(f"{OBJECTSTORE}-create-bucket-"))
+    pods["bucket-job"] = pods.pop(bucket_job)
+    for step in STEPS:
+        pods[step] = Endpoint(step, NS, step_pod_kwargs(step, backend="s3")["labels"])
+        pods[f"{step} (filesystem)"] = Endpoint(
+            step, NS, step_pod_kwargs(step, backend="filesystem")["labels"])
+    pods["stranger"] = Endpoint("stranger", NS, {"app": "anything"})
+    return policies, pods
+
+
+def test_s3_steps_and_the_bucket_job_alone_reach_the_object_store(s3_world):
+    policies, pods = s3_world
+    store = pods[OBJECTSTORE]
+    reach = {name for name, pod in pods.items() if allowed(policies, pod, store, S3_PORT)}
+    assert reach == {*STEPS, "bucket-job"}
+    # Only the S3 port, and a step on S3 still reaches its own database only.
+    assert not allowed(policies, pods["extract-csv"], store, 9333)
+    assert allowed(policies, pods["extract-postgres"], pods[SOURCE], PG)
+    assert not allowed(policies, pods["extract-csv"], pods[SOURCE], PG)
+
+
+def test_the_object_store_opens_no_connection(s3_world):
+    policies, pods = s3_world
+    for target, port in ((SOURCE, PG), (METADATA, PG), (API_SERVER, API_PORT)):
+        assert not allowed(policies, pods[OBJECTSTORE], pods[target], port), target
+    assert not allowed(policies, pods[OBJECTSTORE], KUBE_API, 443)
+
+
+def _airflow_kubernetes_executor() -> list[dict]:
+    layer = helm.load_values_file(helm.CHARTS / "airflow" / "values-kubernetes-executor.yaml")
+    return _in_namespace(render_airflow(layer))
+
+
+def _worker(docs) -> Endpoint:
+    config = helm.one(docs, "ConfigMap", "airflow-config")
+    template = yaml.safe_load(config["data"]["pod_template_file.yaml"])
+    return Endpoint("airflow-worker", NS, template["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("executor", [False, True], ids=["LocalExecutor", "KubernetesExecutor"])
+def test_with_kubernetes_executor_the_workers_reach_the_kubernetes_api(rendered, executor):
+    # The scheduler starts the worker pods, the worker pods start the step pods.
+    pipeline = _in_namespace(helm.render("northwind-pipeline", {"podLauncher": {
+        "kubernetesExecutor": executor, "extraServiceAccounts": ["airflow-worker"] if executor else []}}))
+    airflow = _airflow_kubernetes_executor()
+    policies = [d for docs in (rendered["plain"], pipeline, airflow) for d in docs
+                if d["kind"] == "NetworkPolicy"]
+    scheduler = _pod(next(d for d in airflow if d["metadata"]["name"] == "airflow-scheduler"))
+    assert allowed(policies, scheduler, KUBE_API, 6443)
+    assert allowed(policies, _worker(airflow), KUBE_API, 6443) is executor
+    assert allowed(policies, _worker(airflow), _pod(helm.one(airflow, "Deployment", API_SERVER)), API_PORT)

@@ -44,9 +44,9 @@ def test_chart_defaults_equal_the_file():
         assert helm.load_values_file(helm.chart_dir(chart) / "values.yaml")["pods"] == truth, chart
 
 
-def test_make_passes_the_file_to_both_charts():
+def test_make_passes_the_file_to_every_chart():
     text = (helm.ROOT / "mk" / "cluster.mk").read_text()
-    assert text.count("-f $(POD_SCHEDULING)") == 2
+    assert text.count("-f $(POD_SCHEDULING)") == len(helm.OWN_CHARTS)
     assert "POD_SCHEDULING := dags/northwind/pod-scheduling.yaml" in text
 
 
@@ -67,7 +67,7 @@ def test_every_pod_gets_the_same_scheduling():
         for doc in helm.render(chart, SAMPLE):
             if helm.pod_spec(doc) is not None:
                 specs[f"{doc['kind']}/{doc['metadata']['name']}"] = helm.pod_spec(doc)
-    assert len(specs) == 6  # step, 3 databases, seed Job, helm test pod
+    assert len(specs) == 8  # step, 3 databases, seed Job, helm test pod, object store, bucket Job
     for where, spec in specs.items():
         assert _scheduling_of(spec) == expected, where
 

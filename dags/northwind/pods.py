@@ -291,6 +291,9 @@ def step_pod_kwargs(
 BACKEND_VARIABLE = "NORTHWIND_DATA_BACKEND"
 #: The Secret keys of the S3 credentials, named like the variables the AWS SDK reads.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+#: The label that lets a pod reach the in-cluster object store through the NetworkPolicies of
+#: charts/northwind-objectstore (northwind-objectstore.clientLabel); every step touches the data tree.
+OBJECTSTORE_CLIENT_LABEL = "northwind.io/objectstore-client"
 
 
 def data_backend(environ: Mapping[str, str] = os.environ, s3: S3Names = S3) -> str:
@@ -328,7 +331,8 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
 
     ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
     claim pins the pod to a node), points ``NORTHWIND_DATA_ROOT`` at the bucket and adds the
-    endpoint, region and Secret-sourced keys; a local run keeps its own values of all of them.
+    endpoint, region and Secret-sourced keys (a local run keeps its own values of all of them),
+    and the label the object store's NetworkPolicy admits.
     """
     if check_backend(backend, BACKEND_VARIABLE) == FILESYSTEM:
         return kwargs
@@ -338,6 +342,7 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
         "cluster_only_env": kwargs["cluster_only_env"] | set(env),
         "env_vars": {**kwargs["env_vars"], **env},
         "secrets": [*kwargs["secrets"], *s3_secrets(s3)],
+        "labels": {**kwargs["labels"], OBJECTSTORE_CLIENT_LABEL: "true"},
         "volumes": [v for v in kwargs["volumes"] if v.name != DATA_VOLUME],
         "volume_mounts": [m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME],
     }
