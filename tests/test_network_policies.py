@@ -153,8 +153,10 @@ S3_PORT = helm.load_values_file(helm.chart_dir(OBJECTSTORE) / "values.yaml")["po
 def s3_world(rendered):
     """Policies and pods of `make up DATA_BACKEND=s3`: the object store chart, steps on S3."""
     store = _in_namespace(helm.render(OBJECTSTORE))
-    policies = [d for docs in [*rendered.values(), store] for d in docs if d["kind"] == "NetworkPolicy"]
-    pods = {doc["metadata"]["name"]: _pod(doc) for docs in [*rendered.values(), store]
+    pipeline = _in_namespace(helm.render("northwind-pipeline", {"data": {"backend": "s3"}}))
+    world = [rendered["plain"], rendered["databases"], rendered["airflow"], pipeline, store]
+    policies = [d for docs in world for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {doc["metadata"]["name"]: _pod(doc) for docs in world
             for doc in docs if helm.pod_spec(doc) is not None}
     bucket_job = next(name for name in pods if name.startswith(f"{OBJECTSTORE}-create-bucket-"))
     pods["bucket-job"] = pods.pop(bucket_job)
@@ -170,7 +172,7 @@ def test_s3_steps_and_the_bucket_job_alone_reach_the_object_store(s3_world):
     policies, pods = s3_world
     store = pods[OBJECTSTORE]
     reach = {name for name, pod in pods.items() if allowed(policies, pod, store, S3_PORT)}
-    assert reach == {*STEPS, "bucket-job"}
+    assert reach == {*STEPS, "bucket-job", HELM_TEST}
     # Only the S3 port, and a step on S3 still reaches its own database only.
     assert not allowed(policies, pods["extract-csv"], store, 9333)
     assert allowed(policies, pods["extract-postgres"], pods[SOURCE], PG)
