@@ -37,6 +37,16 @@ northwind.io/step=<step>,northwind.io/run-date=<D>`. Markers: `<data>/_status/D/
 See `docs/airflow.md`.
 """
 
+#: Retry policy of every task (default_args below).
+RETRIES = 3
+EXECUTION_TIMEOUT = dt.timedelta(hours=1)
+#: The backoff's cap, so also the longest wait before any retry.
+MAX_RETRY_DELAY = dt.timedelta(minutes=30)
+#: A task's worst case: every try runs to its timeout, with the longest wait before each retry.
+TASK_BUDGET = (RETRIES + 1) * EXECUTION_TIMEOUT + RETRIES * MAX_RETRY_DELAY
+#: Tasks in a row on the longest path (extract, load, report).
+LONGEST_PATH = 3
+
 with DAG(
     dag_id="northwind_daily",
     description="Extract Northwind (PostgreSQL, CSV) to the data tree, load the warehouse, report.",
@@ -49,7 +59,9 @@ with DAG(
     catchup=False,
     # Runs of different days never load the warehouse at the same time.
     max_active_runs=1,
-    dagrun_timeout=dt.timedelta(hours=3),
+    # Longer than a run that uses every retry (a shorter timeout would kill the retries it
+    # schedules), shorter than a day, so a stuck run still frees max_active_runs for the next.
+    dagrun_timeout=LONGEST_PATH * TASK_BUDGET,
     params={
         "date": Param(
             None,
@@ -60,11 +72,11 @@ with DAG(
     },
     default_args={
         "owner": "data-engineering",
-        "retries": 3,
+        "retries": RETRIES,
         "retry_delay": dt.timedelta(minutes=2),
         "retry_exponential_backoff": 2.0,
-        "max_retry_delay": dt.timedelta(minutes=30),
-        "execution_timeout": dt.timedelta(hours=1),
+        "max_retry_delay": MAX_RETRY_DELAY,
+        "execution_timeout": EXECUTION_TIMEOUT,
     },
     tags=["northwind", "elt", "meltano", "kubernetes"],
 ) as dag:

@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui trigger backfill logs cluster-status image e2e helm-version up-options
+.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version up-options
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -15,6 +15,8 @@ DOCKER ?= docker
 MELTANO_INSTALL := meltano install
 
 IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+# imagePullSecrets, nodeSelector, tolerations, affinity: read by the DAG, passed to both charts.
+POD_SCHEDULING := dags/northwind/pod-scheduling.yaml
 PIPELINE_RELEASE ?= northwind-pipeline
 # Official chart; 1.22.0 is the Airflow 3 line (images pinned in charts/airflow/values.yaml).
 AIRFLOW_CHART_REPO := https://airflow.apache.org
@@ -41,6 +43,8 @@ DATABASES_SETS = \
 	--set-string warehouse.name=$(WAREHOUSE_DB_HOST) \
 	--set-string warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string warehouse.auth.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string airflowMetadata.auth.secretName=$(AIRFLOW_DB_SECRET) \
+	--set-string networkPolicy.airflowRelease=$(AIRFLOW_RELEASE) \
 	--set ports.postgres=$(DB_PORT) \
 	--set-string seed.image.repository=$(IMAGE_REPOSITORY) \
 	--set-string seed.image.tag=$(IMAGE_TAG)
@@ -86,7 +90,8 @@ OBJECTSTORE_SETS = \
 AIRFLOW_EXTRA_VALUES = $(if $(filter s3,$(DATA_BACKEND)),-f charts/airflow/values-s3.yaml) \
 	$(if $(filter KubernetesExecutor,$(EXECUTOR)),-f charts/airflow/values-kubernetes-executor.yaml)
 # KubernetesExecutor: the worker pods' account starts the step pods too.
-LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}')
+LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}' \
+	--set podLauncher.kubernetesExecutor=true)
 
 # One clear line for a mistyped option, before anything is created.
 up-options:
@@ -113,14 +118,14 @@ up: up-options helm-version image
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
 		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config $(KIND_CONFIG) --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)
-	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml
+	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
 	$(KUBECTL_NS) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
 	$(if $(and $(filter s3,$(DATA_BACKEND)),$(filter true,$(OBJECTSTORE_ENABLED))),$(HELM_NS) upgrade --install \
-		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
+		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore -f $(POD_SCHEDULING) $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
-		$(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \
-		$(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM) repo add apache-airflow $(AIRFLOW_CHART_REPO) --force-update
 	$(HELM_NS) upgrade --install $(AIRFLOW_RELEASE) apache-airflow/airflow \
 		--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml \
@@ -130,8 +135,7 @@ up: up-options helm-version image
 	@echo
 	@echo "Northwind pipeline is up in kind cluster '$(CLUSTER_NAME)', namespace '$(NAMESPACE)'."
 	@echo "  UI:       make ui   then open http://localhost:$(UI_PORT)"
-	@echo "  Login:    user admin; passwords (generated once, kept on reruns):"
-	@$(KUBECTL_NS) get secret $(AIRFLOW_PASSWORDS_SECRET) -o jsonpath='{.data.passwords\.json}' | base64 -d
+	@echo "  Login:    user admin; print the password with: make password"
 	@echo
 	@echo "  Next:     make trigger DATE=2024-01-02"
 	@echo "            make backfill FROM=2024-01-01 TO=2024-01-07"
@@ -147,6 +151,11 @@ down:
 ui:
 	@echo "Airflow UI on http://localhost:$(UI_PORT) (Ctrl-C stops the port-forward)"
 	$(KUBECTL_NS) port-forward svc/$(AIRFLOW_RELEASE)-api-server $(UI_PORT):8080
+
+# The admin password, only on request: `make up` does not print it (terminal scrollback, CI logs).
+password:
+	@$(KUBECTL_NS) get secret $(AIRFLOW_PASSWORDS_SECRET) -o jsonpath='{.data.passwords\.json}' | base64 -d
+	@echo
 
 trigger:
 	$(if $(DATE),,$(error DATE=YYYY-MM-DD is required (make trigger DATE=2024-01-02)))

@@ -7,7 +7,11 @@ validate them against the Kubernetes schemas of one pinned version, and list Pod
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,9 +59,13 @@ def render(
     *,
     release: str | None = None,
     namespace: str = NAMESPACE,
+    chart: helm_python.Chart | None = None,
 ) -> list[dict[str, Any]]:
-    """Render chart ``name`` like `helm template` and return its objects (NOTES.txt excluded)."""
-    chart = _chart(name)
+    """Render chart ``name`` like `helm template` and return its objects (NOTES.txt excluded).
+
+    ``chart``: an already loaded copy of the chart to render instead (see :func:`with_live_secrets`).
+    """
+    chart = chart or _chart(name)
     # Helm validates values against values.schema.json at install; do the same here.
     chart.validate_schema(chart.merge_values(values))
     manifests = chart.render(
@@ -69,6 +77,45 @@ def render(
             continue
         docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return docs
+
+
+#: The one template of northwind-databases that calls `lookup` (a live object as JSON).
+LIVE_OBJECT_TEMPLATE = re.compile(
+    r'(\{\{- define "northwind-databases\.liveObject" -\}\}\n).*?(\{\{- end -\}\})', re.DOTALL)
+
+
+def live_secret(name: str, **keys: str) -> tuple[str, dict[str, Any]]:
+    """A live Secret for :func:`with_live_objects`, from plain values."""
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in keys.items()}
+    return f"Secret/{name}", {"apiVersion": "v1", "kind": "Secret",
+                              "metadata": {"name": name}, "data": data}
+
+
+def live_statefulset(name: str) -> tuple[str, dict[str, Any]]:
+    """A live StatefulSet for :func:`with_live_objects` (only its existence matters)."""
+    return f"StatefulSet/{name}", {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                   "metadata": {"name": name}}
+
+
+def with_live_objects(live: Iterable[tuple[str, dict[str, Any]]], directory: Path
+                      ) -> helm_python.Chart:
+    """A copy of northwind-databases in ``directory`` whose `lookup` finds the objects ``live``.
+
+    Offline rendering makes `lookup` return nothing, which hides every upgrade path. The copy
+    replaces only the body of the chart's one lookup wrapper by these objects ("Kind/name" ->
+    object), so all the rest of the chart is rendered as it is.
+    """
+    copy = directory / "northwind-databases"
+    shutil.copytree(chart_dir("northwind-databases"), copy)
+    objects = json.dumps(dict(live))
+    helpers = copy / "templates" / "_helpers.tpl"
+    fake = ("{{- index (fromJson `" + objects + "`) (printf \"%s/%s\" .kind .name)"
+            " | default dict | toJson -}}\n")
+    text, count = LIVE_OBJECT_TEMPLATE.subn(lambda m: m.group(1) + fake + m.group(2),
+                                            helpers.read_text())
+    assert count == 1, "the chart's lookup wrapper moved: update LIVE_OBJECT_TEMPLATE"
+    helpers.write_text(text)
+    return helm_python.Chart.load(copy)
 
 
 def notes(name: str, values: dict[str, Any] | None = None) -> str:
@@ -116,28 +163,82 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     return node
 
 
-def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every container of a pod spec: init, regular and ephemeral."""
     for key in ("initContainers", "containers", "ephemeralContainers"):
         yield from spec.get(key) or []
 
 
+#: Volume types the "restricted" profile allows (Pod Security Standards, "Volume Types").
+RESTRICTED_VOLUME_TYPES = frozenset({
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image",
+    "persistentVolumeClaim", "projected", "secret"})
+#: Sysctls the "baseline" profile allows.
+SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes"})
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t",
+                           "container_engine_t"})
+SECCOMP_ALLOWED = ("RuntimeDefault", "Localhost")
+APPARMOR_ALLOWED = ("RuntimeDefault", "Localhost")
+
+
+def _selinux_problems(where: str, options: dict[str, Any] | None) -> list[str]:
+    options = options or {}
+    problems = []
+    if options.get("type", "") not in SELINUX_TYPES:
+        problems.append(f"{where}: seLinuxOptions.type {options['type']!r}")
+    problems += [f"{where}: seLinuxOptions.{key} is set" for key in ("user", "role") if options.get(key)]
+    return problems
+
+
 def restricted_violations(spec: dict[str, Any]) -> list[str]:
-    """List what in a pod spec breaks the Pod Security "restricted" profile (empty: it meets it)."""
+    """List what in a pod spec breaks the Pod Security "restricted" profile (empty: it meets it).
+
+    Follows the Pod Security Standards as written (baseline + restricted, Kubernetes 1.33):
+    a container-level field overrides the pod-level one (``runAsNonRoot: false`` or an
+    ``Unconfined`` seccomp profile in a container breaks the profile whatever the pod says), and
+    volumes may only be of the listed types.
+    """
     problems = []
     pod_sc = spec.get("securityContext") or {}
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(flag):
             problems.append(f"pod sets {flag}")
     for volume in spec.get("volumes") or []:
-        if "hostPath" in volume:
-            problems.append(f"volume {volume['name']} is a hostPath")
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            problems.append(f"volume {volume['name']} is a {', '.join(sorted(kinds))} volume")
+    if (pod_sc.get("windowsOptions") or {}).get("hostProcess"):
+        problems.append("pod is a Windows HostProcess")
+    problems += _selinux_problems("pod", pod_sc.get("seLinuxOptions"))
+    unsafe = [s["name"] for s in pod_sc.get("sysctls") or [] if s["name"] not in SAFE_SYSCTLS]
+    if unsafe:
+        problems.append(f"pod sets unsafe sysctls {unsafe}")
     if pod_sc.get("runAsUser") == 0:
         problems.append("pod runs as uid 0")
-    for container in _containers(spec):
+    if pod_sc.get("runAsNonRoot") is False:
+        problems.append("pod sets runAsNonRoot false")
+    pod_seccomp = (pod_sc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp is not None and pod_seccomp not in SECCOMP_ALLOWED:
+        problems.append(f"pod seccompProfile is {pod_seccomp}")
+    pod_apparmor = (pod_sc.get("appArmorProfile") or {}).get("type")
+    if pod_apparmor is not None and pod_apparmor not in APPARMOR_ALLOWED:
+        problems.append(f"pod appArmorProfile is {pod_apparmor}")
+    for container in containers(spec):
         name = container["name"]
         sc = container.get("securityContext") or {}
         if sc.get("privileged"):
             problems.append(f"{name}: privileged")
+        if (sc.get("windowsOptions") or {}).get("hostProcess"):
+            problems.append(f"{name}: Windows HostProcess")
+        if sc.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount {sc['procMount']}")
+        problems += _selinux_problems(name, sc.get("seLinuxOptions"))
+        if [p for p in container.get("ports") or [] if p.get("hostPort")]:
+            problems.append(f"{name}: uses a hostPort")
         if sc.get("allowPrivilegeEscalation") is not False:
             problems.append(f"{name}: allowPrivilegeEscalation is not false")
         caps = sc.get("capabilities") or {}
@@ -145,11 +246,15 @@ def restricted_violations(spec: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: capabilities do not drop ALL")
         if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
             problems.append(f"{name}: adds capabilities {caps['add']}")
-        if not (sc.get("runAsNonRoot") or pod_sc.get("runAsNonRoot")):
-            problems.append(f"{name}: runAsNonRoot is not set")
+        # The container's own field wins; the pod's applies only where the container says nothing.
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
         if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
             problems.append(f"{name}: runs as uid 0")
-        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in SECCOMP_ALLOWED:
             problems.append(f"{name}: seccompProfile is not RuntimeDefault/Localhost")
+        apparmor = (sc.get("appArmorProfile") or {}).get("type")
+        if apparmor is not None and apparmor not in APPARMOR_ALLOWED:
+            problems.append(f"{name}: appArmorProfile is {apparmor}")
     return problems

@@ -159,14 +159,16 @@ def test_dag_claim_is_mounted_where_scheduler_and_dag_processor_read(docs, value
 
 def test_pod_launcher_role_is_bound_to_the_accounts_that_run_tasks(docs, ours):
     accounts = {d["metadata"]["name"] for d in helm.by_kind(docs, "ServiceAccount")}
-    # LocalExecutor: tasks run in the scheduler; deferred KubernetesPodOperator in the triggerer.
-    runners = {helm.pod_spec(_workload(docs, c))["serviceAccountName"]
-               for c in ("scheduler", "triggerer")}
+    # LocalExecutor: tasks run in the scheduler; the step tasks are not deferrable, so the
+    # triggerer starts no pod and gets no grant.
+    runners = {helm.pod_spec(_workload(docs, "scheduler"))["serviceAccountName"]}
+    triggerer = helm.pod_spec(_workload(docs, "triggerer"))["serviceAccountName"]
     assert runners <= accounts
     binding = helm.one(ours, "RoleBinding", "northwind-pipeline-pod-launcher")
     subjects = {s["name"] for s in binding["subjects"]
                 if s["kind"] == "ServiceAccount" and s["namespace"] == official_chart.namespace()}
     assert runners <= subjects, f"unbound: {sorted(runners - subjects)}"
+    assert triggerer not in subjects
     assert subjects <= accounts, f"bound but not rendered: {sorted(subjects - accounts)}"
     # The chart's own grant is off: one copy of the rule.
     assert not [r for r in helm.by_kind(docs, "Role") if "pod-launcher" in r["metadata"]["name"]]
@@ -359,6 +361,14 @@ def test_airflow_secrets_survive_uninstall_and_differ(ours):
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     api_key, jwt = (base64.b64decode(next(iter(s["data"].values()))) for s in secrets[:2])
     assert len(api_key) >= 32 and len(jwt) >= 64 and api_key not in jwt
+
+
+def test_airflow_gets_no_pipeline_database_credentials(values):
+    # No DAG uses a connection id; the step pods carry their own credentials.
+    pipeline_secrets = {"northwind-source-db", "northwind-warehouse-db"}
+    assert not [item for item in values.get("secret") or []
+                if item["secretName"] in pipeline_secrets]
+    assert not [item for item in values["env"] if item["name"].startswith("AIRFLOW_CONN_")]
 
 
 def test_pod_launching_is_granted_once(values):

@@ -47,6 +47,39 @@ def test_workloads_meet_restricted_pod_security(chart, which):
             assert helm.restricted_violations(spec) == [], f"{kind}/{name}"
 
 
+RESTRICTED_POD = {
+    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [{"name": "c", "securityContext": {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+    "volumes": [{"name": "e", "emptyDir": {}}, {"name": "p", "persistentVolumeClaim": {
+        "claimName": "x"}}],
+}
+
+
+def _with_container(**security):
+    spec = json.loads(json.dumps(RESTRICTED_POD))
+    spec["containers"][0]["securityContext"].update(security)
+    return spec
+
+
+def test_restricted_check_follows_container_overrides_and_volume_types():
+    assert helm.restricted_violations(RESTRICTED_POD) == []
+    # A container's own field overrides the pod's, either way.
+    assert helm.restricted_violations(_with_container(runAsNonRoot=False))
+    assert helm.restricted_violations(_with_container(seccompProfile={"type": "Unconfined"}))
+    assert helm.restricted_violations(_with_container(runAsUser=0))
+    assert helm.restricted_violations(_with_container(procMount="Unmasked"))
+    assert helm.restricted_violations(_with_container(seLinuxOptions={"user": "system_u"}))
+    # Only the listed volume types, not merely "no hostPath".
+    for volume in ({"nfs": {"server": "x", "path": "/"}}, {"gitRepo": {"repository": "x"}},
+                   {"iscsi": {}}, {"hostPath": {"path": "/"}}):
+        spec = {**RESTRICTED_POD, "volumes": [{"name": "v", **volume}]}
+        assert helm.restricted_violations(spec), volume
+    spec = json.loads(json.dumps(RESTRICTED_POD))
+    spec["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80}]
+    assert helm.restricted_violations(spec)
+
+
 def test_restricted_check_catches_violations():
     bad = {"containers": [{"name": "c", "securityContext": {"privileged": True}}],
            "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
@@ -101,13 +134,43 @@ def test_schema_documents_every_leaf_with_its_default(chart):
         assert leaf["default"] == node, f"{'.'.join(path)}: schema default differs from values.yaml"
 
     def value_leaves(node, path=()):
-        if isinstance(node, dict) and node:
+        # A map the schema types as a whole (labels, resources.requests) is one leaf.
+        if isinstance(node, dict) and node and path not in leaves:
             for key, sub in node.items():
                 yield from value_leaves(sub, (*path, key))
         else:
             yield path
 
     assert set(value_leaves(values)) == set(leaves), "values.yaml and values.schema.json differ"
+
+
+KUBERNETES_SHAPES = {
+    "northwind-databases": [
+        {"source": {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}},
+        {"warehouse": {"resources": {"requests": {"ephemeral-storage": "1Gi", "cpu": 0.5}}}},
+        {"seed": {"resources": {"limits": {"cpu": 2, "nvidia.com/gpu": 1}}}},
+        {"source": {"labels": {"team": "data", "example.com/cost-center": "42"}}},
+    ],
+    "northwind-pipeline": [
+        {"connectionTest": {"resources": {"limits": {"cpu": "1", "ephemeral-storage": "2Gi"}}}},
+        {"labels": {"example.com/team": "data"}},
+    ],
+    "northwind-objectstore": [
+        {"server": {"resources": {"limits": {"cpu": 2, "ephemeral-storage": "1Gi"}}}},
+        {"bucket": {"resources": {"requests": {"cpu": "0.1"}}}},
+        {"labels": {"example.com/team": "data"}},
+    ],
+}
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_schema_accepts_kubernetes_resource_and_label_shapes(chart):
+    for values in KUBERNETES_SHAPES[chart]:
+        docs = helm.render(chart, values)
+        for doc in docs:
+            helm.validate(doc)
+    with pytest.raises(helm_python.HelmValuesError):
+        helm.render(chart, {"labels": {"team": 1}})
 
 
 @pytest.mark.parametrize("chart", CHARTS)

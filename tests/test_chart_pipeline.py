@@ -1,7 +1,19 @@
 """The northwind-pipeline chart: step settings, step ServiceAccount, pod launching, helm test."""
 
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
+import re
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import airflow.providers.cncf.kubernetes
 import helm
 import pytest
+from official_chart import render_airflow
+
+if str(dag_support.DAGS_FOLDER) not in sys.path:
+    sys.path.insert(0, str(dag_support.DAGS_FOLDER))
 
 CHART = "northwind-pipeline"
 
@@ -24,15 +36,60 @@ def test_step_service_account_has_no_token(docs):
     assert account["automountServiceAccountToken"] is False
 
 
-def test_airflow_may_launch_pods_in_the_namespace(docs):
+#: What each CoreV1Api method of the provider needs: (resource, verb).
+API_PERMISSIONS = {
+    "create_namespaced_pod": ("pods", "create"),
+    "read_namespaced_pod": ("pods", "get"),
+    "list_namespaced_pod": ("pods", "list"),
+    "patch_namespaced_pod": ("pods", "patch"),
+    "delete_namespaced_pod": ("pods", "delete"),
+    "read_namespaced_pod_log": ("pods/log", "get"),
+    "list_namespaced_event": ("events", "list"),
+    "connect_get_namespaced_pod_exec": ("pods/exec", "create"),
+}
+#: Calls the DAG's configuration never reaches: exec serves do_xcom_push and Istio sidecars only.
+UNUSED_CALLS = {"connect_get_namespaced_pod_exec"}
+PROVIDER = Path(airflow.providers.cncf.kubernetes.__file__).parent
+#: The synchronous (non-deferrable) path of KubernetesPodOperator.
+OPERATOR_SOURCES = (PROVIDER / "operators" / "pod.py", PROVIDER / "utils" / "pod_manager.py")
+
+
+def _operator_permissions() -> set[tuple[str, str]]:
+    """(resource, verb) of every CoreV1Api call the operator's synchronous path makes."""
+    calls = set()
+    for path in OPERATOR_SOURCES:
+        calls |= set(re.findall(r"\.(\w+_namespaced_\w+)\b", path.read_text()))
+    unknown = calls - set(API_PERMISSIONS)
+    assert not unknown, f"the provider calls {sorted(unknown)}: map them in API_PERMISSIONS"
+    return {API_PERMISSIONS[call] for call in calls - UNUSED_CALLS}
+
+
+def _granted(role) -> set[tuple[str, str]]:
+    return {(resource, verb) for rule in role["rules"] for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+def test_launcher_role_grants_exactly_what_the_operator_calls(docs):
     role = helm.by_kind(docs, "Role")[0]
-    pods = next(r for r in role["rules"] if r["resources"] == ["pods"])
-    assert {"create", "get", "list", "watch", "delete"} <= set(pods["verbs"])
-    assert any(r["resources"] == ["pods/log"] for r in role["rules"])
+    assert version("apache-airflow-providers-cncf-kubernetes") == "10.25.0"
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    assert _granted(role) == _operator_permissions()
+    assert ("pods/exec", "create") not in _granted(role)
+
+
+def test_step_pods_need_no_exec():
+    # The reason exec is left out: no XCom sidecar, so only Istio would exec, and we have none.
+    from northwind.pods import STEPS, step_pod_kwargs
+
+    assert not any(step_pod_kwargs(step).get("do_xcom_push") for step in STEPS)
+
+
+def test_launcher_is_bound_to_the_scheduler_only(docs):
+    role = helm.by_kind(docs, "Role")[0]
     binding = helm.by_kind(docs, "RoleBinding")[0]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
-        ("airflow-scheduler", "northwind"), ("airflow-triggerer", "northwind")}
+    assert [(s["kind"], s["name"], s["namespace"]) for s in binding["subjects"]] == [
+        ("ServiceAccount", "airflow-scheduler", "northwind")]
 
 
 def test_connection_test_pod_mounts_the_data_claim_and_reads_secrets(docs):
@@ -54,3 +111,16 @@ def test_alternative_values_follow_through():
     assert config["NORTHWIND_DATA_ROOT"] == "/srv/northwind"
     assert helm.one(docs, "ServiceAccount", "meltano-steps")
     assert "podLauncher.enabled is false" in helm.notes(CHART, helm.alt_values(CHART))
+
+
+def test_launcher_account_runs_the_tasks_in_the_official_chart(docs):
+    # LocalExecutor: the scheduler's pod runs every task; the binding must name its account.
+    airflow = render_airflow()
+    scheduler = helm.pod_spec(helm.one(airflow, "Deployment", "airflow-scheduler"))
+    binding = helm.by_kind(docs, "RoleBinding")[0]
+    assert [s["name"] for s in binding["subjects"]] == [scheduler["serviceAccountName"]]
+    # The chart's own pod-launching grant stays off: ours is the only one.
+    launchers = [r for r in helm.by_kind(airflow, "Role")
+                 if any("create" in rule["verbs"] and "pods" in rule["resources"]
+                        for rule in r["rules"])]
+    assert launchers == []

@@ -61,7 +61,8 @@ def _worker_account() -> str:
 @pytest.fixture(scope="module")
 def ours() -> list[dict[str, Any]]:
     """Our charts as `make up DATA_BACKEND=s3 EXECUTOR=KubernetesExecutor` installs them."""
-    pipeline = {**PIPELINE_S3, "podLauncher": {"extraServiceAccounts": [_worker_account()]}}
+    pipeline = {**PIPELINE_S3, "podLauncher": {"extraServiceAccounts": [_worker_account()],
+                                               "kubernetesExecutor": True}}
     return [*helm.render("northwind-databases"), *helm.render("northwind-pipeline", pipeline),
             *helm.render(OBJECTSTORE)]
 
@@ -323,6 +324,7 @@ def test_pod_launcher_is_bound_to_every_account_that_runs_tasks(airflow_ke, ours
     assert subjects <= accounts, f"bound but not rendered: {sorted(subjects - accounts)}"
     role = helm.one(ours, "Role", "northwind-pipeline-pod-launcher")
     pod_verbs = next(r["verbs"] for r in role["rules"] if "pods" in r["resources"])
+    # The scheduler's KubernetesExecutor watcher lists and watches its worker pods.
     assert {"create", "watch", "delete", "list", "patch"} <= set(pod_verbs)
 
 
@@ -360,6 +362,7 @@ def test_make_up_options_pick_the_layers():
     assert "-f charts/airflow/values-s3.yaml -f charts/airflow/values-kubernetes-executor.yaml" in s3
     assert "upgrade --install northwind-objectstore charts/northwind-objectstore" in s3
     assert "podLauncher.extraServiceAccounts={airflow-worker}" in s3
+    assert "podLauncher.kubernetesExecutor=true" in s3 and "kubernetesExecutor" not in default
     for bad in ("NODES=2", "DATA_BACKEND=gcs", "EXECUTOR=CeleryExecutor"):
         result = subprocess.run(["make", "-s", "up-options", bad], cwd=helm.ROOT,
                                 capture_output=True, text=True, check=False)

@@ -22,10 +22,11 @@ def test_manifest_validates(path):
         helm.validate(doc)
 
 
-def test_namespace_enforces_baseline_and_warns_restricted():
+def test_namespace_enforces_restricted():
     labels = _docs(ROOT / "k8s" / "namespace.yaml")[0]["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert labels[f"pod-security.kubernetes.io/{mode}-version"] == f"v{helm.KUBE_VERSION[:4]}"
 
 
 def _kind_mounts():
@@ -64,3 +65,34 @@ def test_data_claim_is_the_one_the_pipeline_chart_mounts():
 
 def test_dag_folder_is_mounted_read_only():
     assert _kind_mounts()["/northwind/dags"]["readOnly"] is True
+
+
+def _node_matches(term, labels) -> bool:
+    return all(
+        (labels.get(e["key"]) in e["values"]) if e["operator"] == "In" else False
+        for e in term.get("matchExpressions") or [])
+
+
+def _nodes_serving(volume, nodes):
+    """Indexes of the kind nodes a PersistentVolume's nodeAffinity allows (all when it has none)."""
+    terms = (((volume["spec"].get("nodeAffinity") or {}).get("required") or {})
+             .get("nodeSelectorTerms"))
+    if not terms:
+        return set(range(len(nodes)))
+    return {i for i, node in enumerate(nodes)
+            if any(_node_matches(term, node.get("labels") or {}) for term in terms)}
+
+
+@pytest.mark.parametrize("config_path", sorted(ROOT.glob("kind-config*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [ROOT / "data-pvc.yaml", ROOT / "k8s" / "dags-pvc.yaml"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_host_volumes_are_pinned_to_the_nodes_that_mount_them(path, config_path):
+    volume = next(d for d in _docs(path) if d["kind"] == "PersistentVolume")
+    config = yaml.safe_load(config_path.read_text())
+    # A second node, as a user adds it for a multi-node test, gets neither label nor mounts.
+    nodes = [*config["nodes"], {"role": "worker"}]
+    serving = _nodes_serving(volume, nodes)
+    assert serving, "no node can host the volume"
+    for index in serving:
+        mounts = {m["containerPath"] for m in nodes[index].get("extraMounts") or []}
+        assert volume["spec"]["hostPath"]["path"] in mounts, f"node {index} lacks the folder"

@@ -5,9 +5,10 @@ manifests and the kind config must all say what cluster.env says. The DAG side j
 more assertion: ``assert_agrees("dags/northwind/pods.py", {"NAMESPACE": ..., ...})``.
 """
 
-from __future__ import annotations
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ SETS_CHART = {"DATABASES_SETS": "northwind-databases", "PIPELINE_SETS": "northwi
 def test_cluster_env_has_every_shared_name():
     assert set(cluster_env()) >= {
         "CLUSTER_NAME", "NAMESPACE", "IMAGE_REPOSITORY", "IMAGE_TAG", "DATA_PVC",
-        "DATA_MOUNT_PATH", "SOURCE_DB_SECRET", "WAREHOUSE_DB_SECRET", "SOURCE_DB_HOST",
+        "DATA_MOUNT_PATH", "SOURCE_DB_SECRET", "WAREHOUSE_DB_SECRET", "AIRFLOW_DB_SECRET",
+        "SOURCE_DB_HOST",
         "WAREHOUSE_DB_HOST", "DB_PORT", "SOURCE_DB_NAME", "WAREHOUSE_DB_NAME",
         "MELTANO_PROJECT_DIR", "AIRFLOW_RELEASE", "DATABASES_RELEASE", "STEP_SERVICE_ACCOUNT",
     }
@@ -105,7 +107,8 @@ def test_rendered_databases_use_the_names():
     secrets = {d["metadata"]["name"] for d in helm.by_kind(docs, "Secret")}
     truth = cluster_env()
     assert {truth["SOURCE_DB_HOST"], truth["WAREHOUSE_DB_HOST"]} <= services
-    assert {truth["SOURCE_DB_SECRET"], truth["WAREHOUSE_DB_SECRET"]} <= secrets
+    assert {truth["SOURCE_DB_SECRET"], truth["WAREHOUSE_DB_SECRET"],
+            truth["AIRFLOW_DB_SECRET"]} <= secrets
     job = helm.by_kind(docs, "Job")[0]
     image = helm.pod_spec(job)["containers"][0]["image"]
     assert image == f"{truth['IMAGE_REPOSITORY']}:{truth['IMAGE_TAG']}"
@@ -136,13 +139,55 @@ def test_airflow_values_use_the_names():
     values = helm.load_values_file(helm.CHARTS / "airflow" / "values.yaml")
     env = {item["name"]: item["value"] for item in values["env"]}
     repository, _, tag = env["NORTHWIND_IMAGE"].rpartition(":")
-    secrets = {item["envName"]: item["secretName"] for item in values["secret"]}
     assert_agrees("charts/airflow/values.yaml", {
         "IMAGE_REPOSITORY": repository,
         "IMAGE_TAG": tag,
-        "SOURCE_DB_SECRET": secrets["AIRFLOW_CONN_NORTHWIND_SOURCE"],
-        "WAREHOUSE_DB_SECRET": secrets["AIRFLOW_CONN_NORTHWIND_WAREHOUSE"],
+        "AIRFLOW_DB_SECRET": values["data"]["metadataSecretName"],
     })
+
+
+#: Every database with Secrets you create yourself: the path docs/kubernetes.md recommends.
+OWN_SECRETS = {db: {"auth": {"create": False}} for db in ("source", "warehouse", "airflowMetadata")}
+
+
+def _secret_refs(docs) -> set[str]:
+    """The Secret names every pod spec in ``docs`` reads (env, envFrom, volumes)."""
+    names = set()
+    for doc in docs:
+        spec = helm.pod_spec(doc)
+        for container in helm.containers(spec) if spec else ():
+            names |= {e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env") or []
+                      if "secretKeyRef" in e.get("valueFrom", {})}
+            names |= {e["secretRef"]["name"] for e in container.get("envFrom") or []
+                      if "secretRef" in e}
+        names |= {v["secret"]["secretName"] for v in (spec or {}).get("volumes") or []
+                  if "secret" in v}
+    return names
+
+
+def test_own_secrets_are_read_under_one_name_by_every_consumer():
+    # auth.create=false: the chart renders no Secret, so the names its own pods read are exactly
+    # the Secrets the user must create; every other consumer must read within those names.
+    databases = helm.render("northwind-databases", OWN_SECRETS)
+    assert helm.by_kind(databases, "Secret") == []
+    to_create = _secret_refs(databases)
+    truth = cluster_env()
+    app_secrets = {truth["SOURCE_DB_SECRET"], truth["WAREHOUSE_DB_SECRET"], truth["AIRFLOW_DB_SECRET"]}
+    assert app_secrets <= to_create
+
+    if str(dag_support.DAGS_FOLDER) not in sys.path:
+        sys.path.insert(0, str(dag_support.DAGS_FOLDER))
+    from northwind.pods import STEPS, step_pod_kwargs
+
+    airflow = helm.load_values_file(helm.CHARTS / "airflow" / "values.yaml")
+    readers = {
+        "northwind-pipeline chart": _secret_refs(helm.render("northwind-pipeline")),
+        "the DAG's step pods": {s.secret for step in STEPS for s in step_pod_kwargs(step)["secrets"]},
+        "charts/airflow/values.yaml": {airflow["data"]["metadataSecretName"]}
+        | {item["secretName"] for item in airflow.get("secret") or []},
+    }
+    for reader, names in readers.items():
+        assert names <= to_create, f"{reader} reads {sorted(names - to_create)}, never created"
 
 
 def test_plain_manifests_use_the_names():

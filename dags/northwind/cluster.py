@@ -1,15 +1,21 @@
 """The names shared by the Makefile, the DAG and the Helm charts, read from ``cluster.env``.
 
 ``cluster.env`` (next to this module) is the single source of truth for the image, namespace,
-volume claim, Secret names and database hosts. This module only parses it: it reads that one
-file and never the environment, so importing it is the same everywhere.
+volume claim, Secret names and database hosts; ``pod-scheduling.yaml`` for where pods run and
+how they pull images. This module only parses them: it reads those files and never the
+environment, so importing it is the same everywhere.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 #: The file every name comes from.
 CLUSTER_ENV = Path(__file__).with_name("cluster.env")
+#: imagePullSecrets, nodeSelector, tolerations, affinity of every pod (the charts take it too).
+POD_SCHEDULING = Path(__file__).with_name("pod-scheduling.yaml")
 
 
 class ClusterEnvError(ValueError):
@@ -93,8 +99,51 @@ def load(path: Path = CLUSTER_ENV) -> ClusterNames:
     return ClusterNames.from_mapping(parse_env_file(path.read_text(encoding="utf-8"), str(path)))
 
 
+@dataclass(frozen=True)
+class PodScheduling:
+    """The ``pods:`` block of ``pod-scheduling.yaml``, in Kubernetes' own (camelCase) shapes."""
+
+    image_pull_secrets: list[dict[str, str]] = field(default_factory=list)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] = field(default_factory=dict)
+
+    #: The file's keys, in the order of the fields above.
+    KEYS = ("imagePullSecrets", "nodeSelector", "tolerations", "affinity")
+
+    @classmethod
+    def from_mapping(cls, values: dict, source: str = "pod-scheduling.yaml") -> "PodScheduling":
+        """Pick the ``pods:`` block out of ``values``.
+
+        Raises:
+            ClusterEnvError: If the block is missing, has unknown keys or wrong types.
+
+        Example:
+            >>> PodScheduling.from_mapping({"pods": {"nodeSelector": {"disk": "ssd"}}}).node_selector
+            {'disk': 'ssd'}
+        """
+        pods = (values or {}).get("pods")
+        if not isinstance(pods, dict):
+            raise ClusterEnvError(f"{source} lacks the pods: block")
+        unknown = sorted(set(pods) - set(cls.KEYS))
+        if unknown:
+            raise ClusterEnvError(f"{source}: unknown key pods.{unknown[0]}")
+        kinds = (list, dict, list, dict)
+        for key, kind in zip(cls.KEYS, kinds, strict=True):
+            if not isinstance(pods.get(key, kind()), kind):
+                raise ClusterEnvError(f"{source}: pods.{key} must be a {kind.__name__}")
+        return cls(*(pods.get(key) or kind() for key, kind in zip(cls.KEYS, kinds, strict=True)))
+
+
+def load_scheduling(path: Path = POD_SCHEDULING) -> PodScheduling:
+    """Read and parse ``path``."""
+    return PodScheduling.from_mapping(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+
+
 #: The names of this checkout, parsed once per process.
 CLUSTER = load()
+#: The pod scheduling of this checkout, parsed once per process.
+SCHEDULING = load_scheduling()
 
 
 # --- the data tree's backend ------------------------------------------------------------------

@@ -1,18 +1,30 @@
 """The pod defaults of every pipeline step: one pure builder of KubernetesPodOperator kwargs.
 
 A DAG task only names its step; :func:`step_pod_kwargs` adds the image, command, date, volumes,
-Secret-sourced credentials, resources, security context and labels. It builds values only (no
-cluster, no environment), so tests can check every pod spec in-process. The one exception is
-the backend switch ``NORTHWIND_DATA_BACKEND`` (:func:`data_backend`), set by the deployment.
+the Secret-sourced credentials of that step only, resources, security context and labels. It
+builds values only (no cluster, no environment), so tests can check every pod spec in-process.
+The one exception is the backend switch ``NORTHWIND_DATA_BACKEND`` (:func:`data_backend`), set
+by the deployment.
 """
 
+import json
 import os
 from collections.abc import Mapping
 
 from airflow.providers.cncf.kubernetes.secret import Secret
+from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
-from northwind.cluster import CLUSTER, FILESYSTEM, S3, ClusterNames, S3Names, check_backend
+from northwind.cluster import (
+    CLUSTER,
+    FILESYSTEM,
+    S3,
+    SCHEDULING,
+    ClusterNames,
+    PodScheduling,
+    S3Names,
+    check_backend,
+)
 
 # The steps of the Meltano project, in the order a day runs them. They equal
 # northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
@@ -87,16 +99,61 @@ def step_command(step: str) -> list[str]:
     return [*MELTANO_RUN, step]
 
 
-def database_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
-    """Return the credentials every step gets from Kubernetes Secrets, never from literals."""
+def source_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the source's read-only login role, from its Kubernetes Secret."""
     return [
-        # Source PostgreSQL (Northwind)
         Secret("env", "SOURCE_PGUSER", names.source_db_secret, "username"),
         Secret("env", "SOURCE_PGPASSWORD", names.source_db_secret, "password"),
-        # Warehouse PostgreSQL
+    ]
+
+
+def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the warehouse's login role (owner of its snapshots), from its Kubernetes Secret."""
+    return [
         Secret("env", "WAREHOUSE_PGUSER", names.warehouse_db_secret, "username"),
         Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_db_secret, "password"),
     ]
+
+
+#: The databases each step logs in to: it gets their Secrets and their client label, nothing else.
+STEP_DATABASES: dict[str, tuple[str, ...]] = {
+    EXTRACT_POSTGRES: ("source",),
+    EXTRACT_CSV: (),
+    LOAD_WAREHOUSE: ("warehouse",),
+    PUBLISH_REPORT: ("warehouse",),
+}
+_DATABASE_SECRETS = {"source": source_secrets, "warehouse": warehouse_secrets}
+
+
+def _databases_of(step: str) -> tuple[str, ...]:
+    if step not in STEP_DATABASES:
+        raise ValueError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+    return STEP_DATABASES[step]
+
+
+def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the credentials ``step`` needs and no others (least privilege per pod).
+
+    Example:
+        >>> [s.secret for s in step_secrets("extract-postgres")]
+        ['northwind-source-db', 'northwind-source-db']
+        >>> step_secrets("extract-csv")
+        []
+    """
+    return [secret for db in _databases_of(step) for secret in _DATABASE_SECRETS[db](names)]
+
+
+def client_labels(step: str) -> dict[str, str]:
+    """Return the labels that let ``step``'s pod reach its databases through the NetworkPolicies.
+
+    charts/northwind-databases opens a database's port only to pods labelled
+    ``northwind.io/<database>-client=true``.
+
+    Example:
+        >>> client_labels("load-warehouse")
+        {'northwind.io/warehouse-client': 'true'}
+    """
+    return {f"northwind.io/{db}-client": "true" for db in _databases_of(step)}
 
 
 def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
@@ -129,14 +186,48 @@ def security_contexts() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext
     return pod, container
 
 
+class _Raw:
+    """A response-like holder: the Kubernetes client deserialises camelCase JSON from ``.data``."""
+
+    def __init__(self, value: object) -> None:
+        self.data = json.dumps(value)
+
+
+def scheduling_kwargs(scheduling: PodScheduling = SCHEDULING) -> dict:
+    """Return imagePullSecrets, nodeSelector, tolerations and affinity as operator kwargs.
+
+    The file holds Kubernetes' own (camelCase) shapes, as the charts take them; the client's
+    deserialiser turns them into the models the operator expects.
+
+    Example:
+        >>> scheduling_kwargs(PodScheduling(image_pull_secrets=[{"name": "regcred"}]))["image_pull_secrets"]
+        [{'name': 'regcred'}]
+    """
+    client = ApiClient()
+    affinity = scheduling.affinity
+    return {
+        "image_pull_secrets": [
+            client.deserialize(_Raw(s), "V1LocalObjectReference") for s in scheduling.image_pull_secrets
+        ],
+        "node_selector": dict(scheduling.node_selector),
+        "tolerations": [client.deserialize(_Raw(t), "V1Toleration") for t in scheduling.tolerations],
+        "affinity": client.deserialize(_Raw(affinity), "V1Affinity") if affinity else None,
+    }
+
+
 def step_pod_kwargs(
-    step: str, names: ClusterNames = CLUSTER, backend: str | None = None, s3: S3Names = S3
+    step: str,
+    names: ClusterNames = CLUSTER,
+    scheduling: PodScheduling = SCHEDULING,
+    backend: str | None = None,
+    s3: S3Names = S3,
 ) -> dict:
     """Return the operator kwargs that run ``step`` of the run's date in a Meltano pod.
 
     Args:
         step: One of :data:`STEPS`.
         names: The shared names, parsed from ``cluster.env`` by default.
+        scheduling: Where the pod runs and how it pulls the image (``pod-scheduling.yaml``).
         backend: ``filesystem`` or ``s3``; None means :func:`data_backend`.
         s3: The bucket, endpoint and Secret of the ``s3`` backend.
 
@@ -161,8 +252,13 @@ def step_pod_kwargs(
         "cmds": command[:1],
         "arguments": command[1:],
         "env_vars": {"RUN_DATE": RUN_DATE_TEMPLATE, **cluster_env(names)},
-        "secrets": database_secrets(names),
-        "labels": {PART_OF_LABEL: PART_OF, STEP_LABEL: step, RUN_DATE_LABEL: RUN_DATE_TEMPLATE},
+        "secrets": step_secrets(step, names),
+        "labels": {
+            PART_OF_LABEL: PART_OF,
+            STEP_LABEL: step,
+            RUN_DATE_LABEL: RUN_DATE_TEMPLATE,
+            **client_labels(step),
+        },
         "volumes": [
             k8s.V1Volume(
                 name=DATA_VOLUME,
@@ -186,6 +282,7 @@ def step_pod_kwargs(
         "on_finish_action": "delete_succeeded_pod",
         "startup_timeout_seconds": 300,
         "deferrable": False,
+        **scheduling_kwargs(scheduling),
     }
     return with_data_backend(kwargs, backend or data_backend(s3=s3), s3)
 
@@ -197,6 +294,9 @@ def step_pod_kwargs(
 BACKEND_VARIABLE = "NORTHWIND_DATA_BACKEND"
 #: The Secret keys of the S3 credentials, named like the variables the AWS SDK reads.
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+#: The label that lets a pod reach the in-cluster object store through the NetworkPolicies of
+#: charts/northwind-objectstore (northwind-objectstore.clientLabel); every step touches the data tree.
+OBJECTSTORE_CLIENT_LABEL = "northwind.io/objectstore-client"
 
 
 def data_backend(environ: Mapping[str, str] = os.environ, s3: S3Names = S3) -> str:
@@ -234,7 +334,8 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
 
     ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
     claim pins the pod to a node), points ``NORTHWIND_DATA_ROOT`` at the bucket and adds the
-    endpoint, region and Secret-sourced keys; a local run keeps its own values of all of them.
+    endpoint, region and Secret-sourced keys (a local run keeps its own values of all of them),
+    and the label the object store's NetworkPolicy admits.
     """
     if check_backend(backend, BACKEND_VARIABLE) == FILESYSTEM:
         return kwargs
@@ -244,6 +345,7 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
         "cluster_only_env": kwargs["cluster_only_env"] | set(env),
         "env_vars": {**kwargs["env_vars"], **env},
         "secrets": [*kwargs["secrets"], *s3_secrets(s3)],
+        "labels": {**kwargs["labels"], OBJECTSTORE_CLIENT_LABEL: "true"},
         "volumes": [v for v in kwargs["volumes"] if v.name != DATA_VOLUME],
         "volume_mounts": [m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME],
     }

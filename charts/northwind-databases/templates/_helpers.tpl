@@ -52,9 +52,52 @@ helm.sh/chart: {{ include "northwind-databases.chart" .root }}
 {{- end }}
 {{- end -}}
 
-{{/* The Secret a database's pods read: the user-supplied one or the generated one. */}}
-{{- define "northwind-databases.secretName" -}}
-{{- .auth.existingSecret | default .auth.secretName -}}
+{{/*
+A live object as JSON ({} when it does not exist, or under `helm template`). The one place that
+calls `lookup`. Args: dict "apiVersion" "kind" "namespace" "name".
+*/}}
+{{- define "northwind-databases.liveObject" -}}
+{{- lookup .apiVersion .kind .namespace .name | default dict | toJson -}}
+{{- end -}}
+
+{{/* The data of a live Secret as a map. Args: dict "namespace" "name". */}}
+{{- define "northwind-databases.liveSecretData" -}}
+{{- $live := include "northwind-databases.liveObject" (dict "apiVersion" "v1" "kind" "Secret" "namespace" .namespace "name" .name) | fromJson -}}
+{{- $live.data | default dict | toJson -}}
+{{- end -}}
+
+{{/*
+A password: the live Secret's (so upgrades keep what initialised the volume) or a new random one.
+Args: dict "namespace" <ns> "name" <Secret name>.
+*/}}
+{{- define "northwind-databases.password" -}}
+{{- $data := include "northwind-databases.liveSecretData" . | fromJson -}}
+{{- if hasKey $data "password" -}}
+{{- index $data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Percent-encode one part of a URI (user or password): everything but A-Z a-z 0-9 - _ . ~ is
+escaped. urlquery writes a space as "+", which means "+" in a URI's user part, hence the replace
+(a literal "+" is already %2B by then).
+*/}}
+{{- define "northwind-databases.uriEscape" -}}
+{{- . | urlquery | replace "+" "%20" -}}
+{{- end -}}
+
+{{/*
+postgresql:// URI of one login role. Args: dict "user" "password" "host" "port" "database".
+*/}}
+{{- define "northwind-databases.uri" -}}
+{{- printf "postgresql://%s:%s@%s:%v/%s" (include "northwind-databases.uriEscape" .user) (include "northwind-databases.uriEscape" .password) .host .port (include "northwind-databases.uriEscape" .database) -}}
+{{- end -}}
+
+{{/* The init SQL of a database key (files/initdb/<component>.sql), shared with the tests. */}}
+{{- define "northwind-databases.initSqlPath" -}}
+{{- printf "files/initdb/%s.sql" (include "northwind-databases.component" .) -}}
 {{- end -}}
 
 {{/* The postgres image string. */}}
@@ -76,4 +119,47 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/*
+The label a pod carries to reach a database (source, warehouse), set on step pods by
+dags/northwind/pods.py and on the seed Job and `helm test` pods; the NetworkPolicies key on it.
+*/}}
+{{- define "northwind-databases.clientLabel" -}}
+{{- printf "northwind.io/%s-client" (include "northwind-databases.component" .) -}}
+{{- end -}}
+
+{{/*
+The pods allowed to reach one database, as a podSelector body. Args: dict "root" $ "key" <key>.
+The metadata database's clients are the Airflow release's pods (labels of the official chart).
+*/}}
+{{- define "northwind-databases.clientSelector" -}}
+{{- if eq .key "airflowMetadata" -}}
+matchLabels:
+  tier: airflow
+  release: {{ .root.Values.networkPolicy.airflowRelease }}
+{{- else -}}
+matchLabels:
+  {{ include "northwind-databases.clientLabel" .key }}: "true"
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets, nodeSelector, tolerations and affinity of a pod spec, from .Values.pods. */}}
+{{- define "northwind-databases.podScheduling" -}}
+{{- with .Values.pods.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

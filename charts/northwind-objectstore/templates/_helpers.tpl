@@ -78,3 +78,31 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/*
+The label a pod carries to reach the S3 port through the NetworkPolicies: set on the bucket Job
+and, with DATA_BACKEND=s3, on the step pods (OBJECTSTORE_CLIENT_LABEL of dags/northwind/pods.py).
+*/}}
+{{- define "northwind-objectstore.clientLabel" -}}
+northwind.io/objectstore-client
+{{- end -}}
+
+{{/* imagePullSecrets, nodeSelector, tolerations and affinity of a pod spec, from .Values.pods. */}}
+{{- define "northwind-objectstore.podScheduling" -}}
+{{- with .Values.pods.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -31,10 +31,13 @@ helm.sh/chart: {{ include "northwind-pipeline.chart" .root }}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag -}}
 {{- end -}}
 
-{{/* The Airflow ServiceAccounts that start step pods. */}}
+{{/*
+The Airflow ServiceAccounts that start step pods: with LocalExecutor every task runs in the
+scheduler; the triggerer runs none (the step tasks are not deferrable). podLauncher.extraServiceAccounts
+adds others, e.g. the KubernetesExecutor worker account.
+*/}}
 {{- define "northwind-pipeline.launcherAccounts" -}}
 - {{ printf "%s-scheduler" .Values.airflow.release }}
-- {{ printf "%s-triggerer" .Values.airflow.release }}
 {{- range .Values.podLauncher.extraServiceAccounts }}
 - {{ . }}
 {{- end }}
@@ -73,4 +76,30 @@ capabilities:
   drop: ["ALL"]
 seccompProfile:
   type: RuntimeDefault
+{{- end -}}
+
+{{/* The labels the official Airflow chart puts on every pod of the release. */}}
+{{- define "northwind-pipeline.airflowSelector" -}}
+tier: airflow
+release: {{ .Values.airflow.release }}
+{{- end -}}
+
+{{/* imagePullSecrets, nodeSelector, tolerations and affinity of a pod spec, from .Values.pods. */}}
+{{- define "northwind-pipeline.podScheduling" -}}
+{{- with .Values.pods.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pods.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

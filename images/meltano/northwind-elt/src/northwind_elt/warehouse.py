@@ -33,7 +33,11 @@ LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
 def begin_load(cur: psycopg.Cursor) -> None:
     """Take the load lock (held until commit or rollback) and create the fixed objects."""
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK_KEY,))
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SNAPSHOT_SCHEMA)))
+    # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+    # schema exists, and the cluster's login role owns the schema made at init, nothing more.
+    cur.execute("SELECT to_regnamespace(%s) IS NULL", (SNAPSHOT_SCHEMA,))
+    if cur.fetchone()[0]:
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SNAPSHOT_SCHEMA)))
     cur.execute(sql.SQL(
         "CREATE TABLE IF NOT EXISTS {}.{} (snapshot_date date PRIMARY KEY, "
         "loaded_at timestamptz NOT NULL DEFAULT now(), rows jsonb NOT NULL)"
