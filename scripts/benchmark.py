@@ -70,6 +70,14 @@ STARTUP_RUNS = 3
 #: The goals of issues 2 and 5.
 RATIO_GOAL = 3.0
 RSS_GOAL_MB = 400
+#: The goals of issue 11: load data part vs raw COPY in, rerun vs first load, report vs its query.
+LOAD_RATIO_GOAL = 1.5
+RERUN_RATIO_GOAL = 1.1
+REPORT_RATIO_GOAL = 2.0
+#: Retention run: this many days loaded one after the other with NORTHWIND_KEEP_DAYS=RETENTION_KEEP.
+RETENTION_DAYS = 10
+RETENTION_KEEP = 3
+RERUN = "load-warehouse rerun"
 
 #: The scaled tables and how their keys are remapped in copy ``k`` (copy 0 is the seed itself).
 #: ``orders.order_id`` is smallint in the dump: ×1000 copies overflow it, so the scaled source
@@ -465,8 +473,12 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
     data_root = folder / "data"
     shutil.rmtree(data_root, ignore_errors=True)
     env = step_environment(server, source, warehouse, data_root, csv_path)
-    return {step: run_meltano(step, [step], step_rows(step, counts), env, folder / "logs")
-            for step in steps}
+    measured = {step: run_meltano(step, [step], step_rows(step, counts), env, folder / "logs")
+                for step in steps}
+    if "load-warehouse" in steps:  # the same day again: its partitions are replaced
+        measured[RERUN] = run_meltano(RERUN.replace(" ", "-"), ["load-warehouse"],
+                                      step_rows("load-warehouse", counts), env, folder / "logs")
+    return measured
 
 
 # --- One scale --------------------------------------------------------------------------------
@@ -485,7 +497,10 @@ class ScaleResult:
 
 #: Which raw baseline each step's data part is compared with.
 BASELINE_OF = {"extract-postgres": "raw out (public tables)", "extract-csv": "raw out (details)",
-               "load-warehouse": "raw in (all tables)", "publish-report": "raw report query out"}
+               "load-warehouse": "raw in (all tables)", "publish-report": "raw report query out",
+               RERUN: "raw in (all tables)"}
+#: The start-up each measured step is charged with (the rerun is a load-warehouse run).
+STARTUP_OF = {RERUN: "load-warehouse"}
 
 
 def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) -> ScaleResult:
@@ -610,7 +625,8 @@ def raw_line(m: Measurement) -> str:
 
 
 def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleResult],
-           stock: dict[str, dict] | None, server_version: str) -> list[str]:
+           stock: dict[str, dict] | None, server_version: str, retention: dict | None = None
+           ) -> list[str]:
     """The printed table, as lines."""
     total = sum(main.counts.values())
     shown = ", ".join(f"{t} {main.counts[t]:,}" for t in ("orders", DETAILS, "customers"))
@@ -632,8 +648,8 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
     lines += [HEADER, "-" * len(HEADER)]
     for step, m in main.steps.items():
         raw = main.raw.get(BASELINE_OF[step])
-        lines.append(step_line(step, m, start.get(step), raw))
-        if raw:
+        lines.append(step_line(step, m, start.get(STARTUP_OF.get(step, step)), raw))
+        if raw and step != RERUN:
             lines.append(raw_line(raw))
     lines += ["",
               "RSS MB = peak RSS of the largest single process (kernel high-water mark); tree MB = "
@@ -642,6 +658,16 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
               f"rows. Goals: extract and load data/raw <= {RATIO_GOAL:.0f}x, RSS < "
               f"{RSS_GOAL_MB} MB."]
     lines += goal_lines(main, start)
+    lines += warehouse_goal_lines(main, start)
+    if retention:
+        lines += ["", f"Retention: {RETENTION_DAYS} days loaded at scale {retention['scale']} "
+                  f"with NORTHWIND_KEEP_DAYS={RETENTION_KEEP}: warehouse snapshots "
+                  f"{retention['after_days'][-1] / 2**20:,.1f} MB = "
+                  f"{retention['after_days'][-1] / retention['after_days'][0]:.2f} days' worth "
+                  f"(one day {retention['after_days'][0] / 2**20:,.1f} MB); "
+                  f"{retention['partitions_per_table']} partitions per table",
+                  "  snapshots MB after each day: " + ", ".join(
+                      f"{b / 2**20:,.1f}" for b in retention["after_days"])]
     if stock:
         lines += ["", "Stock meltanolabs-tap-postgres 0.10.0 vs tap-pgcopy, both into "
                   "target-datatree-postgres, on a slice of orders:", HEADER, "-" * len(HEADER)]
@@ -685,6 +711,71 @@ def goal_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
     return lines
 
 
+def data_part(main: ScaleResult, start: dict[str, Measurement], step: str) -> float | None:
+    """Wall time of ``step`` minus its start-up, or None when either was not measured."""
+    m, s = main.steps.get(step), start.get(STARTUP_OF.get(step, step))
+    return max(m.wall - s.wall, 0.0) if m and s else None
+
+
+def warehouse_goal_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
+    """The warehouse's goals: load vs raw COPY in, rerun vs first load, report vs its query."""
+    lines = []
+    checks = [("load-warehouse data / raw COPY in", data_part(main, start, "load-warehouse"),
+               main.raw.get(BASELINE_OF["load-warehouse"]), LOAD_RATIO_GOAL),
+              ("rerun of the day / first load", data_part(main, start, RERUN),
+               main.steps.get("load-warehouse"), RERUN_RATIO_GOAL),
+              ("publish-report data / raw query", data_part(main, start, "publish-report"),
+               main.raw.get(BASELINE_OF["publish-report"]), REPORT_RATIO_GOAL)]
+    for label, data, baseline, goal in checks:
+        if data is None or baseline is None:
+            continue
+        if label.startswith("rerun"):  # both data parts
+            baseline_s = data_part(main, start, "load-warehouse") or 0.0
+        else:
+            baseline_s = baseline.wall
+        if baseline_s <= 0:
+            continue
+        ratio = data / baseline_s
+        lines.append(f"  {label:<36} {ratio:.2f}x ({data:.2f} s / {baseline_s:.2f} s): "
+                     f"{'meets' if ratio <= goal else 'MISSES'} the goal <= {goal}x")
+    return lines
+
+
+def retention_run(server: Server, scale: int, folder: Path) -> dict:
+    """Load RETENTION_DAYS consecutive days with NORTHWIND_KEEP_DAYS; size of snapshots after each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = f"northwind_keep_x{scale}"
+    csv_path = folder / "order_details.csv"
+    counts = build_source(server, source, scale, csv_path)
+    warehouse = f"{source}_warehouse"
+    server.create_database(warehouse)
+    env = step_environment(server, source, warehouse, folder / "data", csv_path)
+    env["NORTHWIND_KEEP_DAYS"] = str(RETENTION_KEEP)
+    sizes = []
+    first = dt.date.fromisoformat(RUN_DATE)
+    for n in range(RETENTION_DAYS):
+        env["RUN_DATE"] = (first + dt.timedelta(days=n)).isoformat()
+        for step in ("extract-postgres", "extract-csv", "load-warehouse"):
+            run_meltano(f"keep-{n}-{step}", [step], step_rows(step, counts), env, folder / "logs")
+        with server.connect(warehouse) as conn:
+            (size,) = conn.execute(
+                """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition"""
+            ).fetchone()
+            (partitions,) = conn.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'snapshots.orders'::regclass"
+            ).fetchone()
+        sizes.append(int(size))
+        print(f"  retention day {n + 1}: snapshots {size / 2**20:,.1f} MB", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    with server.connect("postgres", autocommit=True) as admin:
+        for name in (source, warehouse):
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+    return {"scale": scale, "after_days": sizes, "partitions_per_table": partitions}
+
+
 def to_json(main: ScaleResult, start: dict, growth: list[ScaleResult], stock: dict | None) -> dict:
     """Everything measured, for bench-results/."""
     def scale_dict(r: ScaleResult) -> dict:
@@ -714,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {DEFAULT_STOCK_SLICE:,})")
     parser.add_argument("--growth", action=argparse.BooleanOptionalAction, default=True,
                         help="also run scales " + ", ".join(map(str, GROWTH_SCALES)))
+    parser.add_argument("--retention-scale", type=int, default=100,
+                        help=f"scale of the {RETENTION_DAYS}-day retention run; 0 skips it "
+                             "(default 100)")
     parser.add_argument("--quick", action="store_true",
                         help="only extract-postgres and its raw COPY: no start-up, growth, stock")
     parser.add_argument("--keep", action="store_true",
@@ -741,11 +835,15 @@ def main(argv: list[str] | None = None) -> int:
         stock = None
         if not args.quick and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
-        lines = report(main_result, start, growth, stock, server.version())
+        retention = None
+        if not args.quick and args.retention_scale > 0:
+            retention = retention_run(server, args.retention_scale, workdir / "retention")
+        lines = report(main_result, start, growth, stock, server.version(), retention)
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"
-        out.write_text(json.dumps(to_json(main_result, start, growth, stock), indent=2) + "\n")
+        document = to_json(main_result, start, growth, stock) | {"retention": retention}
+        out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nbenchmark: results in {out}")
     finally:
         if server is not None:

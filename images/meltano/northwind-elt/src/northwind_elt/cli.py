@@ -2,6 +2,7 @@
 
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
 northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
 northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
 """
@@ -14,10 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from northwind_elt import logger, pgconn, steps
-from northwind_elt.errors import PipelineError
+from northwind_elt.errors import PipelineError, SettingError
 from northwind_elt.layout import DataTree
+from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
+from northwind_elt.warehouse import KEEP_DAYS_VARIABLE, keep_days_setting
 
 #: The repository (for local defaults); in the image this is /project.
 REPOSITORY = Path(__file__).resolve().parents[5]
@@ -72,6 +75,20 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_prune(args: argparse.Namespace) -> int:
+    """Remove the data-tree days older than the newest N successfully loaded days."""
+    keep = keep_days_setting(args.keep_days or os.environ.get(KEEP_DAYS_VARIABLE))
+    if keep is None:
+        raise SettingError(f"prune needs --keep-days or {KEEP_DAYS_VARIABLE}")
+    tree = DataTree.from_setting(args.data_root)
+    days = prune(tree, keep)
+    for day in days:
+        logger.info("pruned %s from %s", day, tree.root)
+    print(f"prune (keep {keep} loaded days): removed "
+          + (", ".join(map(str, days)) if days else "no day") + f" from {tree.root}")
+    return 0
+
+
 def command_seed_source(args: argparse.Namespace) -> int:
     """Load the dump into the source database unless it is already there."""
     from northwind_elt.localdb import seed_source
@@ -105,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")
     report.set_defaults(run=command_report)
+    pruning = sub.add_parser("prune", help="remove days beyond the newest N loaded days")
+    pruning.add_argument("--keep-days", help=f"N (default: ${KEEP_DAYS_VARIABLE})")
+    pruning.set_defaults(run=command_prune)
     seed = sub.add_parser("seed-source", help="load the Northwind dump into SOURCE_PG* once")
     seed.add_argument("--dump", default=os.environ.get(
         "NORTHWIND_SOURCE_SQL", str(REPOSITORY / "sources" / "northwind.sql")))

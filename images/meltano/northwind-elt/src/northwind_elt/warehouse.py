@@ -271,6 +271,8 @@ def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
         statement = ("ALTER TABLE {} ADD PRIMARY KEY ({})" if primary
                      else "CREATE INDEX ON {} ({})")
         cur.execute(sql.SQL(statement).format(snapshot_table(fresh), columns))
+    # A fresh table has no statistics: without them the planner guesses a handful of rows.
+    cur.execute(sql.SQL("ANALYZE {}").format(snapshot_table(fresh)))
     old = partitions(cur, table).get(day)
     if old is not None:
         cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(old)))
