@@ -62,8 +62,11 @@ def command_report(args: argparse.Namespace) -> int:
     steps.require_prerequisites(tree, steps.PUBLISH_REPORT, day)
     marker = steps.mark_running(tree, steps.PUBLISH_REPORT, day)
     try:
-        with pgconn.connect(settings_from_env("WAREHOUSE_PG"), "warehouse") as conn:
-            rows = write_report(conn, day, tree.report_folder(day))
+        settings = settings_from_env("WAREHOUSE_PG")
+        # Two connections: the CSV and the JSON stream at once, in one snapshot.
+        with pgconn.connect(settings, "warehouse") as conn, \
+                pgconn.connect(settings, "warehouse") as second:
+            rows = write_report(conn, day, tree.report_folder(day), second)
     except BaseException as error:
         steps.finish(tree, marker, error=str(error))
         raise

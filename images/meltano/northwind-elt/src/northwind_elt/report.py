@@ -4,6 +4,7 @@ It reads the day's snapshots (not the current views), so the evidence for day D 
 even after a later day was loaded.
 """
 
+import concurrent.futures
 import datetime as dt
 from pathlib import Path
 
@@ -43,25 +44,49 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
 _VERBATIM_CSV = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
 
 
-def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
+def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
+                 second: psycopg.Connection | None = None) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
     Both files stream from the server's ``COPY`` and are written under temporary names, then
     renamed into place. The CSV has a header; NULL is an empty field, an empty string is ``""``.
     The JSON is one array of ``row_to_json`` objects (NULL is ``null``), one object per line, in
     the same order: ``[``, the objects separated by ``,`` at line ends, ``]``.
+
+    Args:
+        conn: A connection to the warehouse, not in a transaction.
+        day: The loaded day to report.
+        folder: Where the two files go.
+        second: Another connection to the same warehouse, not in a transaction: when given, the
+            JSON is written on it at the same time as the CSV, in the same snapshot (the query
+            runs on two server processes).
+
+    Returns:
+        The rows of the report.
     """
-    with conn.cursor() as cur:
+    # One snapshot for both files (and, with ``second``, for both connections).
+    for connection in (conn, second) if second is not None else (conn,):
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    with conn.transaction(), conn.cursor() as cur:
         if day not in loaded_days(cur):
             raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
                                     "for that day first")
         query = report_query(cur, day)
         csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
-        copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query),
-                     csv_path)
-        return copy_json_array(cur, sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) "
-                                            "TO STDOUT ({})").format(query, _VERBATIM_CSV),
-                               json_path)
+        csv_copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
+        json_copy = sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) TO STDOUT ({})").format(
+            query, _VERBATIM_CSV)
+        if second is None:
+            copy_to_file(cur, csv_copy, csv_path)
+            return copy_json_array(cur, json_copy, json_path)
+        (snapshot,) = cur.execute("SELECT pg_export_snapshot()").fetchone()
+        with second.transaction(), second.cursor() as other, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            csv_done = pool.submit(copy_to_file, cur, csv_copy, csv_path)
+            rows = copy_json_array(other, json_copy, json_path)
+            csv_done.result()
+        return rows
 
 
 def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
