@@ -47,8 +47,13 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from northwind_elt import localdb
-from northwind_elt.report import report_query
+import pyarrow.parquet as pq
+from northwind_elt import localdb, warehouse
+from northwind_elt.arrow_io import copy_parquet_into
+from northwind_elt.layout import DataTree
+from northwind_elt.manifest import read_manifest
+from northwind_elt.pgtypes import columns_of
+from northwind_elt.report import report_query, write_report
 from psycopg import sql
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -493,6 +498,8 @@ class ScaleResult:
     build_seconds: float
     steps: dict[str, Measurement]
     raw: dict[str, Measurement]
+    #: Data parts measured without start-up (:func:`warehouse_in_process`), main scale only.
+    in_process: dict | None = None
 
 
 #: Which raw baseline each step's data part is compared with.
@@ -503,7 +510,8 @@ BASELINE_OF = {"extract-postgres": "raw out (public tables)", "extract-csv": "ra
 STARTUP_OF = {RERUN: "load-warehouse"}
 
 
-def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) -> ScaleResult:
+def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
+              in_process: bool = False) -> ScaleResult:
     """Build the source at ``scale``, run the raw baselines and the steps on it."""
     folder.mkdir(parents=True, exist_ok=True)
     source = f"northwind_x{scale}"
@@ -532,6 +540,9 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) ->
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
+    found = None
+    if in_process and "publish-report" in steps:
+        found = warehouse_in_process(server, source, folder / "data", raw_folder)
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
@@ -539,18 +550,19 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str]) ->
         for name in (source, f"{source}_warehouse"):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-    return ScaleResult(scale, counts, build, measured, raw)
+    return ScaleResult(scale, counts, build, measured, raw, found)
 
 
-def startup(server: Server, folder: Path, steps: Sequence[str]) -> dict[str, Measurement]:
+def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STARTUP_RUNS
+            ) -> dict[str, Measurement]:
     """Each step on an empty source (and a one-row CSV): its fixed start-up."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "order_details.csv"
     empty_source(server, "northwind_empty", csv_path)
     counts = {DETAILS: 1}
-    runs = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps)
-            for _ in range(STARTUP_RUNS)]
-    return {step: median_of([run[step] for run in runs]) for step in steps}
+    results = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps)
+               for _ in range(runs)]
+    return {step: median_of([run[step] for run in results]) for step in results[0]}
 
 
 # --- Stock tap --------------------------------------------------------------------------------
@@ -625,8 +637,7 @@ def raw_line(m: Measurement) -> str:
 
 
 def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleResult],
-           stock: dict[str, dict] | None, server_version: str, retention: dict | None = None
-           ) -> list[str]:
+           stock: dict[str, dict] | None, server_version: str) -> list[str]:
     """The printed table, as lines."""
     total = sum(main.counts.values())
     shown = ", ".join(f"{t} {main.counts[t]:,}" for t in ("orders", DETAILS, "customers"))
@@ -659,15 +670,7 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
               f"{RSS_GOAL_MB} MB."]
     lines += goal_lines(main, start)
     lines += warehouse_goal_lines(main, start)
-    if retention:
-        lines += ["", f"Retention: {RETENTION_DAYS} days loaded at scale {retention['scale']} "
-                  f"with NORTHWIND_KEEP_DAYS={RETENTION_KEEP}: warehouse snapshots "
-                  f"{retention['after_days'][-1] / 2**20:,.1f} MB = "
-                  f"{retention['after_days'][-1] / retention['after_days'][0]:.2f} days' worth "
-                  f"(one day {retention['after_days'][0] / 2**20:,.1f} MB); "
-                  f"{retention['partitions_per_table']} partitions per table",
-                  "  snapshots MB after each day: " + ", ".join(
-                      f"{b / 2**20:,.1f}" for b in retention["after_days"])]
+    lines += in_process_lines(main)
     if stock:
         lines += ["", "Stock meltanolabs-tap-postgres 0.10.0 vs tap-pgcopy, both into "
                   "target-datatree-postgres, on a slice of orders:", HEADER, "-" * len(HEADER)]
@@ -741,39 +744,104 @@ def warehouse_goal_lines(main: ScaleResult, start: dict[str, Measurement]) -> li
     return lines
 
 
-def retention_run(server: Server, scale: int, folder: Path) -> dict:
-    """Load RETENTION_DAYS consecutive days with NORTHWIND_KEEP_DAYS; size of snapshots after each."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = f"northwind_keep_x{scale}"
-    csv_path = folder / "order_details.csv"
-    counts = build_source(server, source, scale, csv_path)
-    warehouse = f"{source}_warehouse"
-    server.create_database(warehouse)
-    env = step_environment(server, source, warehouse, folder / "data", csv_path)
-    env["NORTHWIND_KEEP_DAYS"] = str(RETENTION_KEEP)
-    sizes = []
-    first = dt.date.fromisoformat(RUN_DATE)
-    for n in range(RETENTION_DAYS):
-        env["RUN_DATE"] = (first + dt.timedelta(days=n)).isoformat()
-        for step in ("extract-postgres", "extract-csv", "load-warehouse"):
-            run_meltano(f"keep-{n}-{step}", [step], step_rows(step, counts), env, folder / "logs")
-        with server.connect(warehouse) as conn:
-            (size,) = conn.execute(
-                """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition"""
-            ).fetchone()
-            (partitions,) = conn.execute(
-                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'snapshots.orders'::regclass"
-            ).fetchone()
-        sizes.append(int(size))
-        print(f"  retention day {n + 1}: snapshots {size / 2**20:,.1f} MB", flush=True)
-    shutil.rmtree(folder, ignore_errors=True)
+def load_in_process(conn: psycopg.Connection, tree: DataTree, extracted: dt.date, day: dt.date,
+                    keep: int | None) -> float:
+    """Load ``extracted``'s partitions as ``day`` with the warehouse module, as the step does.
+
+    The same sequence of warehouse calls as target-pgcopy, without Meltano's start-up, so the
+    data part is measured directly. Returns the seconds taken.
+    """
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        warehouse.begin_load(cur)
+        rows, columns, fresh = {}, {}, {}
+        for source in ("postgres", "csv"):
+            for partition in tree.partitions_on(source, extracted):
+                manifest = read_manifest(partition)
+                cols = columns_of(pq.read_schema(partition.data_file))
+                warehouse.prepare_table(cur, partition.stream, cols, manifest.key_properties)
+                fresh[partition.stream] = warehouse.start_day(cur, partition.stream, day)
+                rows[partition.stream] = copy_parquet_into(
+                    cur, warehouse.copy_statement(fresh[partition.stream], cols),
+                    partition.data_file)
+                columns[partition.stream] = [c.name for c in cols]
+        for stream, table in fresh.items():
+            warehouse.swap_in(cur, stream, day, table)
+        warehouse.record_load(cur, day, rows, columns)
+        if keep is not None:
+            warehouse.drop_old_days(cur, keep)
+        warehouse.publish_views(cur)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def snapshots_bytes(conn: psycopg.Connection) -> int:
+    """Total size of the warehouse's partitions (tables, indexes, TOAST)."""
+    (size,) = conn.execute(
+        """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition""").fetchone()
+    return int(size)
+
+
+def warehouse_in_process(server: Server, source: str, data_root: Path, folder: Path) -> dict:
+    """The warehouse's data parts without start-up, on the step run's data tree and warehouse.
+
+    A first load and a rerun of the day into a new warehouse, then RETENTION_DAYS - 1 more days
+    with NORTHWIND_KEEP_DAYS=RETENTION_KEEP (the same files under later dates), with the size of
+    the partitions after each day; and the report written into a folder, on two connections.
+    """
+    tree, extracted = DataTree(data_root), dt.date.fromisoformat(RUN_DATE)
+    database = f"{source}_keep"
+    server.create_database(database)
+    result: dict = {"sizes": []}
+    with server.connect(database) as conn:
+        result["first"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
+        result["sizes"].append(snapshots_bytes(conn))
+        result["rerun"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
+        for n in range(1, RETENTION_DAYS):
+            load_in_process(conn, tree, extracted, extracted + dt.timedelta(days=n), RETENTION_KEEP)
+            result["sizes"].append(snapshots_bytes(conn))
+        (result["partitions_per_table"],) = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'snapshots.orders'::regclass"
+        ).fetchone()
+    with server.connect(f"{source}_warehouse") as conn, \
+            server.connect(f"{source}_warehouse") as second:
+        started = time.perf_counter()
+        write_report(conn, extracted, folder / "report", second)
+        result["report"] = time.perf_counter() - started
     with server.connect("postgres", autocommit=True) as admin:
-        for name in (source, warehouse):
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
-    return {"scale": scale, "after_days": sizes, "partitions_per_table": partitions}
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(database)))
+    return result
+
+
+def in_process_lines(main: ScaleResult) -> list[str]:
+    """The in-process figures: load, rerun and report data parts; size under retention."""
+    found = main.in_process
+    if not found:
+        return []
+    raw_in = main.raw.get(BASELINE_OF["load-warehouse"])
+    raw_report = main.raw.get(BASELINE_OF["publish-report"])
+    sizes = found["sizes"]
+    lines = ["", "Without start-up (the step's warehouse calls in this process, same data tree):"]
+    checks = [("load-warehouse data / raw COPY in", found["first"], raw_in and raw_in.wall,
+               LOAD_RATIO_GOAL),
+              ("rerun of the day / first load", found["rerun"], found["first"], RERUN_RATIO_GOAL),
+              ("publish-report data / raw query", found["report"], raw_report and raw_report.wall,
+               REPORT_RATIO_GOAL)]
+    for label, data, baseline, goal in checks:
+        if baseline:
+            ratio = data / baseline
+            lines.append(f"  {label:<36} {ratio:.2f}x ({data:.2f} s / {baseline:.2f} s): "
+                         f"{'meets' if ratio <= goal else 'MISSES'} the goal <= {goal}x")
+    lines.append(f"  retention: {RETENTION_DAYS} days loaded with NORTHWIND_KEEP_DAYS="
+                 f"{RETENTION_KEEP}: partitions {sizes[-1] / 2**20:,.1f} MB = "
+                 f"{sizes[-1] / sizes[0]:.2f} days' worth (one day {sizes[0] / 2**20:,.1f} MB), "
+                 f"{found['partitions_per_table']} partitions per table")
+    lines.append("  partitions MB after each day: " + ", ".join(
+        f"{b / 2**20:,.1f}" for b in sizes))
+    return lines
 
 
 def to_json(main: ScaleResult, start: dict, growth: list[ScaleResult], stock: dict | None) -> dict:
@@ -805,9 +873,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {DEFAULT_STOCK_SLICE:,})")
     parser.add_argument("--growth", action=argparse.BooleanOptionalAction, default=True,
                         help="also run scales " + ", ".join(map(str, GROWTH_SCALES)))
-    parser.add_argument("--retention-scale", type=int, default=100,
-                        help=f"scale of the {RETENTION_DAYS}-day retention run; 0 skips it "
-                             "(default 100)")
+    parser.add_argument("--startup-runs", type=int, default=STARTUP_RUNS,
+                        help=f"runs of each step's start-up, median taken (default {STARTUP_RUNS})")
     parser.add_argument("--quick", action="store_true",
                         help="only extract-postgres and its raw COPY: no start-up, growth, stock")
     parser.add_argument("--keep", action="store_true",
@@ -827,22 +894,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: work folder {workdir}", flush=True)
         private_meltano_dir(workdir)
         server = Server(workdir)
-        start = {} if args.quick else startup(server, workdir / "startup", steps)
+        start = {} if args.quick else startup(server, workdir / "startup", steps,
+                                              args.startup_runs)
         growth = [] if args.quick or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]
-        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps)
+        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps,
+                                in_process=True)
         stock = None
         if not args.quick and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
-        retention = None
-        if not args.quick and args.retention_scale > 0:
-            retention = retention_run(server, args.retention_scale, workdir / "retention")
-        lines = report(main_result, start, growth, stock, server.version(), retention)
+        lines = report(main_result, start, growth, stock, server.version())
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"
-        document = to_json(main_result, start, growth, stock) | {"retention": retention}
+        document = to_json(main_result, start, growth, stock) | {
+            "in_process": main_result.in_process}
         out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nbenchmark: results in {out}")
     finally:

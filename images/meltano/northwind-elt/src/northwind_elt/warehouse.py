@@ -283,6 +283,20 @@ def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
         snapshot_table(table), snapshot_table(final), sql.Literal(day)))
 
 
+def drop_day_of_other_tables(cur: psycopg.Cursor, day: dt.date, loaded: set[str]) -> list[str]:
+    """Drop ``day``'s partitions of the tables this load of ``day`` did not have (dropped since).
+
+    Returns:
+        The tables whose partition was dropped.
+    """
+    dropped = []
+    for table in snapshot_tables(cur):
+        if table not in loaded and (old := partitions(cur, table).get(day)) is not None:
+            cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(old)))
+            dropped.append(table)
+    return dropped
+
+
 def migrate_unpartitioned(cur: psycopg.Cursor) -> list[str]:
     """Turn every unpartitioned snapshot table (earlier versions) into one partition per day.
 

@@ -107,6 +107,8 @@ class TargetPgCopy(StepTarget):
             raise PartitionError("row counts differ, the load was rolled back: " + "; ".join(wrong))
         for stream, fresh in sorted(self.fresh.items()):
             warehouse.swap_in(self.cursor, stream, self.day, fresh)
+        # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
+        warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
         warehouse.record_load(self.cursor, self.day, self.loaded, self.columns)
         if self.keep_days is not None:
             dropped = warehouse.drop_old_days(self.cursor, self.keep_days)
