@@ -653,7 +653,7 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
         "",
     ]
     if start:
-        lines.append(f"Fixed start-up (empty source, one-row CSV; median of {STARTUP_RUNS}): " + ", ".join(
+        lines.append("Fixed start-up (empty source, one-row CSV; median of --startup-runs): " + ", ".join(
             f"{s} {m.wall:.2f} s" for s, m in start.items()))
         lines.append("")
     lines += [HEADER, "-" * len(HEADER)]
