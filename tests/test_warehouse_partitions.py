@@ -89,8 +89,10 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
                     "USING left(state_abbr, 1)")
     failed = extract_and_load(DAY2, env)
     assert failed.returncode != 0
+    assert "table us_states, column state_abbr" in output(failed)
+    marker = json.loads((root / "_status" / DAY2 / "load-warehouse.json").read_text())
     assert ("table us_states, column state_abbr: the warehouse has type character varying(2), "
-            "the partition has character varying(1)") in output(failed)
+            "the partition has character varying(1)") in marker["error"]
     with databases.warehouse() as wh:
         assert partition_digests(wh) == before and relation_ids(wh) == after
         assert views(wh) == current
