@@ -52,9 +52,14 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pyarrow.parquet as pq
 import seaweed
-from northwind_elt import localdb
-from northwind_elt.report import report_query
+from northwind_elt import localdb, warehouse
+from northwind_elt.arrow_io import copy_parquet_into
+from northwind_elt.layout import DataTree
+from northwind_elt.manifest import read_manifest
+from northwind_elt.pgtypes import columns_of
+from northwind_elt.report import report_query, write_report
 from psycopg import sql
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -78,6 +83,14 @@ RATIO_GOAL = 3.0
 RSS_GOAL_MB = 400
 #: Issue 10: a step's data part on S3 within this factor of the same step on the file system.
 S3_RATIO_GOAL = 2.0
+#: The goals of issue 11: load data part vs raw COPY in, rerun vs first load, report vs its query.
+LOAD_RATIO_GOAL = 1.5
+RERUN_RATIO_GOAL = 1.1
+REPORT_RATIO_GOAL = 2.0
+#: Retention run: this many days loaded one after the other with NORTHWIND_KEEP_DAYS=RETENTION_KEEP.
+RETENTION_DAYS = 10
+RETENTION_KEEP = 3
+RERUN = "load-warehouse rerun"
 
 #: The scaled tables and how their keys are remapped in copy ``k`` (copy 0 is the seed itself).
 #: ``orders.order_id`` is smallint in the dump: ×1000 copies overflow it, so the scaled source
@@ -480,8 +493,12 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
     if s3 is not None:
         env = seaweed.step_environment(env, s3, s3.new_root(), folder / "staging")
         suffix = "-s3"
-    return {step: run_meltano(step + suffix, [step], step_rows(step, counts), env,
-                              folder / "logs") for step in steps}
+    measured = {step: run_meltano(step + suffix, [step], step_rows(step, counts), env,
+                                  folder / "logs") for step in steps}
+    if "load-warehouse" in steps:  # the same day again: its partitions are replaced
+        measured[RERUN] = run_meltano(RERUN.replace(" ", "-") + suffix, ["load-warehouse"],
+                                      step_rows("load-warehouse", counts), env, folder / "logs")
+    return measured
 
 
 # --- One scale --------------------------------------------------------------------------------
@@ -498,15 +515,20 @@ class ScaleResult:
     raw: dict[str, Measurement]
     #: The same steps with the data tree on S3 (``--backend s3``), else empty.
     s3_steps: dict[str, Measurement] = dataclasses.field(default_factory=dict)
+    #: Data parts measured without start-up (:func:`warehouse_in_process`), main scale only.
+    in_process: dict | None = None
 
 
 #: Which raw baseline each step's data part is compared with.
 BASELINE_OF = {"extract-postgres": "raw out (public tables)", "extract-csv": "raw out (details)",
-               "load-warehouse": "raw in (all tables)", "publish-report": "raw report query out"}
+               "load-warehouse": "raw in (all tables)", "publish-report": "raw report query out",
+               RERUN: "raw in (all tables)"}
+#: The start-up each measured step is charged with (the rerun is a load-warehouse run).
+STARTUP_OF = {RERUN: "load-warehouse"}
 
 
 def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
-              s3: seaweed.S3Server | None = None) -> ScaleResult:
+              s3: seaweed.S3Server | None = None, in_process: bool = False) -> ScaleResult:
     """Build the source at ``scale``, run the raw baselines and the steps on it (and on S3)."""
     folder.mkdir(parents=True, exist_ok=True)
     source = f"northwind_x{scale}"
@@ -536,6 +558,9 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
+    found = None
+    if in_process and "publish-report" in steps:
+        found = warehouse_in_process(server, source, folder / "data", raw_folder)
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
@@ -543,19 +568,19 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
         for name in (source, f"{source}_warehouse"):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-    return ScaleResult(scale, counts, build, measured, raw, on_s3)
+    return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3, in_process=found)
 
 
-def startup(server: Server, folder: Path, steps: Sequence[str],
+def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STARTUP_RUNS,
             s3: seaweed.S3Server | None = None) -> dict[str, Measurement]:
     """Each step on an empty source (and a one-row CSV): its fixed start-up (on S3 with ``s3``)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "order_details.csv"
     empty_source(server, "northwind_empty", csv_path)
     counts = {DETAILS: 1}
-    runs = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps, s3)
-            for _ in range(STARTUP_RUNS)]
-    return {step: median_of([run[step] for run in runs]) for step in steps}
+    results = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps, s3)
+               for _ in range(runs)]
+    return {step: median_of([run[step] for run in results]) for step in results[0]}
 
 
 # --- Stock tap --------------------------------------------------------------------------------
@@ -647,14 +672,14 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
         "",
     ]
     if start:
-        lines.append(f"Fixed start-up (empty source, one-row CSV; median of {STARTUP_RUNS}): " + ", ".join(
+        lines.append("Fixed start-up (empty source, one-row CSV; median of --startup-runs): " + ", ".join(
             f"{s} {m.wall:.2f} s" for s, m in start.items()))
         lines.append("")
     lines += [HEADER, "-" * len(HEADER)]
     for step, m in main.steps.items():
         raw = main.raw.get(BASELINE_OF[step])
-        lines.append(step_line(step, m, start.get(step), raw))
-        if raw:
+        lines.append(step_line(step, m, start.get(STARTUP_OF.get(step, step)), raw))
+        if raw and step != RERUN:
             lines.append(raw_line(raw))
     lines += ["",
               "RSS MB = peak RSS of the largest single process (kernel high-water mark); tree MB = "
@@ -663,6 +688,8 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
               f"rows. Goals: extract and load data/raw <= {RATIO_GOAL:.0f}x, RSS < "
               f"{RSS_GOAL_MB} MB."]
     lines += goal_lines(main, start)
+    lines += warehouse_goal_lines(main, start)
+    lines += in_process_lines(main)
     if main.s3_steps:
         lines += s3_lines(main, start, start_s3 or {})
     if stock:
@@ -736,6 +763,134 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
                      f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB: "
                      f"{'meets' if ok else 'MISSES'} the goals (<= {S3_RATIO_GOAL:.0f}x, "
                      f"< {RSS_GOAL_MB} MB)")
+
+def data_part(main: ScaleResult, start: dict[str, Measurement], step: str) -> float | None:
+    """Wall time of ``step`` minus its start-up, or None when either was not measured."""
+    m, s = main.steps.get(step), start.get(STARTUP_OF.get(step, step))
+    return max(m.wall - s.wall, 0.0) if m and s else None
+
+
+def warehouse_goal_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
+    """The warehouse's goals: load vs raw COPY in, rerun vs first load, report vs its query."""
+    lines = []
+    checks = [("load-warehouse data / raw COPY in", data_part(main, start, "load-warehouse"),
+               main.raw.get(BASELINE_OF["load-warehouse"]), LOAD_RATIO_GOAL),
+              ("rerun of the day / first load", data_part(main, start, RERUN),
+               main.steps.get("load-warehouse"), RERUN_RATIO_GOAL),
+              ("publish-report data / raw query", data_part(main, start, "publish-report"),
+               main.raw.get(BASELINE_OF["publish-report"]), REPORT_RATIO_GOAL)]
+    for label, data, baseline, goal in checks:
+        if data is None or baseline is None:
+            continue
+        if label.startswith("rerun"):  # both data parts
+            baseline_s = data_part(main, start, "load-warehouse") or 0.0
+        else:
+            baseline_s = baseline.wall
+        if baseline_s <= 0:
+            continue
+        ratio = data / baseline_s
+        lines.append(f"  {label:<36} {ratio:.2f}x ({data:.2f} s / {baseline_s:.2f} s): "
+                     f"{'meets' if ratio <= goal else 'MISSES'} the goal <= {goal}x")
+    return lines
+
+
+def load_in_process(conn: psycopg.Connection, tree: DataTree, extracted: dt.date, day: dt.date,
+                    keep: int | None) -> float:
+    """Load ``extracted``'s partitions as ``day`` with the warehouse module, as the step does.
+
+    The same sequence of warehouse calls as target-pgcopy, without Meltano's start-up, so the
+    data part is measured directly. Returns the seconds taken.
+    """
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        warehouse.begin_load(cur)
+        rows, columns, fresh = {}, {}, {}
+        for source in ("postgres", "csv"):
+            for partition in tree.partitions_on(source, extracted):
+                manifest = read_manifest(partition)
+                cols = columns_of(pq.read_schema(partition.data_file))
+                warehouse.prepare_table(cur, partition.stream, cols, manifest.key_properties)
+                fresh[partition.stream] = warehouse.start_day(cur, partition.stream, day)
+                rows[partition.stream] = copy_parquet_into(
+                    cur, warehouse.copy_statement(fresh[partition.stream], cols),
+                    partition.data_file)
+                columns[partition.stream] = [c.name for c in cols]
+        for stream, table in fresh.items():
+            warehouse.swap_in(cur, stream, day, table)
+        warehouse.record_load(cur, day, rows, columns)
+        if keep is not None:
+            warehouse.drop_old_days(cur, keep)
+        warehouse.publish_views(cur)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def snapshots_bytes(conn: psycopg.Connection) -> int:
+    """Total size of the warehouse's partitions (tables, indexes, TOAST)."""
+    (size,) = conn.execute(
+        """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition""").fetchone()
+    return int(size)
+
+
+def warehouse_in_process(server: Server, source: str, data_root: Path, folder: Path) -> dict:
+    """The warehouse's data parts without start-up, on the step run's data tree and warehouse.
+
+    A first load and a rerun of the day into a new warehouse, then RETENTION_DAYS - 1 more days
+    with NORTHWIND_KEEP_DAYS=RETENTION_KEEP (the same files under later dates), with the size of
+    the partitions after each day; and the report written into a folder, on two connections.
+    """
+    tree, extracted = DataTree(data_root), dt.date.fromisoformat(RUN_DATE)
+    database = f"{source}_keep"
+    server.create_database(database)
+    result: dict = {"sizes": []}
+    with server.connect(database) as conn:
+        result["first"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
+        result["sizes"].append(snapshots_bytes(conn))
+        result["rerun"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
+        for n in range(1, RETENTION_DAYS):
+            load_in_process(conn, tree, extracted, extracted + dt.timedelta(days=n), RETENTION_KEEP)
+            result["sizes"].append(snapshots_bytes(conn))
+        (result["partitions_per_table"],) = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'snapshots.orders'::regclass"
+        ).fetchone()
+    with server.connect(f"{source}_warehouse") as conn, \
+            server.connect(f"{source}_warehouse") as second:
+        started = time.perf_counter()
+        write_report(conn, extracted, folder / "report", second)
+        result["report"] = time.perf_counter() - started
+    with server.connect("postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(database)))
+    return result
+
+
+def in_process_lines(main: ScaleResult) -> list[str]:
+    """The in-process figures: load, rerun and report data parts; size under retention."""
+    found = main.in_process
+    if not found:
+        return []
+    raw_in = main.raw.get(BASELINE_OF["load-warehouse"])
+    raw_report = main.raw.get(BASELINE_OF["publish-report"])
+    sizes = found["sizes"]
+    lines = ["", "Without start-up (the step's warehouse calls in this process, same data tree):"]
+    checks = [("load-warehouse data / raw COPY in", found["first"], raw_in and raw_in.wall,
+               LOAD_RATIO_GOAL),
+              ("rerun of the day / first load", found["rerun"], found["first"], RERUN_RATIO_GOAL),
+              ("publish-report data / raw query", found["report"], raw_report and raw_report.wall,
+               REPORT_RATIO_GOAL)]
+    for label, data, baseline, goal in checks:
+        if baseline:
+            ratio = data / baseline
+            lines.append(f"  {label:<36} {ratio:.2f}x ({data:.2f} s / {baseline:.2f} s): "
+                         f"{'meets' if ratio <= goal else 'MISSES'} the goal <= {goal}x")
+    lines.append(f"  retention: {RETENTION_DAYS} days loaded with NORTHWIND_KEEP_DAYS="
+                 f"{RETENTION_KEEP}: partitions {sizes[-1] / 2**20:,.1f} MB = "
+                 f"{sizes[-1] / sizes[0]:.2f} days' worth (one day {sizes[0] / 2**20:,.1f} MB), "
+                 f"{found['partitions_per_table']} partitions per table")
+    lines.append("  partitions MB after each day: " + ", ".join(
+        f"{b / 2**20:,.1f}" for b in sizes))
     return lines
 
 
@@ -769,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"(default {DEFAULT_STOCK_SLICE:,})")
     parser.add_argument("--growth", action=argparse.BooleanOptionalAction, default=True,
                         help="also run scales " + ", ".join(map(str, GROWTH_SCALES)))
+    parser.add_argument("--startup-runs", type=int, default=STARTUP_RUNS,
+                        help=f"runs of each step's start-up, median taken (default {STARTUP_RUNS})")
     parser.add_argument("--quick", action="store_true",
                         help="only extract-postgres and its raw COPY: no start-up, growth, stock")
     parser.add_argument("--keep", action="store_true",
@@ -793,13 +950,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "s3":
             (workdir / "seaweedfs").mkdir()
             s3 = seaweed.start(workdir / "seaweedfs")
-        start = {} if args.quick else startup(server, workdir / "startup", steps)
+        start = {} if args.quick else startup(server, workdir / "startup", steps,
+                                              args.startup_runs)
         start_s3 = {} if args.quick or s3 is None else startup(
-            server, workdir / "startup-s3", steps, s3)
+            server, workdir / "startup-s3", steps, args.startup_runs, s3)
         growth = [] if args.quick or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]
-        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps, s3)
+        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps, s3,
+                                in_process=True)
         stock = None
         if not args.quick and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
@@ -807,7 +966,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"
-        out.write_text(json.dumps(to_json(main_result, start, growth, stock), indent=2) + "\n")
+        document = to_json(main_result, start, growth, stock) | {
+            "in_process": main_result.in_process}
+        out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nbenchmark: results in {out}")
     finally:
         if s3 is not None:

@@ -18,9 +18,9 @@ def source_types(conn) -> dict[tuple[str, str], str]:
         """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = %s AND c.relkind = %s AND a.attnum > 0 AND NOT a.attisdropped
-             AND a.attname <> 'snapshot_date'""", ("public" if conn.info.dbname.startswith("source")
-                                                    else "snapshots", "r")))
+           WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+             AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'snapshot_date'""",
+        ("public" if conn.info.dbname.startswith("source") else "snapshots",)))
 
 
 def test_a_day_lands_exactly_and_a_rerun_changes_nothing(databases):

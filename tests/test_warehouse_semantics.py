@@ -47,7 +47,7 @@ def test_days_snapshots_deletes_no_regression_and_rollback(databases):
     # A column whose type changed at the source cannot load into the existing snapshot table:
     # the load fails after other tables were already copied, and must roll all of them back.
     with databases.source(autocommit=True) as src:
-        src.execute("ALTER TABLE us_states ALTER COLUMN state_name TYPE text")
+        src.execute("ALTER TABLE us_states ALTER COLUMN state_name TYPE varchar(50)")
     assert_ok(run_step("extract-postgres", DAY3, env))
     failed = run_step("load-warehouse", DAY3, env)
     assert failed.returncode != 0

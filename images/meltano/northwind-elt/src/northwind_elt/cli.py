@@ -2,6 +2,7 @@
 
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
 northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
 northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
 """
@@ -16,10 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from northwind_elt import logger, pgconn, steps
-from northwind_elt.errors import PipelineError
+from northwind_elt.errors import PipelineError, SettingError
 from northwind_elt.layout import DataTree
+from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
+from northwind_elt.warehouse import KEEP_DAYS_VARIABLE, keep_days_setting
 
 #: The repository (for local defaults); in the image this is /project.
 REPOSITORY = Path(__file__).resolve().parents[5]
@@ -62,8 +65,11 @@ def command_report(args: argparse.Namespace) -> int:
     marker = steps.mark_running(tree, steps.PUBLISH_REPORT, day)
     folder = tree.report_folder(day)
     try:
-        with pgconn.connect(settings_from_env("WAREHOUSE_PG"), "warehouse") as conn:
-            rows, names = write_evidence(conn, tree, day)
+        settings = settings_from_env("WAREHOUSE_PG")
+        # Two connections: the CSV and the JSON stream at once, in one snapshot.
+        with pgconn.connect(settings, "warehouse") as conn, \
+                pgconn.connect(settings, "warehouse") as second:
+            rows, names = write_evidence(conn, second, tree, day)
     except BaseException as error:
         steps.finish(tree, marker, error=str(error))
         raise
@@ -74,7 +80,7 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_evidence(conn, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
+def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
     """Write the day's evidence into the tree; return its rows and file names.
 
     Locally the report writes straight into the tree. For object storage it writes into a local
@@ -82,15 +88,29 @@ def write_evidence(conn, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
     """
     folder = tree.report_folder(day)
     if tree.fs.is_local:
-        rows = write_report(conn, day, Path(folder))
+        rows = write_report(conn, day, Path(folder), second)
         return rows, sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
     tree.staging.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tree.staging, prefix="report-") as scratch:
-        rows = write_report(conn, day, Path(scratch))
+        rows = write_report(conn, day, Path(scratch), second)
         names = sorted(p.name for p in Path(scratch).iterdir())
         for name in names:
             tree.fs.put_file(Path(scratch) / name, folder / name)
     return rows, names
+
+
+def command_prune(args: argparse.Namespace) -> int:
+    """Remove the data-tree days older than the newest N successfully loaded days."""
+    keep = keep_days_setting(args.keep_days or os.environ.get(KEEP_DAYS_VARIABLE))
+    if keep is None:
+        raise SettingError(f"prune needs --keep-days or {KEEP_DAYS_VARIABLE}")
+    tree = DataTree.from_setting(args.data_root)
+    days = prune(tree, keep)
+    for day in days:
+        logger.info("pruned %s from %s", day, tree.url)
+    print(f"prune (keep {keep} loaded days): removed "
+          + (", ".join(map(str, days)) if days else "no day") + f" from {tree.url}")
+    return 0
 
 
 def command_seed_source(args: argparse.Namespace) -> int:
@@ -126,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")
     report.set_defaults(run=command_report)
+    pruning = sub.add_parser("prune", help="remove days beyond the newest N loaded days")
+    pruning.add_argument("--keep-days", help=f"N (default: ${KEEP_DAYS_VARIABLE})")
+    pruning.set_defaults(run=command_prune)
     seed = sub.add_parser("seed-source", help="load the Northwind dump into SOURCE_PG* once")
     seed.add_argument("--dump", default=os.environ.get(
         "NORTHWIND_SOURCE_SQL", str(REPOSITORY / "sources" / "northwind.sql")))

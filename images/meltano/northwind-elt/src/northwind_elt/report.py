@@ -4,6 +4,7 @@ It reads the day's snapshots (not the current views), so the evidence for day D 
 even after a later day was loaded.
 """
 
+import concurrent.futures
 import datetime as dt
 from pathlib import Path
 
@@ -38,47 +39,86 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
              order=sql.SQL(", ").join(order_by))
 
 
-def write_report(conn: psycopg.Connection, day: dt.date, folder: Path) -> int:
+#: COPY options that pass ``row_to_json`` text through unchanged: JSON text never holds these raw
+#: control bytes (it escapes them), so no field is ever quoted and nothing is escaped.
+_VERBATIM_CSV = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
+
+
+def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
+                 second: psycopg.Connection | None = None) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
-    Both files are written under temporary names and renamed into place: the CSV by the
-    server's ``COPY`` (NULL is an empty field, an empty string is ``""``), the JSON as an array of
-    ``row_to_json`` objects (NULL is ``null``), one per line, in the same order.
+    Both files stream from the server's ``COPY`` and are written under temporary names, then
+    renamed into place. The CSV has a header; NULL is an empty field, an empty string is ``""``.
+    The JSON is one array of ``row_to_json`` objects (NULL is ``null``), one object per line, in
+    the same order: ``[``, the objects separated by ``,`` at line ends, ``]``.
+
+    Args:
+        conn: A connection to the warehouse, not in a transaction.
+        day: The loaded day to report.
+        folder: Where the two files go.
+        second: Another connection to the same warehouse, not in a transaction: when given, the
+            JSON is written on it at the same time as the CSV, in the same snapshot (the query
+            runs on two server processes).
+
+    Returns:
+        The rows of the report.
     """
-    with conn.cursor() as cur:
+    # One snapshot for both files (and, with ``second``, for both connections).
+    for connection in (conn, second) if second is not None else (conn,):
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    with conn.transaction(), conn.cursor() as cur:
         if day not in loaded_days(cur):
             raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
                                     "for that day first")
         query = report_query(cur, day)
         csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
-        copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query),
-                     csv_path)
-        rows = 0
-        with atomic.temporary_beside(json_path) as temporary:
-            with open(temporary, "w", encoding="utf-8") as out, conn.cursor(name="report") as lines:
-                # A server-side cursor: the JSON streams in bounded memory, one object per line.
-                lines.itersize = 10_000
-                lines.execute(sql.SQL("SELECT row_to_json(r)::text FROM ({}) AS r").format(query))
-                out.write("[")
-                for (line,) in lines:
-                    out.write(",\n" if rows else "\n")
-                    out.write(line)
-                    rows += 1
-                out.write("\n]\n")
-            atomic.publish(temporary, json_path)
-    return rows
+        csv_copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
+        json_copy = sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) TO STDOUT ({})").format(
+            query, _VERBATIM_CSV)
+        if second is None:
+            copy_to_file(cur, csv_copy, csv_path)
+            return copy_json_array(cur, json_copy, json_path)
+        (snapshot,) = cur.execute("SELECT pg_export_snapshot()").fetchone()
+        with second.transaction(), second.cursor() as other, \
+                concurrent.futures.ThreadPoolExecutor(1) as pool:
+            other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            csv_done = pool.submit(copy_to_file, cur, csv_copy, csv_path)
+            rows = copy_json_array(other, json_copy, json_path)
+            csv_done.result()
+        return rows
 
 
-def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path,
-                 prefix: bytes = b"", suffix: bytes = b"") -> int:
+def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
     """Stream a ``COPY ... TO STDOUT`` into ``path`` atomically; return the chunks (rows) read."""
     rows = 0
     with atomic.temporary_beside(path) as temporary:
         with open(temporary, "wb") as out, cur.copy(statement) as copy:
-            out.write(prefix)
             for chunk in copy:
                 out.write(chunk)
                 rows += 1
-            out.write(suffix)
+        atomic.publish(temporary, path)
+    return rows
+
+
+def copy_json_array(cur: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
+    """Stream a COPY of one JSON object per line into ``path`` as a JSON array; return the rows.
+
+    The server sends one row per chunk; each is written once the next one shows it is not the
+    last (which ends without a comma).
+    """
+    rows = 0
+    with atomic.temporary_beside(path) as temporary:
+        with open(temporary, "wb") as out, cur.copy(statement) as copy:
+            out.write(b"[\n")
+            previous = b""
+            for chunk in copy:
+                if previous:
+                    out.write(previous[:-1])
+                    out.write(b",\n")
+                previous = bytes(chunk)
+                rows += 1
+            out.write(previous)
+            out.write(b"]\n")
         atomic.publish(temporary, path)
     return rows

@@ -3,14 +3,16 @@
 Before anything else the load checks that both extract steps of the day succeeded (so it refuses
 without touching the warehouse or its own marker), then that the warehouse has every type only an
 extension can create (naming table, column and type). Then, in one transaction holding the load lock:
-each stream's snapshot table is created or evolved, the day's old rows are deleted, the partition is
-streamed in with COPY; when the tap's completion message has arrived and every row count matches,
-the views of the newest day are refreshed, the day is recorded in ``snapshots._loads``, and the
-transaction commits. Any failure rolls everything back.
+snapshot tables of earlier (unpartitioned) versions are migrated, each stream's snapshot table is
+created or evolved and its rows are streamed with COPY into a fresh table; when the tap's completion
+message has arrived and every row count matches, each fresh table replaces the day's partition, the
+day is recorded in ``snapshots._loads``, days beyond ``NORTHWIND_KEEP_DAYS`` are dropped, the views
+of the newest day are refreshed, and the transaction commits. Any failure rolls everything back.
 """
 
 import contextlib
 import datetime as dt
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,6 +64,7 @@ class TargetPgCopy(StepTarget):
         day = parse_run_date(self.config.get("run_date"))
         tree = DataTree.from_setting(self.config.get("data_root"))
         markers = steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
+        self.keep_days = warehouse.keep_days_setting(os.environ.get(warehouse.KEEP_DAYS_VARIABLE))
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
         try:
@@ -69,35 +72,39 @@ class TargetPgCopy(StepTarget):
             self.cursor = self.conn.cursor()
             self.start_step(tree, steps.LOAD_WAREHOUSE, day)
             warehouse_types.require_external_types(self.cursor, day_columns(tree, markers, day))
-            warehouse.begin_load(self.cursor)
+            migrated = warehouse.begin_load(self.cursor)
         except BaseException as error:
             # No message handler runs yet, so nothing else would record why the load failed.
             steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, one_line(error))
             raise
+        if migrated:
+            self.logger.info("migrated to one partition per day: %s", ", ".join(migrated))
         self.loaded: dict[str, int] = {}
+        #: The fresh table of each stream, and its columns, swapped in at the end.
+        self.fresh: dict[str, str] = {}
+        self.columns: dict[str, list[str]] = {}
         self.logger.info("loading %s into %s", day,
                          pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")))
 
     def prepare_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
-        """Create or evolve the stream's snapshot table and delete the day's rows."""
+        """Create or evolve the stream's snapshot table and start the fresh table of the day."""
         warehouse.prepare_table(self.cursor, stream, columns, keys)
-        warehouse.delete_day(self.cursor, stream, self.day)
+        if stream not in self.fresh:
+            self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day)
+        self.columns[stream] = [c.name for c in columns]
         self.loaded.setdefault(stream, 0)
 
     def copy_file(self, stream: str, columns: list[Column], path: Path) -> None:
         """COPY a Parquet partition into the stream's snapshot table."""
-        rows = copy_parquet_into(self.cursor, warehouse.copy_statement(stream, columns), path,
-                                 extra={warehouse.SNAPSHOT_DATE: pa.scalar(self.day, pa.date32())},
-                                 progress=throttled_progress(self.logger.info, f"loading {stream}"))
+        rows = copy_parquet_into(self.cursor, warehouse.copy_statement(self.fresh[stream], columns),
+                                 path, progress=throttled_progress(self.logger.info, f"loading {stream}"))
         self.loaded[stream] += rows
         self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(self.loaded),
                          len(self.completion.rows) if self.completion else len(self.loaded))
 
     def copy_batch(self, stream: str, columns: list[Column], batch: pa.RecordBatch) -> None:
         """COPY a batch of rows converted from RECORD messages."""
-        batch = batch.append_column(warehouse.SNAPSHOT_DATE,
-                                    pa.repeat(pa.scalar(self.day, pa.date32()), batch.num_rows))
-        with self.cursor.copy(warehouse.copy_statement(stream, columns)) as copy:
+        with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], columns)) as copy:
             copy.write(csv_for_copy(batch))
         self.loaded[stream] += batch.num_rows
 
@@ -111,7 +118,7 @@ class TargetPgCopy(StepTarget):
                 self.conn.close()
 
     def finish_step(self) -> None:
-        """Check every announced row arrived, publish the views, record the day, commit."""
+        """Check every announced row arrived, swap the partitions in, record the day, commit."""
         if self.completion is None:
             raise PartitionError("the extractor ended without its completion message: the load "
                                  "was rolled back")
@@ -119,8 +126,17 @@ class TargetPgCopy(StepTarget):
                  for s, n in sorted(self.completion.rows.items()) if self.loaded.get(s, 0) != n]
         if wrong:
             raise PartitionError("row counts differ, the load was rolled back: " + "; ".join(wrong))
+        for stream, fresh in sorted(self.fresh.items()):
+            warehouse.swap_in(self.cursor, stream, self.day, fresh)
+        # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
+        warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
+        warehouse.record_load(self.cursor, self.day, self.loaded, self.columns)
+        if self.keep_days is not None:
+            dropped = warehouse.drop_old_days(self.cursor, self.keep_days)
+            self.logger.info("retention %s=%d: dropped the partitions of %s",
+                             warehouse.KEEP_DAYS_VARIABLE, self.keep_days,
+                             ", ".join(map(str, dropped)) or "no day")
         warehouse.publish_views(self.cursor)
-        warehouse.record_load(self.cursor, self.day, self.loaded)
         self.conn.commit()
         self.succeed_step(self.loaded, {"tables": sorted(self.loaded)})
 
