@@ -216,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         env = local_environment(state_dir)
         os.environ.update(env)
         state, tasks = run_dag(args.date, env, console, log_dir, args.task)
+    except KeyboardInterrupt:
+        print(f"run_local: {DAG_ID} {args.date} interrupted", file=console, flush=True)
+        return 130
+    except SystemExit as stop:  # our own refusal (a DAG that does not parse, an unknown --task)
+        print(stop.code, file=console, flush=True)
+        return 1
     except Exception as error:
-        # Ours or Airflow's own failure before or around the tasks: its traceback is in the log.
+        # A failure of the local server or of Airflow itself, around the tasks: its traceback is logged.
         traceback.print_exc()
         where = f"; details in {log_dir / AIRFLOW_LOG}" if log_dir is not None else ""
         print(f"run_local: {DAG_ID} {args.date} could not run: {error}{where}", file=console, flush=True)
