@@ -15,6 +15,7 @@ Usage::
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://localhost:{args.port}"
     print(f"airflow_local: starting Airflow (log: {log})", flush=True)
     with open(log, "a") as output:
+        # Its own session: our Ctrl-C handling decides how the components stop (standalone stops
+        # them cleanly on SIGINT; on SIGTERM it would leave them running).
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
@@ -114,13 +118,32 @@ def main(argv: list[str] | None = None) -> int:
             print("airflow_local: stopping", flush=True)
             return 0
         finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+            stop(server)
+
+
+def stop(server: subprocess.Popen, grace_seconds: float = 60) -> None:
+    """Stop standalone and every component it started (its process group)."""
+    for signal_number in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, signal_number)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            server.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            continue
+        # standalone is gone; its components get the same grace before the group is killed.
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and _group_alive(server.pid):
+            time.sleep(1)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
