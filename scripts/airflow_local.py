@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="the UI's port (default 8080)")
     args = parser.parse_args(argv)
+    # Ctrl-C must stop us even when started where SIGINT is ignored (a background job of a script);
+    # standalone then inherits the default handling too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
     # Unbuffered: standalone relays its components' lines, and the log should show them as they come.
     env = {**os.environ, **airflow_environment(state_dir, args.port), "PYTHONUNBUFFERED": "1"}
