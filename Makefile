@@ -35,6 +35,10 @@ $(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northw
 run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)
 	$(UV) run --frozen python scripts/run_local.py --date $(DATE)
 
+.PHONY: airflow
+airflow: install  ## Airflow 3 and its UI on this machine, no cluster (prints URL and login; Ctrl-C stops)
+	$(UV) run --frozen python scripts/airflow_local.py $(if $(PORT),--port $(PORT))
+
 status: install  ## Which steps succeeded for which days (local data tree)
 	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status
 

@@ -1,9 +1,14 @@
 """Run the ``northwind_daily`` DAG for one day on this machine: what ``make run DATE=...`` does.
 
 No cluster: the DAG's tasks run their Meltano step commands as local processes
-(``NORTHWIND_RUNTIME=local``) against the embedded PostgreSQL of ``.local/postgres``. Airflow keeps
-its metadata in ``.local/airflow``. The script ends with where the evidence files are and one line
-per task; it exits non-zero, naming the failed tasks, when the run fails.
+(``NORTHWIND_RUNTIME=local``) against the embedded PostgreSQL of ``.local/postgres``; tasks whose
+upstreams are done run at the same time (both extracts), as on a cluster. Airflow keeps its
+metadata in ``.local/airflow``.
+
+The console gets one line per task (start, end, duration, rows, and for a failure its step, its
+one-line reason and its log), then the evidence files. Everything else (Airflow's own lines, each
+step's output) goes to log files under ``.local/logs/<date>/``; ``VERBOSE=1`` prints it all instead.
+The script exits non-zero, naming the failed tasks, when the run fails.
 
 Usage::
 
@@ -16,10 +21,11 @@ itself still refuses to run unless the markers of its prerequisites say ``succes
 import argparse
 import datetime as dt
 import os
-import re
-import subprocess
 import sys
+import time
+import traceback
 from pathlib import Path
+from typing import TextIO
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAG_ID = "northwind_daily"
@@ -27,6 +33,8 @@ DAGS_FOLDER = REPOSITORY / "dags"
 NOT_RUN = "not run (--task)"
 DONE = ("success", NOT_RUN)
 REPORT_FILES = ("orders_with_details.csv", "orders_with_details.json")
+#: Airflow's own lines of a run (parsing, scheduling), beside one ``<task_id>.log`` per task.
+AIRFLOW_LOG = "airflow.log"
 
 
 def parse_date(value: str) -> dt.date:
@@ -63,67 +71,132 @@ def local_environment(state_dir: Path) -> dict[str, str]:
     }
 
 
-def run_dag(day: dt.date, only: str | None = None) -> tuple[str, dict[str, str]]:
-    """Migrate Airflow's metadata DB, run the DAG for ``day``; return run and task states.
+def open_console(log_dir: Path | None) -> TextIO:
+    """Return the stream for our own lines; send everything else printed later to ``log_dir``.
+
+    With ``log_dir`` None (``VERBOSE=1``) nothing is redirected.
+    """
+    if log_dir is None:
+        return sys.stdout
+    console = os.fdopen(os.dup(1), "w", buffering=1)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_dir / AIRFLOW_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return console
+
+
+def migrate_once(airflow_home: Path) -> None:
+    """Create or upgrade Airflow's metadata DB once per Airflow version (a check costs seconds).
+
+    The stamp lives beside the SQLite file, so removing ``.local`` starts over.
+    """
+    import airflow
+    from airflow.utils import db
+
+    stamp = airflow_home / ".migrated"
+    if stamp.is_file() and stamp.read_text() == airflow.__version__:
+        return
+    db.upgradedb()
+    stamp.write_text(airflow.__version__)
+
+
+def step_rows(env: dict[str, str], step: str | None, day: dt.date) -> int | None:
+    """Rows the step's marker reports for ``day`` (None without a marker)."""
+    from northwind_elt.layout import DataTree
+    from northwind_elt.steps import read_marker
+
+    if step is None:
+        return None
+    marker = read_marker(DataTree(Path(env["NORTHWIND_DATA_ROOT"]).resolve()), step, day)
+    return sum(marker.rows.values()) if marker is not None and marker.rows else None
+
+
+def task_line(outcome, rows: int | None) -> str:
+    """One line of a finished task: state, start, end, duration, rows; a failure's step and reason."""
+    clock = "%H:%M:%S"
+    times = (
+        f"{outcome.start:{clock}} -> {outcome.end:{clock}} {outcome.seconds:5.1f} s"
+        if outcome.start and outcome.end
+        else " " * 26
+    )
+    line = f"  {outcome.task_id:<18}{outcome.state:<16}{times}"
+    if rows is not None:
+        line += f" {rows:>7,} rows"
+    if outcome.state not in DONE and outcome.error:
+        line += f"\n    {outcome.error}"  # names the step, the date and the reason
+    if outcome.state not in DONE and outcome.log is not None:
+        line += f"\n    log: {outcome.log}"
+    return line
+
+
+def run_dag(
+    day: dt.date, env: dict[str, str], console: TextIO, log_dir: Path | None, only: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """Run the DAG for ``day``, one console line per task as it ends; return run and task states.
 
     Airflow reads its settings when first imported, so this runs after the environment is set.
 
     Args:
         day: The run's logical date.
+        env: The run's settings (data root for the markers).
+        console: Where the task lines go.
+        log_dir: Where each task's log goes; None keeps everything on the console.
         only: Run just this task; the others are marked success without running.
     """
     from airflow.dag_processing.dagbag import BundleDagBag
-    from airflow.utils import db
-    from airflow.utils.session import create_session
 
-    db.upgradedb()  # idempotent: a no-op when the schema is current
+    if str(DAGS_FOLDER) not in sys.path:
+        sys.path.append(str(DAGS_FOLDER))  # as the DAG processor does: the DAG's own helpers
+    from northwind.local_run import run_day
+
+    migrate_once(Path(env["AIRFLOW_HOME"]))
     bag = BundleDagBag(dag_folder=DAGS_FOLDER, bundle_path=DAGS_FOLDER, bundle_name="dags-folder")
     if bag.import_errors or DAG_ID not in bag.dags:
         errors = "\n".join(f"{path}: {error}" for path, error in bag.import_errors.items())
         raise SystemExit(f"run_local: {DAG_ID} does not parse:\n{errors}")
-    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     dag = bag.dags[DAG_ID]
-    # Locally a failure is final: retries with backoff are for pods on a cluster, and dag.test()
-    # would sit out every retry delay before reporting.
+    # Locally a failure is final: retries with backoff are for pods on a cluster.
     for task in dag.tasks:
         task.retries = 0
-    skipped = None
+    skip = ()
     if only is not None:
         if only not in dag.task_ids:
             raise SystemExit(f"run_local: --task {only!r} is not one of {', '.join(dag.task_ids)}")
-        skipped = "|".join(re.escape(task) for task in dag.task_ids if task != only)
-    run = dag.test(logical_date=logical_date, mark_success_pattern=skipped)
-    with create_session() as session:
-        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
-    # In the DAG's order (extracts, load, report), not the database's.
-    tasks = {task_id: states.get(task_id, "none") for task_id in dag.task_ids}
+        skip = [task for task in dag.task_ids if task != only]
+
+    def report(outcome) -> None:
+        if outcome.task_id in skip:
+            return
+        step = getattr(dag.task_dict[outcome.task_id], "step", None)
+        print(task_line(outcome, step_rows(env, step, day)), file=console, flush=True)
+
+    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    state, outcomes = run_day(bag, DAG_ID, logical_date=logical_date, log_dir=log_dir, skip=skip,
+                              on_finish=report)
+    tasks = {task_id: outcome.state for task_id, outcome in outcomes.items()}
     if only is None:
-        return str(run.state), tasks
+        return state, tasks
     return tasks[only], {task: tasks[task] if task == only else NOT_RUN for task in tasks}
 
 
-def print_summary(day: dt.date, env: dict[str, str], state: str, tasks: dict[str, str]) -> None:
-    """Print the evidence files, the Airflow task states and the step markers of ``day``."""
+def print_summary(
+    day: dt.date, env: dict[str, str], state: str, seconds: float, log_dir: Path | None, console: TextIO
+) -> None:
+    """Print the run's state, the evidence files and where the markers and logs are."""
     root = Path(env["NORTHWIND_DATA_ROOT"])
     reports = root / "reports" / day.isoformat()
-    print(f"\n=== {DAG_ID} {day}: {state} ===")
-    print("Airflow tasks:")
-    for task_id, task_state in tasks.items():
-        print(f"  {task_id:<18}{task_state}")
-    print("Evidence:")
+    lines = [f"=== {DAG_ID} {day}: {state} ({seconds:.1f} s) ===", "Evidence:"]
     for name in REPORT_FILES:
         path = reports / name
-        print(f"  {path}" + ("" if path.is_file() else "  (missing)"))
-    print(f"Step markers ({root / '_status' / day.isoformat()}):")
-    status = subprocess.run(
-        ["northwind", "--data-root", str(root), "status", "--date", day.isoformat()],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for line in (status.stdout + status.stderr).splitlines():
-        print(f"  {line}")
+        lines.append(f"  {path}" + ("" if path.is_file() else "  (missing)"))
+    lines.append(f"Step markers: {root / '_status' / day.isoformat()}  (make status)")
+    if log_dir is not None:
+        lines.append(f"Logs: {log_dir}  ({AIRFLOW_LOG} and <task>.log; VERBOSE=1 prints them)")
+    print("\n".join(lines), file=console, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,18 +206,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=parse_date, default=today, help="the day (default: today, UTC)")
     parser.add_argument("--task", help="rerun only this task id of the day (e.g. load_warehouse)")
     args = parser.parse_args(argv)
-    state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local")
-    env = local_environment(state_dir)
-    os.environ.update(env)
-    print(f"run_local: {DAG_ID} for {args.date} (Airflow home {env['AIRFLOW_HOME']})", flush=True)
-    state, tasks = run_dag(args.date, args.task)
-    print_summary(args.date, env, state, tasks)
+    started = time.monotonic()
+    state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
+    verbose = os.environ.get("VERBOSE", "") not in ("", "0")
+    log_dir = None if verbose else state_dir / "logs" / args.date.isoformat()
+    console = open_console(log_dir)
+    print(f"run_local: {DAG_ID} for {args.date}", file=console, flush=True)
+    try:
+        env = local_environment(state_dir)
+        os.environ.update(env)
+        state, tasks = run_dag(args.date, env, console, log_dir, args.task)
+    except KeyboardInterrupt:
+        print(f"run_local: {DAG_ID} {args.date} interrupted", file=console, flush=True)
+        return 130
+    except SystemExit as stop:  # our own refusal (a DAG that does not parse, an unknown --task)
+        print(stop.code, file=console, flush=True)
+        return 1
+    except Exception as error:
+        # A failure of the local server or of Airflow itself, around the tasks: its traceback is logged.
+        traceback.print_exc()
+        where = f"; details in {log_dir / AIRFLOW_LOG}" if log_dir is not None else ""
+        print(f"run_local: {DAG_ID} {args.date} could not run: {error}{where}", file=console, flush=True)
+        return 1
+    print_summary(args.date, env, state, time.monotonic() - started, log_dir, console)
     failed = [task for task, task_state in tasks.items() if task_state not in DONE]
     if state != "success" or failed:
         print(
             f"run_local: {DAG_ID} {args.date} failed: "
             + ", ".join(f"{task} {tasks[task]}" for task in failed),
-            file=sys.stderr,
+            file=console,
+            flush=True,
         )
         return 1
     return 0

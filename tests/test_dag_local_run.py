@@ -1,4 +1,4 @@
-"""The DAG end to end in local mode: real Airflow (``dag.test``), real Meltano, real PostgreSQL.
+"""The DAG end to end in local mode: real Airflow (``northwind.local_run``), real Meltano, real PostgreSQL.
 
 Each test gets fresh databases and a fresh data tree (``pipeline_env``); the DAG's tasks run their
 step commands as local processes, exactly what ``make run`` does.
@@ -61,6 +61,11 @@ def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
     first = run_dag(DAY, databases.env)
 
     assert (first.state, first.task_states) == ("success", ALL_SUCCESS)
+    # The two extracts ran at the same time, as on a cluster (each starts before the other ends).
+    csv_task, pg_task = first.outcomes["extract_csv"], first.outcomes["extract_postgres"]
+    assert csv_task.start < pg_task.end and pg_task.start < csv_task.end
+    load = first.outcomes["load_warehouse"]
+    assert load.start >= max(csv_task.end, pg_task.end)
     report = root / "reports" / DAY
     assert len(json.loads((report / "orders_with_details.json").read_text())) == ORDER_DETAILS_ROWS
     with open(report / "orders_with_details.csv", newline="") as file:
@@ -108,6 +113,10 @@ def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(datab
     run = run_dag(DAY, databases.env)
 
     assert run.state == "failed"
+    assert run.outcomes["extract_csv"].error == (
+        f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: {source}: line 4, column quantity: "
+        "'five' is not an integer"
+    )
     assert run.task_states == {
         "extract_postgres": "success",
         "extract_csv": "failed",
@@ -124,7 +133,7 @@ def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(datab
     assert not (databases.data_root / "reports" / DAY).exists()
 
 
-def test_make_run_names_the_failed_task_and_prints_the_evidence_and_markers(tmp_path):
+def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp_path):
     """``scripts/run_local.py`` (``make run``) with its own embedded server, Airflow home, data."""
     from northwind_elt import localdb
 
@@ -137,6 +146,7 @@ def test_make_run_names_the_failed_task_and_prints_the_evidence_and_markers(tmp_
         "NORTHWIND_DATA_ROOT": str(tmp_path / "data"),
         "ORDER_DETAILS_CSV": str(broken),
     }
+    env.pop("VERBOSE", None)
     try:
         result = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "run_local.py"), "--date", DAY],
@@ -149,16 +159,28 @@ def test_make_run_names_the_failed_task_and_prints_the_evidence_and_markers(tmp_
     finally:
         localdb.stop_server(state_dir)
 
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert len(output.splitlines()) < 30, output
+    assert "Traceback" not in output
+    reason = f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: {broken}: line 2, column quantity: "
+    log = state_dir / "logs" / DAY / "extract_csv.log"
+    assert re.search(r"^  extract_postgres\s+success\s+\S+ -> \S+\s+[\d.]+ s\s+1,207 rows$", output, re.M)
+    assert re.search(
+        rf"^  extract_csv\s+failed\s+.*\n    {re.escape(reason)}'twelve' is not an integer\n    log: {log}$",
+        output,
+        re.M,
+    ), output
     assert (
         "northwind_daily 2024-01-02 failed: extract_csv failed, "
         "load_warehouse upstream_failed, publish_report upstream_failed"
-    ) in result.stderr
-    summary = result.stdout[result.stdout.index("=== northwind_daily 2024-01-02: failed ===") :]
+    ) in output
     report = tmp_path / "data" / "reports" / DAY
-    assert f"{report / 'orders_with_details.csv'}  (missing)" in summary
-    assert re.search(r"2024-01-02\s+extract-postgres\s+success\s+1207", summary)
-    assert re.search(r"2024-01-02\s+extract-csv\s+failed", summary)
+    assert f"{report / 'orders_with_details.csv'}  (missing)" in output
+    # The step's own output is in its log: the plugin's one line, no traceback from the plugins.
+    step_lines = [line for line in log.read_text().splitlines() if "tap-csvtyped" in line]
+    assert any("tap-csvtyped: error: " in line for line in step_lines)
+    assert not any("Traceback" in line for line in step_lines)
     assert (state_dir / "airflow" / "airflow.db").is_file()
 
 

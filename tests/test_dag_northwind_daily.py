@@ -340,6 +340,24 @@ def test_local_step_failure_names_the_step_and_repeats_its_last_lines(tmp_path, 
         operator.execute(context={})
 
 
+def test_local_step_user_error_is_its_one_line_reason_without_the_output_tail(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    script = (
+        "import sys; print('[info ] tap-csvtyped tap-csvtyped: error: x.csv: line 3, column quantity: bad');"
+        "print('[info ] target-datatree-csv target-datatree: error: the extractor ended early');"
+        "print('Traceback (most recent call last):'); sys.exit(1)"
+    )
+    operator = local_operator(tmp_path, monkeypatch, script)
+
+    with pytest.raises(AirflowFailException) as failure:
+        operator.execute(context={})
+
+    assert str(failure.value) == (
+        f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: x.csv: line 3, column quantity: bad"
+    )
+
+
 def test_the_tests_run_steps_with_the_dags_command():
     if str(DAGS_FOLDER) not in sys.path:
         sys.path.insert(0, str(DAGS_FOLDER))

@@ -13,6 +13,7 @@ So the task graph, the commands and the rendered dates are the same in both mode
 
 import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,10 @@ DEFAULT_PROJECT = Path(__file__).resolve().parents[2] / "images" / "meltano"
 
 #: How many output lines of a failed local step the task's error message repeats.
 ERROR_TAIL_LINES = 15
+
+#: The one line a plugin or the ``northwind`` CLI prints for an error the user caused
+#: (``tap-csvtyped: error: <reason>``, see ``northwind_elt.entry``), wherever Meltano's log puts it.
+USER_ERROR_LINE = re.compile(r"(?:^|\s)((?:tap|target)-[\w-]+|northwind(?: \w+)?): error: (.+)$")
 
 
 def runtime(environ: Mapping[str, str] = os.environ) -> str:
@@ -109,7 +114,8 @@ class MeltanoStepOperator(KubernetesPodOperator):
         """Run the step's command as a child process, streaming its output into the task log.
 
         Raises:
-            AirflowFailException: If the command fails. A local failure is final (no retries):
+            AirflowFailException: If the command fails: with the one-line reason of an error the
+                user caused, else with the last lines of output. A local failure is final (no retries):
                 there is no pod scheduling or network between hosts to be transiently wrong.
         """
         project = meltano_project()
@@ -121,6 +127,7 @@ class MeltanoStepOperator(KubernetesPodOperator):
         command = self.local_command(env)
         self.log.info("step %s: running %s in %s", self.step, " ".join(command), project)
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        reason = None
         # The project's Meltano system database is shared: `--no-state-update` keeps runs from
         # writing state or job records to it, so concurrent days never wait on each other.
         self._process = subprocess.Popen(
@@ -138,10 +145,16 @@ class MeltanoStepOperator(KubernetesPodOperator):
                 line = line.rstrip()
                 tail.append(line)
                 self.log.info("%s", line)
+                # The first user error is the cause; a target's complaint about its tap follows it.
+                found = reason is None and USER_ERROR_LINE.search(line)
+                if found:
+                    reason = f"{found.group(1)}: {found.group(2).strip()}"
             code = self._process.wait()
         finally:
             # A timeout or kill of the task must not leave the step running on its own.
             self._stop_process()
+        if code != 0 and reason is not None:
+            raise AirflowFailException(f"step {self.step} (RUN_DATE={env.get('RUN_DATE')}): {reason}")
         if code != 0:
             last = "\n".join(tail)
             raise AirflowFailException(

@@ -1,0 +1,153 @@
+"""Airflow 3 with its UI on this machine, no cluster: what ``make airflow`` starts.
+
+``airflow standalone`` runs the api-server, scheduler, dag-processor and triggerer with a
+LocalExecutor. Here its metadata database is ``airflow`` in the embedded PostgreSQL of ``.local``
+(beside ``northwind`` and ``warehouse``), the DAG folder is this checkout's, and the steps run as
+local processes (``NORTHWIND_RUNTIME=local``) against the same databases and data tree as
+``make run``. The admin password is generated once by Airflow's SimpleAuthManager and kept in
+``.local/airflow-server/``; a second start reuses everything. Ctrl-C stops all of it.
+
+Usage::
+
+    uv run python scripts/airflow_local.py [--port 8080]
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from run_local import REPOSITORY, local_environment
+
+#: The metadata database of the local Airflow, beside the pipeline's two.
+AIRFLOW_DATABASE = "airflow"
+USER = "admin"
+STARTUP_TIMEOUT_SECONDS = 900  # a loaded 2-core machine needs minutes
+
+
+def airflow_environment(state_dir: Path, port: int) -> dict[str, str]:
+    """Return the settings of the local Airflow: the pipeline's, plus home, database and server."""
+    import psycopg
+    from northwind_elt.localdb import SUPERUSER, ensure_database
+
+    env = local_environment(state_dir)
+    socket_dir = env["WAREHOUSE_PGHOST"]
+    with psycopg.connect(host=socket_dir, dbname="postgres", user=SUPERUSER, autocommit=True) as admin:
+        ensure_database(admin, AIRFLOW_DATABASE)
+    home = state_dir / "airflow-server"
+    home.mkdir(parents=True, exist_ok=True)
+    # A socket-only server: the host goes in the query (libpq takes a folder as host).
+    database = f"{SUPERUSER}@/{AIRFLOW_DATABASE}?host={socket_dir}"
+    return {
+        **env,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{database}",
+        # Airflow would pick asyncpg (not installed) for its async engine; psycopg 3 does both.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{database}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # two cores: both extracts at once, no more
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPOSITORY / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # New DAGs start unpaused: the user came to trigger a day.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    }
+
+
+def wait_until_ready(url: str, server: subprocess.Popen, password_file: Path) -> str:
+    """Wait for the api-server to answer and the password file to exist; return the password."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"airflow_local: airflow standalone exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:  # noqa: S310
+                healthy = response.status == 200
+        except (urllib.error.URLError, OSError):
+            healthy = False
+        if healthy and password_file.is_file():
+            return json.loads(password_file.read_text())[USER]
+        time.sleep(2)
+    raise SystemExit(f"airflow_local: Airflow did not answer at {url} within {STARTUP_TIMEOUT_SECONDS} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start Airflow, print the URL and login, run until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8080, help="the UI's port (default 8080)")
+    args = parser.parse_args(argv)
+    # Ctrl-C must stop us even when started where SIGINT is ignored (a background job of a script);
+    # standalone then inherits the default handling too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
+    # Unbuffered: standalone relays its components' lines, and the log should show them as they come.
+    env = {**os.environ, **airflow_environment(state_dir, args.port), "PYTHONUNBUFFERED": "1"}
+    log = state_dir / "logs" / "airflow-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    url = f"http://localhost:{args.port}"
+    print(f"airflow_local: starting Airflow (log: {log})", flush=True)
+    with open(log, "a") as output:
+        # Its own session: our Ctrl-C handling decides how the components stop (standalone stops
+        # them cleanly on SIGINT; on SIGTERM it would leave them running).
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+            password = wait_until_ready(url, server, passwords)
+            print(f"Airflow UI: {url}  login: {USER} / {password}  (Ctrl-C stops it)", flush=True)
+            print("Trigger northwind_daily with the date param (YYYY-MM-DD) to run a day.", flush=True)
+            return server.wait()
+        except KeyboardInterrupt:
+            print("airflow_local: stopping", flush=True)
+            return 0
+        finally:
+            stop(server)
+
+
+def stop(server: subprocess.Popen, grace_seconds: float = 60) -> None:
+    """Stop standalone and every component it started (its process group)."""
+    for signal_number in (signal.SIGINT, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, signal_number)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        try:
+            server.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            continue
+        # standalone is gone; its components get the same grace before the group is killed.
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and _group_alive(server.pid):
+            time.sleep(1)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
