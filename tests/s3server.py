@@ -21,7 +21,7 @@ from settings import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from seaweed import BUCKET, S3Server, SeaweedUnavailable, start, step_environment  # noqa: E402
+from seaweed import BUCKET, S3Server, SeaweedUnavailable, free_ports, start, step_environment  # noqa: E402, F401
 
 __all__ = ["BUCKET", "FreezingProxy", "S3Server", "s3_server", "with_server"]
 

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import official_chart
 import pytest
 import yaml
 from dag_support import build_pod, utc_day
+from s3server import free_ports
 from test_chart_airflow import _secret_refs
 from test_names_in_step import cluster_env
 
@@ -372,17 +372,6 @@ def test_make_up_options_pick_the_layers():
 # --- the object store for real: weed with the rendered args, identity file and bucket script --
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The chart's server command on loopback: its args with local paths and free ports."""
@@ -398,7 +387,7 @@ def store(tmp_path_factory):
     container = helm.pod_spec(helm.by_kind(docs, "StatefulSet")[0])["containers"][0]
     names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
              "filer.port.grpc", "s3.port.grpc", "metricsPort")
-    ports = dict(zip(("s3.port", *names), _free_ports(len(names) + 1), strict=True))
+    ports = dict(zip(("s3.port", *names), free_ports(len(names) + 1), strict=True))
     args = [arg.replace("/data", str(folder / "data")).replace("/etc/seaweedfs", str(folder / "etc"))
             .replace("-s3.ip.bind=0.0.0.0", "-s3.ip.bind=127.0.0.1")
             for arg in container["args"] if not arg.startswith("-s3.port=")]

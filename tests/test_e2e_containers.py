@@ -270,7 +270,8 @@ def column_types(conn, schema: str, exclude=()) -> dict[tuple[str, str], str]:
            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-             AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'snapshot_date'""", (schema,)).fetchall()
+             AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'snapshot_date'""",
+        (schema,)).fetchall()
     return {(t, c): ty for t, c, ty in rows if t not in exclude}
 
 
