@@ -554,13 +554,14 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
                                                  rows_public + counts[DETAILS],
                                                  "raw in (all tables)")
     measured = run_steps(server, source, counts, csv_path, folder, steps)
-    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3) if s3 else {}
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
     found = None
     if in_process and "publish-report" in steps:
         found = warehouse_in_process(server, source, folder / "data", raw_folder)
+    # Last: it starts from a fresh data folder and warehouse, which the figures above read.
+    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3) if s3 else {}
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
