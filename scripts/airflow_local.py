@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,13 +60,27 @@ def airflow_environment(state_dir: Path, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
+        # The scheduler's and triggerer's log servers (for remote workers: unused here, the
+        # api-server reads the local log files) would take the fixed ports 8793 and 8794,
+        # which a second Airflow on this machine (or --port 8793) already holds.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPOSITORY / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # New DAGs start unpaused: the user came to trigger a day.
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Paused until the user triggers a day (the Trigger dialog unpauses it): unpaused at
+        # creation, @daily would start today's run at once and, with max_active_runs=1, hold
+        # back the day the user asked for.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
     }
+
+
+def free_port() -> int:
+    """Return a TCP port that no process listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until_ready(url: str, server: subprocess.Popen, password_file: Path) -> str:
@@ -115,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
             password = wait_until_ready(url, server, passwords)
             print(f"Airflow UI: {url}  login: {USER} / {password}  (Ctrl-C stops it)", flush=True)
-            print("Trigger northwind_daily with the date param (YYYY-MM-DD) to run a day.", flush=True)
+            print(
+                "Trigger northwind_daily with the date param (YYYY-MM-DD) to run a day"
+                " (the DAG starts paused; the Trigger dialog unpauses it).",
+                flush=True,
+            )
             return server.wait()
         except KeyboardInterrupt:
             print("airflow_local: stopping", flush=True)
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def stop(server: subprocess.Popen, grace_seconds: float = 60) -> None:
     """Stop standalone and every component it started (its process group)."""
+    # A second Ctrl-C (the terminal's, or uv passing it on) must not cut this short and leave
+    # the components running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signal_number in (signal.SIGINT, signal.SIGKILL):
         try:
             os.killpg(server.pid, signal_number)
