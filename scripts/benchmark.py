@@ -764,6 +764,8 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
                      f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB: "
                      f"{'meets' if ok else 'MISSES'} the goals (<= {S3_RATIO_GOAL:.0f}x, "
                      f"< {RSS_GOAL_MB} MB)")
+    return lines
+
 
 def data_part(main: ScaleResult, start: dict[str, Measurement], step: str) -> float | None:
     """Wall time of ``step`` minus its start-up, or None when either was not measured."""

@@ -11,10 +11,11 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from northwind_elt.errors import PrerequisiteError
+from northwind_elt.errors import PipelineError, PrerequisiteError
 from northwind_elt.layout import DataTree
 
 EXTRACT_POSTGRES = "extract-postgres"
@@ -69,18 +70,30 @@ def attempt_id() -> str:
     """
     parent = os.getppid()
     try:
-        started = open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()[19]
+        with open(f"/proc/{parent}/stat") as stat:
+            started = stat.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         started = "?"
     return f"{socket.gethostname()}:{parent}:{started}"
 
 
+#: Reads of a marker that its step's other process is overwriting at that moment: an
+#: S3-compatible store (SeaweedFS here) can serve such a read torn; a moment later it is whole.
+TORN_READ_RETRIES = 20
+TORN_READ_PAUSE_S = 0.05
+
+
 def read_marker(tree: DataTree, step: str, day: dt.date) -> StepMarker | None:
     """Return the marker of ``step`` on ``day``, or None when the step never ran that day."""
-    try:
-        return StepMarker(**json.loads(tree.fs.read_bytes(tree.status_file(step, day))))
-    except FileNotFoundError:
-        return None
+    path = tree.status_file(step, day)
+    for _ in range(TORN_READ_RETRIES):
+        try:
+            return StepMarker(**json.loads(tree.fs.read_bytes(path)))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # JSON or UTF-8 of a torn read
+            time.sleep(TORN_READ_PAUSE_S)
+    raise PipelineError(f"step marker {tree.fs.url(path)} is not valid JSON: remove it and rerun")
 
 
 def write_marker(tree: DataTree, marker: StepMarker) -> None:
