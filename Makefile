@@ -23,13 +23,18 @@ help:  ## List the targets
 
 install: $(MELTANO_STAMP)  ## Install uv, the Python environment and the Meltano plugins
 
-.venv/.synced: pyproject.toml uv.lock
+# Bytecode is written once, at install: where PYTHONDONTWRITEBYTECODE is set (CI, many shells and
+# containers) Python would otherwise compile every module it imports at every start, in each of a
+# step's three processes (measured here: a step 5 s -> 1.5-2 s, a warm `make run` 32 s -> 23 s).
+.venv/.synced: pyproject.toml uv.lock Makefile
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	$(UV) sync --frozen
+	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 	@touch $@
 
+# The plugin venvs, our editable plugin sources and the DAG folder's modules get theirs here.
 $(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northwind-elt/pyproject.toml
 	cd $(MELTANO_DIR) && $(UV) run --frozen $(MELTANO_INSTALL)
+	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/.meltano $(MELTANO_DIR)/northwind-elt/src dags scripts >/dev/null
 	@touch $@
 
 run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)

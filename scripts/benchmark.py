@@ -430,6 +430,9 @@ def step_environment(server: Server, source: str, warehouse: str, data_root: Pat
               "columns": CSV_COLUMNS}]
     env |= {"SOURCE_PGDATABASE": source, "WAREHOUSE_PGDATABASE": warehouse,
             "MELTANO_SYS_DIR_ROOT": str(server.workdir / "meltano-sys"),
+            # Migrated once by private_meltano_dir(), opened as the pods open the image's.
+            "MELTANO_DATABASE_URI": read_only_database_uri(
+                server.workdir / "meltano-sys" / "meltano.db"),
             "NORTHWIND_DATA_ROOT": str(data_root), "ORDER_DETAILS_CSV": str(csv_path),
             "RUN_DATE": RUN_DATE, "TAP_CSVTYPED_FILES": json.dumps(files),
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"}
@@ -456,17 +459,37 @@ def private_meltano_dir(workdir: Path) -> Path:
     (private / "run").mkdir(parents=True)
     for folder in PLUGIN_FOLDERS:
         (private / folder).symlink_to(shared / folder, target_is_directory=True)
+    migrate_system_database(private)
     return private
+
+
+def read_only_database_uri(path: Path) -> str:
+    """The URI a pod opens Meltano's system DB with (dags/northwind/pods.py), for ``path``."""
+    return f"sqlite:///file:{path}?mode=ro&immutable=1&uri=true"
+
+
+def migrate_system_database(private: Path) -> Path:
+    """Create and migrate the benchmark's Meltano system DB once, as the image build does."""
+    path = private / "meltano.db"
+    env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(private),
+           "MELTANO_DATABASE_URI": f"sqlite:///{path}"}
+    done = subprocess.run([meltano_executable(), "upgrade", "database"], cwd=MELTANO_PROJECT,
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchmarkError(f"meltano upgrade database failed:\n{done.stdout}{done.stderr}")
+    return path
+
+
+def meltano_executable() -> str:
+    """The ``meltano`` of this environment."""
+    return shutil.which("meltano") or str(Path(sys.executable).parent / "meltano")
 
 
 def run_meltano(name: str, args: Sequence[str], rows: int, env: dict[str, str], logs: Path,
                 check: bool = True) -> Measurement:
-    """``meltano run --no-state-update <args>`` with a fresh Meltano system DB, as a pod runs it."""
+    """``meltano run --no-state-update <args>`` as a pod runs it: the system DB read-only, migrated."""
     logs.mkdir(parents=True, exist_ok=True)
-    system_db = logs / f"{name}.meltano.db"
-    system_db.unlink(missing_ok=True)
-    env = {**env, "MELTANO_DATABASE_URI": f"sqlite:///{system_db}"}
-    meltano = shutil.which("meltano") or "meltano"
+    meltano = meltano_executable()
     return measure(name, [meltano, "run", "--no-state-update", *args], rows, logs / f"{name}.log",
                    env=env, cwd=MELTANO_PROJECT, check=check)
 
@@ -584,6 +607,92 @@ def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STAR
     return {step: median_of([run[step] for run in results]) for step in results[0]}
 
 
+#: The plugins of each step (meltano.yml's jobs) and the module each one's executable imports.
+STEP_PLUGINS = {
+    "extract-postgres": ("tap-pgcopy", "target-datatree"),
+    "extract-csv": ("tap-csvtyped", "target-datatree"),
+    "load-warehouse": ("tap-datatree", "target-pgcopy"),
+    "publish-report": ("northwind",),
+}
+PLUGIN_MODULES = {
+    "tap-pgcopy": ("extractors", "tap_pgcopy.tap"),
+    "tap-csvtyped": ("extractors", "tap_csvtyped.tap"),
+    "tap-datatree": ("extractors", "tap_datatree.tap"),
+    "target-datatree": ("loaders", "target_datatree.target"),
+    "target-pgcopy": ("loaders", "target_pgcopy.target"),
+    "northwind": ("utilities", "northwind_elt.cli"),
+}
+MELTANO_CLI = "import meltano.cli"
+MIGRATION = "meltano upgrade database (fresh DB)"
+SDK = "import singer_sdk"
+
+
+def plugin_python(plugin: str) -> Path:
+    """The interpreter of an installed plugin's venv."""
+    kind = PLUGIN_MODULES[plugin][0]
+    return MELTANO_PROJECT / ".meltano" / kind / plugin / "venv" / "bin" / "python"
+
+
+def has_bytecode(module_file: Path) -> bool:
+    """Whether ``module_file`` has an up-to-date .pyc (written by ``make install``)."""
+    import importlib.util
+
+    cached = Path(importlib.util.cache_from_source(str(module_file)))
+    return cached.is_file() and cached.stat().st_mtime >= module_file.stat().st_mtime
+
+
+def startup_breakdown(folder: Path, runs: int = STARTUP_RUNS) -> dict[str, Measurement]:
+    """What a step's start-up is made of, each part timed alone (median of ``runs``).
+
+    Meltano's CLI import, the migration of a fresh system DB (which no step pays any more: the
+    image migrates at build, a checkout at ``make install``), and each plugin's import in its own
+    venv; the rest of a step's start-up is Meltano's project, config and process work.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    commands = {"python -c pass": [python, "-c", "pass"], MELTANO_CLI: [python, "-c", MELTANO_CLI]}
+    commands[SDK] = [str(plugin_python("tap-pgcopy")), "-c", SDK]
+    for plugin, (_, module) in PLUGIN_MODULES.items():
+        commands[f"{plugin}: import {module}"] = [str(plugin_python(plugin)), "-c", f"import {module}"]
+    found: dict[str, Measurement] = {}
+    for label, command in commands.items():
+        log = folder / f"{len(found)}.log"
+        found[label] = median_of([measure(label, command, 0, log) for _ in range(runs)])
+    migrations = []
+    for n in range(runs):
+        env = {**os.environ, "MELTANO_SYS_DIR_ROOT": str(folder / f"sys-{n}"),
+               "MELTANO_DATABASE_URI": f"sqlite:///{folder / f'migrated-{n}.db'}"}
+        migrations.append(measure(MIGRATION, [meltano_executable(), "upgrade", "database"], 0,
+                                  folder / f"migration-{n}.log", env=env, cwd=MELTANO_PROJECT))
+    found[MIGRATION] = median_of(migrations)
+    return found
+
+
+def breakdown_lines(parts: dict[str, Measurement], start: dict[str, Measurement]) -> list[str]:
+    """The start-up breakdown, then each step's start-up split into Meltano, plugins and the rest."""
+    import importlib.util
+
+    compiled = has_bytecode(Path(importlib.util.find_spec("meltano.cli").origin))
+    lines = ["", "Start-up breakdown (each part alone, median of --startup-runs; bytecode "
+             + ("compiled at install" if compiled else
+                "NOT compiled: run `make install`; every start compiles each module") + "):"]
+    lines += [f"  {label:<46}{m.wall:>6.2f} s" for label, m in parts.items()]
+    cli = parts[MELTANO_CLI].wall
+    for step, measured in start.items():
+        if step not in STEP_PLUGINS:
+            continue
+        plugins = STEP_PLUGINS[step]
+        # A tap and its target start at the same time: the slower import is on the path.
+        imports = max((parts[f"{p}: import {PLUGIN_MODULES[p][1]}"].wall for p in plugins),
+                      default=0.0)
+        rest = measured.wall - cli - imports
+        lines.append(f"  {step:<18} {measured.wall:5.2f} s = Meltano CLI import {cli:.2f} + "
+                     f"plugin import {imports:.2f} + the rest {rest:.2f} (Meltano's project, "
+                     "config, plugin processes; the empty step's own work)")
+    lines.append(f"  {MIGRATION}: paid once (image build, `make install`), by no step")
+    return lines
+
+
 # --- Stock tap --------------------------------------------------------------------------------
 
 
@@ -657,7 +766,8 @@ def raw_line(m: Measurement) -> str:
 
 def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleResult],
            stock: dict[str, dict] | None, server_version: str,
-           start_s3: dict[str, Measurement] | None = None) -> list[str]:
+           start_s3: dict[str, Measurement] | None = None,
+           breakdown: dict[str, Measurement] | None = None) -> list[str]:
     """The printed table, as lines."""
     total = sum(main.counts.values())
     shown = ", ".join(f"{t} {main.counts[t]:,}" for t in ("orders", DETAILS, "customers"))
@@ -675,6 +785,8 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
     if start:
         lines.append("Fixed start-up (empty source, one-row CSV; median of --startup-runs): " + ", ".join(
             f"{s} {m.wall:.2f} s" for s, m in start.items()))
+        if breakdown:
+            lines += breakdown_lines(breakdown, start)
         lines.append("")
     lines += [HEADER, "-" * len(HEADER)]
     for step, m in main.steps.items():
@@ -955,6 +1067,8 @@ def main(argv: list[str] | None = None) -> int:
             s3 = seaweed.start(workdir / "seaweedfs")
         start = {} if args.quick else startup(server, workdir / "startup", steps,
                                               args.startup_runs)
+        breakdown = {} if args.quick else startup_breakdown(workdir / "breakdown",
+                                                            args.startup_runs)
         start_s3 = {} if args.quick or s3 is None else startup(
             server, workdir / "startup-s3", steps, args.startup_runs, s3)
         growth = [] if args.quick or not args.growth else [
@@ -965,12 +1079,13 @@ def main(argv: list[str] | None = None) -> int:
         stock = None
         if not args.quick and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
-        lines = report(main_result, start, growth, stock, server.version(), start_s3)
+        lines = report(main_result, start, growth, stock, server.version(), start_s3, breakdown)
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"
         document = to_json(main_result, start, growth, stock) | {
-            "in_process": main_result.in_process}
+            "in_process": main_result.in_process,
+            "startup_breakdown": {k: dataclasses.asdict(v) for k, v in breakdown.items()}}
         out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nbenchmark: results in {out}")
     finally:

@@ -87,6 +87,8 @@ def task_context(
         "params": params,
         "dag_run": SimpleNamespace(run_after=run_after, logical_date=logical_date, conf={}),
         "run_id": f"manual__{(logical_date or run_after).isoformat()}",
+        # Airflow Variables as templates read them (``var.value.get(name, default)``): none set.
+        "var": SimpleNamespace(value={}),
     }
     if logical_date is not None:
         # Like the task runner: a run without a logical date has no such key (nor ds, ts...).

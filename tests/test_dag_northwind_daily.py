@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -263,6 +264,36 @@ def test_local_mode_keeps_the_run_date_and_takes_cluster_names_from_its_environm
     assert env["SOURCE_PGHOST"] == "/run/local-socket"
     assert "NORTHWIND_DATA_ROOT" not in env
     assert "MELTANO_DATABASE_URI" not in env
+
+
+def _load_task_rendered_with(variables: dict[str, str]):
+    dag = load_dag()
+    task = dag.get_task("load_warehouse")
+    context = dag_support.task_context(dag, task, logical_date=utc_day(DAY))
+    # The template reads ``var.value.get(name, default)``, as the task runner's accessor offers.
+    context["var"] = SimpleNamespace(value=variables)
+    task.render_template_fields(context)
+    return dag, task, context
+
+
+def test_only_the_load_gets_the_retention_of_the_airflow_variable(monkeypatch):
+    monkeypatch.setenv("NORTHWIND_KEEP_DAYS", "9")
+    dag, task, context = _load_task_rendered_with({"northwind_keep_days": "3"})
+
+    pod = task.build_pod_request_obj(context, dry_run=True)
+
+    assert env_of(pod)["NORTHWIND_KEEP_DAYS"].value == "3"
+    assert task.local_env()["NORTHWIND_KEEP_DAYS"] == "3"  # the Variable wins locally too
+    for other in ("extract_postgres", "extract_csv", "publish_report"):
+        assert "NORTHWIND_KEEP_DAYS" not in env_of(dag_support.build_pod(other, logical_date=utc_day(DAY)))
+
+
+def test_without_the_variable_a_local_load_keeps_its_environments_retention(monkeypatch):
+    monkeypatch.setenv("NORTHWIND_KEEP_DAYS", "9")
+    _, task, context = _load_task_rendered_with({})
+
+    assert env_of(task.build_pod_request_obj(context, dry_run=True))["NORTHWIND_KEEP_DAYS"].value == ""
+    assert task.local_env()["NORTHWIND_KEEP_DAYS"] == "9"
 
 
 def test_runtime_is_local_by_default_and_rejects_unknown_values():

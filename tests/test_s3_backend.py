@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -302,3 +303,36 @@ def test_a_bad_s3_root_is_one_clear_line(tmp_path):
     assert result.stderr.strip() == ("northwind status: error: data root 's3://': expected "
                                      "s3://bucket/prefix (settings such as the endpoint come from "
                                      "AWS_* variables, not the URL)")
+
+
+#: Runs in its own process: publishes a file with put_file, prints the peak RSS it added (bytes).
+_UPLOAD_PEAK = """
+import os, resource, sys
+from pathlib import Path, PurePosixPath
+from northwind_elt.treefs import open_root
+fs, root = open_root(sys.argv[1])
+fs.write_bytes(root / "warm-up", b"x")  # the client and its threads exist before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+fs.put_file(Path(sys.argv[2]), root / "big.bin")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+def test_an_upload_holds_a_bounded_window_in_memory_not_the_file(s3_server, tmp_path):
+    from northwind_elt.treefs import UPLOAD_WINDOW
+
+    root = s3_server.new_root()
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as out:
+        out.truncate(6 * UPLOAD_WINDOW)  # sparse: cheap to make, read back as zeros
+    env = {**os.environ, **s3_server.env}
+
+    done = subprocess.run([sys.executable, "-c", _UPLOAD_PEAK, root, str(big)], env=env,
+                          capture_output=True, text=True, check=True)
+
+    # pyarrow's background uploads alone held the whole file (6 windows); waiting for them
+    # every window keeps about two in memory.
+    assert int(done.stdout.strip()) < 3 * UPLOAD_WINDOW
+    assert not big.exists()
+    fs = s3_server.filesystem()
+    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 6 * UPLOAD_WINDOW

@@ -86,12 +86,18 @@ class MeltanoStepOperator(KubernetesPodOperator):
         return self.execute_locally()
 
     def local_env(self) -> dict[str, str]:
-        """Return the calling environment plus the rendered env of the step minus cluster names."""
+        """Return the calling environment plus the rendered env of the step minus cluster names.
+
+        A value that renders empty (an optional setting such as an unset Airflow Variable) leaves
+        the calling environment's value in place.
+        """
         env_vars = self.env_vars or []
         # Rendering turns a mapping into V1EnvVar objects; accept either.
         pairs = env_vars.items() if isinstance(env_vars, dict) else ((v.name, v.value) for v in env_vars)
         rendered = {
-            name: value for name, value in pairs if name not in self.cluster_only_env and value is not None
+            name: value
+            for name, value in pairs
+            if name not in self.cluster_only_env and value not in (None, "")
         }
         return {**os.environ, **rendered}
 

@@ -41,6 +41,13 @@ STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
 #: its context at all, and Airflow's strict Jinja fails on the missing name.
 RUN_DATE_TEMPLATE = "{{ params.date or (dag_run.logical_date or dag_run.run_after) | ds }}"
 
+#: The warehouse's retention (``NORTHWIND_KEEP_DAYS`` of load-warehouse: keep the newest N loaded
+#: days) comes from the Airflow Variable ``northwind_keep_days`` (UI: Admin > Variables, ``airflow
+#: variables set``, or ``AIRFLOW_VAR_NORTHWIND_KEEP_DAYS``), read when the task runs. Empty or
+#: unset keeps every day; a local run then keeps the value of its own environment.
+KEEP_DAYS_ENV = "NORTHWIND_KEEP_DAYS"
+KEEP_DAYS_TEMPLATE = "{{ var.value.get('northwind_keep_days', '') }}"
+
 #: Labels that find a step's pods: ``kubectl logs -l northwind.io/step=load-warehouse,...``.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 STEP_LABEL = "northwind.io/step"
@@ -251,7 +258,11 @@ def step_pod_kwargs(
         "image_pull_policy": "IfNotPresent",
         "cmds": command[:1],
         "arguments": command[1:],
-        "env_vars": {"RUN_DATE": RUN_DATE_TEMPLATE, **cluster_env(names)},
+        "env_vars": {
+            "RUN_DATE": RUN_DATE_TEMPLATE,
+            **({KEEP_DAYS_ENV: KEEP_DAYS_TEMPLATE} if step == LOAD_WAREHOUSE else {}),
+            **cluster_env(names),
+        },
         "secrets": step_secrets(step, names),
         "labels": {
             PART_OF_LABEL: PART_OF,

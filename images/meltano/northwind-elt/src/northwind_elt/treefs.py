@@ -26,6 +26,11 @@ from northwind_elt.errors import SettingError
 S3_SCHEME = "s3://"
 #: Objects are read and written in chunks of this size (one multipart part on S3).
 CHUNK = 8 << 20
+#: Bytes of one upload allowed in flight. pyarrow's S3 stream uploads parts in the background with
+#: no limit, so a file read faster than the network takes it piles up in memory (measured on
+#: SeaweedFS: a 600 MB upload peaked at 665 MB RSS); waiting for those parts (``flush``: it never
+#: sends a partial part) every this many bytes held it at 173 MB, and was no slower.
+UPLOAD_WINDOW = 8 * CHUNK
 
 
 class TreeFS:
@@ -75,8 +80,12 @@ class TreeFS:
             atomic.publish(local, Path(path))
             return
         with open(local, "rb") as source, self.fs.open_output_stream(str(path)) as out:
+            sent = 0
             while chunk := source.read(CHUNK):
                 out.write(chunk)
+                sent += len(chunk)
+                if sent % UPLOAD_WINDOW < len(chunk):
+                    out.flush()  # wait for the parts in flight: memory stays bounded
         local.unlink()
 
     def size(self, path: PurePosixPath) -> int | None:
