@@ -16,12 +16,15 @@ DATE ?= $(shell date -u +%Y-%m-%d)
 MELTANO_DIR := images/meltano
 # The plugins are installed once; a change of meltano.yml or of the plugin package reinstalls them.
 MELTANO_STAMP := $(MELTANO_DIR)/.meltano/.installed
+# Our own Python sources (plugins, DAG folder, scripts): their bytecode is refreshed when one changes.
+OUR_SOURCES := $(shell find $(MELTANO_DIR)/northwind-elt/src dags scripts -name '*.py' 2>/dev/null)
+SOURCES_STAMP := $(MELTANO_DIR)/.meltano/.compiled
 PYTEST_ARGS ?=
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-install: $(MELTANO_STAMP)  ## Install uv, the Python environment and the Meltano plugins
+install: $(MELTANO_STAMP) $(SOURCES_STAMP)  ## Install uv, the Python environment and the Meltano plugins
 
 # Bytecode is written once, at install: where PYTHONDONTWRITEBYTECODE is set (CI, many shells and
 # containers) Python would otherwise compile every module it imports at every start, in each of a
@@ -31,10 +34,14 @@ install: $(MELTANO_STAMP)  ## Install uv, the Python environment and the Meltano
 	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 	@touch $@
 
-# The plugin venvs, our editable plugin sources and the DAG folder's modules get theirs here.
+# The plugin venvs get theirs here, our own sources (editable installs, the DAG folder) below.
 $(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northwind-elt/pyproject.toml
 	cd $(MELTANO_DIR) && $(UV) run --frozen $(MELTANO_INSTALL)
-	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/.meltano $(MELTANO_DIR)/northwind-elt/src dags scripts >/dev/null
+	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/.meltano >/dev/null
+	@touch $@
+
+$(SOURCES_STAMP): $(MELTANO_STAMP) $(OUR_SOURCES)
+	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/northwind-elt/src dags scripts >/dev/null
 	@touch $@
 
 run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)
