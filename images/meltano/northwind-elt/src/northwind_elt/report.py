@@ -62,9 +62,9 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
         conn: A connection to the warehouse, not in a transaction.
         day: The loaded day to report.
         folder: Where the two files go.
-        second: Another connection to the same warehouse, not in a transaction: when given, the
-            JSON is written on it at the same time as the CSV, in the same snapshot (the query
-            runs on two server processes).
+        second: Another connection to the same warehouse, not in a transaction: when the
+            server renders the JSON, it does so on this one at the same time as the CSV, in the
+            same snapshot (the query runs on two server processes).
 
     Returns:
         The rows of the report.
