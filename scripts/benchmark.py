@@ -939,7 +939,7 @@ def load_in_process(conn: psycopg.Connection, tree: DataTree, extracted: dt.date
                 fresh[partition.stream] = warehouse.start_day(cur, partition.stream, day)
                 rows[partition.stream] = copy_parquet_into(
                     cur, warehouse.copy_statement(fresh[partition.stream], cols),
-                    partition.data_file)
+                    partition.data_file, cols)
                 columns[partition.stream] = [c.name for c in cols]
         for stream, table in fresh.items():
             warehouse.swap_in(cur, stream, day, table)

@@ -1,8 +1,10 @@
 """Move rows between Arrow, Parquet, CSV and PostgreSQL ``COPY`` in bounded memory.
 
-Load: Parquet row groups are rendered by Arrow's CSV writer (C++) and streamed into
-``COPY ... FROM STDIN (FORMAT csv)``, where a NULL is an unquoted empty field and an empty string a
-quoted one, so NULL stays NULL. The same CSV conventions read typed CSV files (``tap-csvtyped``).
+Load: Parquet batches are encoded by Arrow's kernels (C++) and streamed into ``COPY ... FROM
+STDIN``: in the binary format where every column has an encoding (:mod:`northwind_elt.copy_binary`),
+else as CSV, where a NULL is an unquoted empty field and an empty string a quoted one, so NULL stays
+NULL. A thread reads and encodes the next batches while the current one is sent, so the client's
+work overlaps the server's. The same CSV conventions read typed CSV files (``tap-csvtyped``).
 Extract from PostgreSQL uses ADBC instead (``tap_pgcopy.streams``).
 """
 
@@ -11,21 +13,27 @@ import decimal
 import hashlib
 import io
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from northwind_elt import copy_binary
 from northwind_elt.pgtypes import Column, arrow_schema
 
 #: Arrow's CSV block: bounds the memory of a stream (several blocks may be in flight).
 CSV_BLOCK_BYTES = 8 << 20
 #: Rows per Parquet batch read on load.
 LOAD_BATCH_ROWS = 65_536
+#: Encoded batches a load prepares ahead of the one being sent (bounds its memory).
+PREFETCH_BATCHES = 2
 PARQUET_COMPRESSION = "zstd"
 
 ProgressCallback = Callable[[int], None]
@@ -73,33 +81,97 @@ def csv_for_copy(batch: pa.RecordBatch) -> bytes:
     return out.getvalue()
 
 
+def copy_chunks(batches: Iterable[pa.RecordBatch], columns: list[Column]
+                ) -> Iterator[tuple[memoryview | bytes, int]]:
+    """What ``COPY ... FROM STDIN`` of ``columns`` reads for ``batches``, with each chunk's rows.
+
+    The format is the one :func:`northwind_elt.warehouse.copy_statement` asks for: binary when
+    every column has a binary encoding, else CSV.
+    """
+    binary = copy_binary.encodable(columns)
+    if binary:
+        yield copy_binary.HEADER, 0
+    names = [c.name for c in columns]
+    for batch in batches:
+        batch = batch.select(names)
+        yield (copy_binary.encode(batch, columns) if binary else csv_for_copy(batch)), batch.num_rows
+    if binary:
+        yield copy_binary.TRAILER, 0
+
+
+Item = TypeVar("Item")
+
+
+def prefetched(items: Iterator[Item], depth: int = PREFETCH_BATCHES) -> Iterator[Item]:
+    """``items``, produced by a thread up to ``depth`` ahead of the consumer.
+
+    Arrow's readers and kernels release the interpreter lock, so the next batches are decoded and
+    encoded on one core while the current one is sent (the server works on the other). An error of
+    the producer is raised in the consumer; a consumer that stops early stops the producer.
+    """
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put((end, error))
+
+    worker = threading.Thread(target=produce, name="copy-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def copy_parquet_into(
     cursor: psycopg.Cursor,
     copy_sql: psycopg.sql.Composable,
     parquet_file: Path,
-    extra: dict[str, pa.Scalar] | None = None,
+    columns: list[Column],
     progress: ProgressCallback | None = None,
 ) -> int:
-    """Stream every row of ``parquet_file`` into ``copy_sql`` (a ``COPY ... FROM STDIN (FORMAT csv)``).
+    """Stream every row of ``parquet_file`` into ``copy_sql`` (:func:`warehouse.copy_statement`).
 
     Args:
         cursor: An open cursor (its transaction is the caller's).
-        copy_sql: The COPY statement: the file's columns, then ``extra``'s, in order.
+        copy_sql: The COPY statement of ``columns``, in the format :func:`copy_chunks` writes.
         parquet_file: The partition to load.
-        extra: Constant columns appended to every row (e.g. the snapshot date).
+        columns: The partition's columns, in the statement's order.
         progress: Called with the running row count after each batch.
 
     Returns:
         The number of rows copied.
     """
     rows = 0
+    batches = pq.ParquetFile(parquet_file).iter_batches(batch_size=LOAD_BATCH_ROWS)
     with cursor.copy(copy_sql) as copy:
-        for batch in pq.ParquetFile(parquet_file).iter_batches(batch_size=LOAD_BATCH_ROWS):
-            for name, value in (extra or {}).items():
-                batch = batch.append_column(name, pa.repeat(value, batch.num_rows))
-            copy.write(csv_for_copy(batch))
-            rows += batch.num_rows
-            if progress:
+        for data, count in prefetched(copy_chunks(batches, columns)):
+            copy.write(data)
+            rows += count
+            if count and progress:
                 progress(rows)
     return rows
 

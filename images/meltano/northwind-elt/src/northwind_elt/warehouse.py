@@ -34,6 +34,7 @@ import re
 import psycopg
 from psycopg import sql
 
+from northwind_elt import copy_binary
 from northwind_elt.errors import InputError, SettingError
 from northwind_elt.pgtypes import Column, check_sql_type
 from northwind_elt.warehouse_types import ensure_types
@@ -229,13 +230,16 @@ def start_day(cur: psycopg.Cursor, table: str, day: dt.date) -> str:
 
 
 def copy_statement(fresh: str, columns: list[Column]) -> sql.Composed:
-    """``COPY snapshots.<fresh> (<columns>) FROM STDIN (FORMAT csv, FREEZE)``.
+    """``COPY snapshots.<fresh> (<columns>) FROM STDIN (FORMAT binary|csv, FREEZE)``.
 
-    FREEZE: the table was created in this transaction, so its rows need no later vacuum.
+    Binary when :mod:`northwind_elt.copy_binary` encodes every column (the server reads it faster),
+    else CSV; :func:`northwind_elt.arrow_io.copy_chunks` writes the matching bytes. FREEZE: the
+    table was created in this transaction, so its rows need no later vacuum.
     """
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
-        snapshot_table(fresh), names)
+    form = sql.SQL("binary" if copy_binary.encodable(columns) else "csv")
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}, FREEZE)").format(
+        snapshot_table(fresh), names, form)
 
 
 def partitions(cur: psycopg.Cursor, table: str) -> dict[dt.date, str]:

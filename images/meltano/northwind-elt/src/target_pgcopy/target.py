@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from northwind_elt import pgconn, steps, warehouse, warehouse_types
-from northwind_elt.arrow_io import copy_parquet_into, csv_for_copy, throttled_progress
+from northwind_elt.arrow_io import copy_chunks, copy_parquet_into, throttled_progress
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column, columns_of
@@ -97,7 +97,8 @@ class TargetPgCopy(StepTarget):
     def copy_file(self, stream: str, columns: list[Column], path: Path) -> None:
         """COPY a Parquet partition into the stream's snapshot table."""
         rows = copy_parquet_into(self.cursor, warehouse.copy_statement(self.fresh[stream], columns),
-                                 path, progress=throttled_progress(self.logger.info, f"loading {stream}"))
+                                 path, columns,
+                                 progress=throttled_progress(self.logger.info, f"loading {stream}"))
         self.loaded[stream] += rows
         self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(self.loaded),
                          len(self.completion.rows) if self.completion else len(self.loaded))
@@ -105,7 +106,8 @@ class TargetPgCopy(StepTarget):
     def copy_batch(self, stream: str, columns: list[Column], batch: pa.RecordBatch) -> None:
         """COPY a batch of rows converted from RECORD messages."""
         with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], columns)) as copy:
-            copy.write(csv_for_copy(batch))
+            for data, _ in copy_chunks([batch], columns):
+                copy.write(data)
         self.loaded[stream] += batch.num_rows
 
     def process_endofpipe(self) -> None:
