@@ -8,7 +8,9 @@ Then, in the same run and on the same data:
 * raw ``COPY (SELECT * FROM t) TO STDOUT (FORMAT binary)`` of every table (psql ``\copy``), and
   ``COPY t FROM STDIN (FORMAT binary)`` of those files into empty tables of the same definition
   (primary keys included), in one transaction;
-* each step as a pod runs it (``meltano run --no-state-update <job>``, fresh Meltano system DB);
+* each step as a pod runs it (``meltano run --no-state-update <job>``, fresh Meltano system DB),
+  the median of 3 runs at the main scale (the later ones replace the day's output; each first load
+  goes into an empty warehouse), then 3 reruns of the load;
 * each step on an empty source (tables truncated, a one-row CSV): its fixed start-up, printed on
   its own line. The *data part* of a step is its wall time minus that start-up; its ratio is the
   data part over the raw COPY of the same rows;
@@ -42,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,7 +81,9 @@ SAMPLE_SECONDS = 0.05
 #: Each raw COPY and each start-up is the median of this many runs (they are short and noisy).
 RAW_RUNS = 3
 STARTUP_RUNS = 3
-RERUN_RUNS = 3
+#: Each step is the median of this many runs (a single one moved by 10-25 %, more for the short
+#: extracts): reruns of the same day, but a first load goes into an empty warehouse each time.
+STEP_RUNS = 3
 #: The goals of issues 2 and 5.
 RATIO_GOAL = 3.0
 RSS_GOAL_MB = 400
@@ -509,8 +514,9 @@ def step_rows(step: str, counts: dict[str, int]) -> int:
 
 
 def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Path, folder: Path,
-              steps: Sequence[str], s3: seaweed.S3Server | None = None) -> dict[str, Measurement]:
-    """Run ``steps`` in order on a fresh warehouse and data tree; measure each.
+              steps: Sequence[str], s3: seaweed.S3Server | None = None, runs: int = STEP_RUNS
+              ) -> dict[str, Measurement]:
+    """Run ``steps`` in order on a fresh warehouse and data tree; measure each (median of ``runs``).
 
     With ``s3``, the data tree is a fresh prefix on that server (work files in ``folder``).
     """
@@ -527,11 +533,20 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
         server.checkpoint()
         return run_meltano(name, [step], step_rows(step, counts), env, folder / "logs")
 
-    measured = {step: run(step + suffix, step) for step in steps}
-    if "load-warehouse" in steps:  # the same day again: its partitions are replaced
-        # Reruns are idempotent, so this one is a median (a single one moved 1.08x-1.26x).
-        measured[RERUN] = median_of([run(f"{RERUN.replace(' ', '-')}-{n}{suffix}", "load-warehouse")
-                                     for n in range(RERUN_RUNS)])
+    def first_load(n: int) -> Measurement:
+        server.create_database(warehouse)  # empty again: each run is a first load
+        return run(f"load-warehouse-{n}{suffix}", "load-warehouse")
+
+    measured = {}
+    for step in steps:
+        if step == "load-warehouse":
+            measured[step] = median_of([first_load(n) for n in range(runs)])
+            # The same day again: its partitions are replaced.
+            measured[RERUN] = median_of([run(f"{RERUN.replace(' ', '-')}-{n}{suffix}", step)
+                                         for n in range(runs)])
+        else:  # the later runs replace the day's output: the same work
+            measured[step] = median_of([run(f"{step}-{n}{suffix}", step)
+                                        for n in range(runs)])
     return measured
 
 
@@ -587,7 +602,8 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
         raw["raw in (all tables)"] = raw_copy_in(server, source, public | details, raw_folder,
                                                  rows_public + counts[DETAILS],
                                                  "raw in (all tables)")
-    measured = run_steps(server, source, counts, csv_path, folder, steps)
+    runs = STEP_RUNS if in_process else 1  # the main scale's figures are medians; growth's not
+    measured = run_steps(server, source, counts, csv_path, folder, steps, runs=runs)
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
@@ -595,7 +611,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     if in_process and "publish-report" in steps:
         found = warehouse_in_process(server, source, folder / "data", raw_folder)
     # Last: it starts from a fresh data folder and warehouse, which the figures above read.
-    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3) if s3 else {}
+    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3, runs) if s3 else {}
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
@@ -963,13 +979,13 @@ def snapshots_bytes(conn: psycopg.Connection) -> int:
 def warehouse_in_process(server: Server, source: str, data_root: Path, folder: Path) -> dict:
     """The warehouse's data parts without start-up, on the step run's data tree and warehouse.
 
-    A first load and a rerun of the day into a new warehouse, then RETENTION_DAYS - 1 more days
+    A first load (median of STEP_RUNS, each into an empty warehouse) and a rerun of the day
+    (median of as many), then RETENTION_DAYS - 1 more days
     with NORTHWIND_KEEP_DAYS=RETENTION_KEEP (the same files under later dates), with the size of
     the partitions after each day; and the report written into a folder, on two connections.
     """
     tree, extracted = DataTree(data_root), dt.date.fromisoformat(RUN_DATE)
     database = f"{source}_keep"
-    server.create_database(database)
     result: dict = {"sizes": []}
     server.checkpoint()
     with server.connect(f"{source}_warehouse") as conn, \
@@ -977,12 +993,20 @@ def warehouse_in_process(server: Server, source: str, data_root: Path, folder: P
         started = time.perf_counter()
         write_report(conn, extracted, folder / "report", second)
         result["report"] = time.perf_counter() - started
+    firsts = []
+    for _ in range(STEP_RUNS):  # a median, each into an empty warehouse
+        server.create_database(database)
+        with server.connect(database) as conn:
+            server.checkpoint()
+            firsts.append(load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP))
+    result["first"] = statistics.median(firsts)
     with server.connect(database) as conn:
-        server.checkpoint()
-        result["first"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
         result["sizes"].append(snapshots_bytes(conn))
-        server.checkpoint()
-        result["rerun"] = load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP)
+        reruns = []
+        for _ in range(STEP_RUNS):
+            server.checkpoint()
+            reruns.append(load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP))
+        result["rerun"] = statistics.median(reruns)
         for n in range(1, RETENTION_DAYS):
             load_in_process(conn, tree, extracted, extracted + dt.timedelta(days=n), RETENTION_KEEP)
             result["sizes"].append(snapshots_bytes(conn))
