@@ -130,3 +130,22 @@ def test_a_consumer_that_stops_early_stops_the_producer():
             break
     assert threading.active_count() == before
     assert len(produced) <= 5 + 1 + 2 + 1  # the consumed ones, the queue, one in hand
+
+
+def test_a_warehouse_in_another_encoding_stores_the_characters_not_their_utf8_bytes(
+        databases, tmp_path):
+    with databases.source(autocommit=True) as src:
+        src.execute("CREATE TABLE latin (id integer PRIMARY KEY, t text, v varchar(8));"
+                    "INSERT INTO latin VALUES (1, 'Bólido Comidas, Königlich Essen', 'ñandú'),"
+                    " (2, NULL, '')")
+        warehouse_db = databases.env["WAREHOUSE_PGDATABASE"] + "_latin1"
+        src.execute(sql.SQL("CREATE DATABASE {} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                            "TEMPLATE template0").format(sql.Identifier(warehouse_db)))
+    databases.env["WAREHOUSE_PGDATABASE"] = warehouse_db
+    extract_and_load(databases, ["latin"], tmp_path)
+    with databases.source() as src, databases.warehouse() as wh:
+        assert wh.execute("SHOW server_encoding").fetchone() == ("LATIN1",)
+        assert as_text(wh, "snapshots", "latin") == as_text(src, "public", "latin")
+        # Stored as LATIN1: one byte per character.
+        assert wh.execute("SELECT octet_length(v) FROM snapshots.latin WHERE id = 1").fetchone() \
+            == (5,)

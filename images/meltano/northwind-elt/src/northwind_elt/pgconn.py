@@ -39,6 +39,9 @@ def connection_kwargs(config: Mapping[str, Any], role: str) -> dict[str, Any]:
     kwargs = {key: config[key] for key in CONNECTION_SETTINGS if config.get(key) not in (None, "")}
     kwargs["port"] = int(kwargs.get("port", 5432))
     kwargs["application_name"] = f"northwind-{role}"
+    # Every byte this project hands over or writes is UTF-8 (Arrow strings, CSV, JSON): the server
+    # converts from and to its database's encoding, or says which character it cannot.
+    kwargs["client_encoding"] = "UTF8"
     kwargs["connect_timeout"] = int(config.get("connect_timeout") or 10)
     return kwargs
 
