@@ -13,11 +13,14 @@ import pytest
 from northwind_elt import report_json
 from northwind_elt.report import (
     _VERBATIM_CSV,
+    CSV_NAME,
+    JSON_NAME,
     copy_json_array,
     copy_to_file,
     csv_then_json,
     result_columns,
 )
+from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from psycopg import sql
 
 #: Every supported type with its edge values: NaN and infinities, -0, exponents, escapes of every
@@ -35,14 +38,14 @@ EDGE_ROWS = sql.SQL(r"""SELECT * FROM (VALUES
 
 def both_ways(conn, query, folder):
     """The JSON of ``query`` from its CSV (None if refused) and from the server."""
-    cur = conn.cursor()
+    cur, outbox = conn.cursor(), Outbox(LOCAL, folder)
     names, types = result_columns(cur, query)
     assert report_json.supported(types)
-    copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query),
-                 folder / "rows.csv")
+    copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query), outbox,
+                 "rows.csv")
     ours = report_json.write_json_from_csv(folder / "rows.csv", names, types, folder / "ours.json")
     copy_json_array(cur, sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) TO STDOUT ({})")
-                    .format(query, _VERBATIM_CSV), folder / "server.json")
+                    .format(query, _VERBATIM_CSV), outbox, "server.json")
     return ours, (folder / "ours.json").read_bytes(), (folder / "server.json").read_bytes()
 
 
@@ -84,13 +87,14 @@ def test_unsupported_types_are_left_to_the_server(databases):
 
 
 def test_the_json_follows_the_csv_while_it_is_written_and_falls_back_when_refused(databases, tmp_path):
+    followed, refused = tmp_path / "followed", tmp_path / "refused"
     with databases.warehouse() as conn, conn.transaction():
         cur = conn.cursor()
         names, types = result_columns(cur, EDGE_ROWS)
         copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(EDGE_ROWS)
-        rows = csv_then_json(cur, copy, tmp_path / "r.csv", names, types, tmp_path / "r.json")
+        rows = csv_then_json(cur, copy, names, types, Outbox(LOCAL, followed))
         assert rows == 2
-        ours = (tmp_path / "r.json").read_bytes()
+        ours = (followed / JSON_NAME).read_bytes()
         (tmp_path / "server").mkdir()
         _, _, server = both_ways(conn, EDGE_ROWS, tmp_path / "server")
         assert ours == server
@@ -98,30 +102,63 @@ def test_the_json_follows_the_csv_while_it_is_written_and_falls_back_when_refuse
         bc = sql.SQL("SELECT '0044-03-15 BC'::date AS d")
         names, types = result_columns(cur, bc)
         copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(bc)
-        assert csv_then_json(cur, copy, tmp_path / "b.csv", names, types, tmp_path / "b.json") is None
-        assert (tmp_path / "b.csv").is_file() and not (tmp_path / "b.json").exists()
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+        outbox = Outbox(LOCAL, refused)
+        assert csv_then_json(cur, copy, names, types, outbox) is None
+        assert [p.name for p in refused.iterdir()] == [CSV_NAME]  # no JSON, no temporary file
+        assert outbox.published == [CSV_NAME]
+
+
+def test_the_json_is_only_appended_to(databases, tmp_path, monkeypatch):
+    """Each batch is written once and never rewritten (an upload may follow the file)."""
+    monkeypatch.setattr(report_json, "BLOCK_SIZE", 4096)
+    many = sql.SQL("SELECT g::int4 AS n, repeat('x', g % 40) AS s FROM generate_series(1, 3000) g")
+    with databases.warehouse(autocommit=True) as conn:
+        cur = conn.cursor()
+        names, types = result_columns(cur, many)
+        copy_to_file(cur, sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(many),
+                     Outbox(LOCAL, tmp_path), "rows.csv")
+    json_path, seen = tmp_path / "rows.json", []
+    rows = report_json.write_json_from_csv(tmp_path / "rows.csv", names, types, json_path,
+                                           wrote=lambda: seen.append(json_path.read_bytes()))
+
+    assert rows == 3000 and len(seen) > 10
+    for earlier, later in zip(seen, [*seen[1:], json_path.read_bytes()], strict=True):
+        assert later.startswith(earlier)
 
 
 def test_a_growing_file_waits_for_its_writer_and_ends_when_finished(tmp_path):
-    path = tmp_path / "g.bin"
-    path.write_bytes(b"")
-    growing = report_json.GrowingFile(path)
+    staged = Staged(tmp_path / "g.bin")
+    staged.path.write_bytes(b"")
+    growing = GrowingFile(staged)
     read = []
     reader = threading.Thread(target=lambda: read.append(growing.read()))
     reader.start()
-    with open(path, "ab") as out:
+    with open(staged.path, "ab") as out:
         for part in (b"first,", b"second"):
             time.sleep(0.2)
             out.write(part)
             out.flush()
-            growing.grew()
+            staged.grew()
     assert reader.is_alive()  # still waiting: the writer has not finished
-    growing.finish()
+    staged.finish()
     reader.join(5)
 
     assert read == [b"first,second"]
     growing.close()
+
+
+def test_a_growing_file_ends_at_once_when_its_writer_abandons_it(tmp_path):
+    staged = Staged(tmp_path / "g.bin")
+    staged.path.write_bytes(b"partial")
+    with GrowingFile(staged) as growing:
+        assert growing.read(4) == b"part"  # a whole buffer is there: no wait
+        reader = threading.Thread(target=growing.read, args=(100,))
+        reader.start()
+        time.sleep(0.2)
+        assert reader.is_alive()
+        staged.abandon()
+        reader.join(5)
+        assert not reader.is_alive()
 
 
 def test_the_report_of_a_day_uses_it(databases, tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 
 A day on ``s3://bucket/prefix`` must give the same partitions (by checksum), warehouse and evidence as
 on the file system; reruns change nothing; and the fault tests of the file system hold without any
-rename: kills mid-extract, mid-publish and mid-load, a corrupted object, two runs of one day at
-once, hostile table names whose keys stay under the prefix.
+rename: kills mid-extract, mid-publish and mid-load, a report failing while its files upload, a
+corrupted object, two runs of one day at once, hostile table names whose keys stay under the prefix.
 """
 
 import contextlib
@@ -15,15 +15,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import psycopg
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt import steps
+from northwind_elt import cli, report, steps
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
+from northwind_elt.treefs import Outbox, TreeFS
 from pipeline import assert_ok, output, run_day, run_step, tree_digest, warehouse_digest
 from psycopg import sql
 from s3server import BUCKET, FreezingProxy, with_server
@@ -211,6 +213,75 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
         assert warehouse_digest(wh) == loaded
 
 
+def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed_marker(
+        databases, s3_server, s3_env, monkeypatch):
+    root = s3_env["NORTHWIND_DATA_ROOT"]
+    for result in run_day(DAY, s3_env).values():
+        assert_ok(result)
+    evidence = {k: v for k, v in objects(s3_server, root).items() if k.startswith("reports/")}
+    assert len(evidence) == 2
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+
+    # The warehouse connection breaks a few hand-overs into the CSV, while the JSON follows it
+    # and both uploads follow their files.
+    monkeypatch.setattr(report, "FOLLOW_ROWS", 256)
+    real = report._hand_over
+
+    def breaking(out, staged, rows):
+        real(out, staged, rows)
+        if rows == 3 * report.FOLLOW_ROWS:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(report, "_hand_over", breaking)
+    with pytest.raises(psycopg.OperationalError), contextlib.redirect_stdout(io.StringIO()):
+        cli.main(["report", "--date", DAY])
+
+    found = objects(s3_server, root)
+    assert [k for k in found if k.startswith("reports/")] == []  # no truncated object stays
+    failed = marker(found, steps.PUBLISH_REPORT)
+    assert failed["status"] == steps.FAILED
+    assert "server closed the connection unexpectedly" in failed["error"]
+    staging = Path(s3_env["NORTHWIND_STAGING_DIR"])
+    assert [p for p in staging.rglob("*") if p.is_file()] == []
+
+    # A rerun publishes the same evidence again.
+    monkeypatch.setattr(report, "_hand_over", real)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["report", "--date", DAY]) == 0
+    found = objects(s3_server, root)
+    assert {k: v for k, v in found.items() if k.startswith("reports/")} == evidence
+    assert marker(found, steps.PUBLISH_REPORT)["status"] == steps.SUCCESS
+
+
+@pytest.mark.parametrize("column", ["'0044-03-15 BC'::date", "'2024-01-02 03:04'::timestamp"])
+def test_a_json_the_server_renders_is_streamed_to_s3_like_the_files(databases, s3_server,
+                                                                     tmp_path, monkeypatch,
+                                                                     column):
+    # A BC date: the JSON built from the CSV is dropped mid-upload, the server's uploaded instead.
+    # A timestamp: the server renders the JSON on a second connection while the CSV streams.
+    with databases.warehouse(autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA snapshots")
+        conn.execute("CREATE TABLE snapshots.orders (order_id int4, snapshot_date date, note text)")
+        conn.execute(f"CREATE TABLE snapshots.order_details (order_id int4, snapshot_date date, "
+                     f"moment {column.split('::')[1]})")
+        conn.execute("INSERT INTO snapshots.orders VALUES (1, %s, 'a\"b')", (DAY,))
+        conn.execute(f"INSERT INTO snapshots.order_details VALUES (1, %s, {column})", (DAY,))
+    monkeypatch.setattr(report, "loaded_days", lambda cur: {dt.date.fromisoformat(DAY)})
+    fs, folder = TreeFS(s3_server.filesystem(), "s3://"), PurePosixPath(
+        s3_server.new_root().removeprefix("s3://"))
+    outbox = Outbox(fs, folder, tmp_path / "staging")
+    with databases.warehouse() as conn, databases.warehouse() as second:
+        assert report.write_report(conn, dt.date.fromisoformat(DAY), outbox, second) == 1
+        assert report.write_report(conn, dt.date.fromisoformat(DAY), tmp_path / "local") == 1
+
+    assert outbox.published in ([report.CSV_NAME, report.JSON_NAME],
+                                [report.JSON_NAME, report.CSV_NAME])
+    for name in outbox.published:
+        assert fs.read_bytes(folder / name) == (tmp_path / "local" / name).read_bytes()
+    assert list((tmp_path / "staging").iterdir()) == []
+
+
 def test_a_corrupted_object_is_refused_naming_it(databases, s3_server, s3_env, monkeypatch):
     root, env = s3_env["NORTHWIND_DATA_ROOT"], s3_env
     for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV):
@@ -324,15 +395,47 @@ def test_an_upload_holds_a_bounded_window_in_memory_not_the_file(s3_server, tmp_
     root = s3_server.new_root()
     big = tmp_path / "big.bin"
     with open(big, "wb") as out:
-        out.truncate(6 * UPLOAD_WINDOW)  # sparse: cheap to make, read back as zeros
+        out.truncate(12 * UPLOAD_WINDOW)  # sparse: cheap to make, read back as zeros
     env = {**os.environ, **s3_server.env}
 
     done = subprocess.run([sys.executable, "-c", _UPLOAD_PEAK, root, str(big)], env=env,
                           capture_output=True, text=True, check=True)
 
-    # pyarrow's background uploads alone held the whole file (6 windows); waiting for them
-    # every window keeps about two in memory.
-    assert int(done.stdout.strip()) < 3 * UPLOAD_WINDOW
+    # pyarrow's background uploads alone held the whole file (12 windows); waiting for them
+    # every window keeps one or two in memory, beside the client's own 45 MB or so.
+    assert int(done.stdout.strip()) < 4 * UPLOAD_WINDOW
     assert not big.exists()
     fs = s3_server.filesystem()
-    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 6 * UPLOAD_WINDOW
+    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW
+
+
+#: Runs in its own process: grows a file through an S3 outbox, which uploads it meanwhile; prints
+#: the peak RSS it added (bytes).
+_STREAMED_PEAK = """
+import os, resource, sys
+from pathlib import Path
+from northwind_elt.treefs import CHUNK, UPLOAD_WINDOW, Outbox, open_root
+fs, root = open_root(sys.argv[1])
+fs.write_bytes(root / "warm-up", b"x")  # the client and its threads exist before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with Outbox(fs, root, Path(sys.argv[2])).file("big.bin") as staged:
+    for size in range(CHUNK, 12 * UPLOAD_WINDOW + 1, CHUNK):
+        os.truncate(staged.path, size)  # grows by sparse zeros, faster than any upload
+        staged.grew()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+"""
+
+
+def test_an_upload_that_follows_a_growing_file_holds_a_bounded_window(s3_server, tmp_path):
+    from northwind_elt.treefs import UPLOAD_WINDOW
+
+    root, staging = s3_server.new_root(), tmp_path / "staging"
+    env = {**os.environ, **s3_server.env}
+
+    done = subprocess.run([sys.executable, "-c", _STREAMED_PEAK, root, str(staging)], env=env,
+                          capture_output=True, text=True, check=True)
+
+    assert int(done.stdout.strip()) < 4 * UPLOAD_WINDOW
+    assert list(staging.iterdir()) == []
+    fs = s3_server.filesystem()
+    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW

@@ -8,12 +8,10 @@ northwind local-env [--shell]          start the embedded PostgreSQL; print the 
 """
 
 import argparse
-import concurrent.futures
 import datetime as dt
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from northwind_elt.layout import DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
+from northwind_elt.treefs import Outbox
 from northwind_elt.warehouse import KEEP_DAYS_VARIABLE, keep_days_setting
 
 #: The repository (for local defaults); in the image this is /project.
@@ -84,24 +83,15 @@ def command_report(args: argparse.Namespace) -> int:
 def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
     """Write the day's evidence into the tree; return its rows and file names.
 
-    Locally the report writes straight into the tree. For object storage it writes into a local
-    temporary folder, then both files are uploaded at the same time (each whole, like every
-    object; measured on SeaweedFS at scale 1000: 6.7 s for the 1.15 GB instead of 7.8 s in turn).
+    Locally the report writes straight into the tree. For object storage it writes each file on
+    local disk while a thread uploads it as it grows, so the two overlap: 1 GiB written in 7 s
+    was published 7.8 s after the start instead of 13.8 s. At scale 1000 on loopback SeaweedFS,
+    which needs as much CPU as the report itself on the same 2 cores, 16.0 s became 14.2 s (the
+    file system: 8 s). A failed report leaves no partial object (see treefs.Outbox).
     """
-    folder = tree.report_folder(day)
-    if tree.fs.is_local:
-        rows = write_report(conn, day, Path(folder), second)
-        return rows, sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))
-    tree.staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tree.staging, prefix="report-") as scratch:
-        rows = write_report(conn, day, Path(scratch), second)
-        names = sorted(p.name for p in Path(scratch).iterdir())
-        with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
-            uploads = [pool.submit(tree.fs.put_file, Path(scratch) / name, folder / name)
-                       for name in names]
-            for upload in uploads:
-                upload.result()
-    return rows, names
+    outbox = Outbox(tree.fs, tree.report_folder(day), tree.staging)
+    rows = write_report(conn, day, outbox, second)
+    return rows, sorted(outbox.published)
 
 
 def command_prune(args: argparse.Namespace) -> int:

@@ -8,16 +8,19 @@ import concurrent.futures
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from northwind_elt import atomic, report_json
+from northwind_elt import report_json
 from northwind_elt.errors import PrerequisiteError
+from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from northwind_elt.warehouse import SNAPSHOT_DATE, existing_columns, loaded_days, snapshot_table
 
 REPORT_NAME = "orders_with_details"
+CSV_NAME, JSON_NAME = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
 ORDERS, DETAILS, JOIN_KEY = "orders", "order_details", "order_id"
 
 
@@ -46,7 +49,7 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
 _VERBATIM_CSV = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
 
 
-def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
+def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
                  second: psycopg.Connection | None = None) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
@@ -55,13 +58,14 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
     object per line, in the same order: ``[``, the objects separated by ``,`` at line ends, ``]``.
     When every column has a plain JSON form (:mod:`northwind_elt.report_json`) the JSON is built
     from the CSV just written, at a third of the cost of the server rendering it; otherwise the
-    server's ``COPY`` of ``row_to_json`` writes it, in the same snapshot. Both files are written
-    under temporary names, then renamed into place.
+    server's ``COPY`` of ``row_to_json`` writes it, in the same snapshot. Each file is published
+    whole once written (:class:`~northwind_elt.treefs.Outbox`: renamed into place, or uploaded as
+    it is written).
 
     Args:
         conn: A connection to the warehouse, not in a transaction.
         day: The loaded day to report.
-        folder: Where the two files go.
+        folder: Where the two files go: a local folder, or an outbox (of any backend).
         second: Another connection to the same warehouse, not in a transaction: when the
             server renders the JSON, it does so on this one at the same time as the CSV, in the
             same snapshot (the query runs on two server processes).
@@ -69,6 +73,7 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
     Returns:
         The rows of the report.
     """
+    outbox = folder if isinstance(folder, Outbox) else Outbox(LOCAL, folder)
     # One snapshot for both files (and, with ``second``, for both connections).
     for connection in (conn, second) if second is not None else (conn,):
         connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -77,26 +82,25 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path,
             raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
                                     "for that day first")
         query = report_query(cur, day)
-        csv_path, json_path = folder / f"{REPORT_NAME}.csv", folder / f"{REPORT_NAME}.json"
         csv_copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
         json_copy = sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) TO STDOUT ({})").format(
             query, _VERBATIM_CSV)
         names, types = result_columns(cur, query)
         if report_json.supported(types) and _plain_session(conn):
-            rows = csv_then_json(cur, csv_copy, csv_path, names, types, json_path)
+            rows = csv_then_json(cur, csv_copy, names, types, outbox)
             if rows is not None:
                 return rows
             # A value without a plain JSON form (a BC date...): the server renders every row.
-            return copy_json_array(cur, json_copy, json_path)
+            return copy_json_array(cur, json_copy, outbox, JSON_NAME)
         if second is None:
-            copy_to_file(cur, csv_copy, csv_path)
-            return copy_json_array(cur, json_copy, json_path)
+            copy_to_file(cur, csv_copy, outbox, CSV_NAME)
+            return copy_json_array(cur, json_copy, outbox, JSON_NAME)
         (snapshot,) = cur.execute("SELECT pg_export_snapshot()").fetchone()
         with second.transaction(), second.cursor() as other, \
                 concurrent.futures.ThreadPoolExecutor(1) as pool:
             other.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            csv_done = pool.submit(copy_to_file, cur, csv_copy, csv_path)
-            rows = copy_json_array(other, json_copy, json_path)
+            csv_done = pool.submit(copy_to_file, cur, csv_copy, outbox, CSV_NAME)
+            rows = copy_json_array(other, json_copy, outbox, JSON_NAME)
             csv_done.result()
         return rows
 
@@ -113,86 +117,79 @@ def _plain_session(conn: psycopg.Connection) -> bool:
     return conn.info.encoding == "utf-8" and date_style.startswith("ISO")
 
 
-def csv_then_json(cur: psycopg.Cursor, csv_copy: sql.Composable, csv_path: Path, names: list[str],
-                  types: list[int], json_path: Path) -> int | None:
+def csv_then_json(cur: psycopg.Cursor, csv_copy: sql.Composable, names: list[str],
+                  types: list[int], outbox: Outbox) -> int | None:
     """Write the CSV from the server and, as its bytes arrive, the JSON from it; publish both.
 
     The JSON is built in a second thread that reads the CSV file while the COPY still writes it
     (Arrow's kernels release the interpreter lock), so the two overlap on two cores. Returns the
     rows, or None, with only the CSV published, when a value has no plain JSON form.
     """
-    growing: report_json.GrowingFile | None = None
     converted: concurrent.futures.Future | None = None
-    with atomic.temporary_beside(json_path) as json_temporary:
-        try:
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with outbox.file(JSON_NAME) as json_file:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
 
-                def started(csv_temporary: Path) -> None:
-                    nonlocal growing, converted
-                    growing = report_json.GrowingFile(csv_temporary)
-                    converted = pool.submit(report_json.write_json_from_csv, growing, names,
-                                            types, json_temporary)
+            def started(csv_file: Staged) -> None:
+                nonlocal converted
+                # Opened here, not in the thread: a short CSV may be published before it runs.
+                growing = GrowingFile(csv_file)
+                converted = pool.submit(_json_from, growing, names, types, json_file)
 
-                try:
-                    copy_to_file(cur, csv_copy, csv_path, started=started,
-                                 wrote=lambda: growing.grew())
-                finally:
-                    if growing is not None:
-                        growing.finish()  # the reader sees the end, of a whole or a failed file
-        finally:
-            if growing is not None:
-                growing.close()
+            copy_to_file(cur, csv_copy, outbox, CSV_NAME, started=started)
         try:
             rows = converted.result()
         except pa.ArrowInvalid:
             rows = None  # text Arrow could not read as expected: the server writes the JSON
         if rows is None:
-            json_temporary.unlink()
-            return None
-        atomic.publish(json_temporary, json_path)
+            json_file.abandon()
     return rows
 
 
-#: How often (rows) a COPY into a file that another thread follows hands it what it wrote.
+def _json_from(csv: GrowingFile, names: list[str], types: list[int], json_file: Staged
+               ) -> int | None:
+    """Write the JSON of the CSV that ``csv`` follows into ``json_file``; close ``csv``."""
+    with csv:
+        return report_json.write_json_from_csv(csv, names, types, json_file.path,
+                                               wrote=json_file.grew)
+
+
+#: How often (rows) a COPY into a file hands what it wrote to the threads that follow the file.
 FOLLOW_ROWS = 8192
 
 
-def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, path: Path,
-                 started: Callable[[Path], None] | None = None,
-                 wrote: Callable[[], None] | None = None) -> int:
-    """Stream a ``COPY ... TO STDOUT`` into ``path`` atomically; return the chunks (rows) read.
+def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, outbox: Outbox, name: str,
+                 started: Callable[[Staged], None] | None = None) -> int:
+    """Stream a ``COPY ... TO STDOUT`` into the file ``name`` of ``outbox``; return the rows.
 
     Args:
         cur: The cursor the COPY runs on.
         statement: The ``COPY ... TO STDOUT``.
-        path: Where the file goes (written under a temporary name, then renamed).
-        started: Called with the temporary file's path once it exists.
-        wrote: Called every :data:`FOLLOW_ROWS` rows, once they are in the file.
+        outbox: Where the file is published, once whole.
+        name: The file's name.
+        started: Called with the staged file once it exists, to follow it as it grows.
     """
     rows = 0
-    with atomic.temporary_beside(path) as temporary:
-        with open(temporary, "wb") as out, cur.copy(statement) as copy:
+    with outbox.file(name) as staged:
+        with open(staged.path, "wb") as out, cur.copy(statement) as copy:
             if started is not None:
-                started(temporary)
+                started(staged)
             for chunk in copy:
                 out.write(chunk)
                 rows += 1
-                if wrote is not None and rows % FOLLOW_ROWS == 0:
-                    out.flush()
-                    wrote()
-        atomic.publish(temporary, path)
+                _hand_over(out, staged, rows)
     return rows
 
 
-def copy_json_array(cur: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
-    """Stream a COPY of one JSON object per line into ``path`` as a JSON array; return the rows.
+def copy_json_array(cur: psycopg.Cursor, statement: sql.Composable, outbox: Outbox, name: str
+                    ) -> int:
+    """Stream a COPY of one JSON object per line into the file ``name`` as a JSON array.
 
     The server sends one row per chunk; each is written once the next one shows it is not the
-    last (which ends without a comma).
+    last (which ends without a comma). Returns the rows.
     """
     rows = 0
-    with atomic.temporary_beside(path) as temporary:
-        with open(temporary, "wb") as out, cur.copy(statement) as copy:
+    with outbox.file(name) as staged:
+        with open(staged.path, "wb") as out, cur.copy(statement) as copy:
             out.write(b"[\n")
             previous = b""
             for chunk in copy:
@@ -201,7 +198,14 @@ def copy_json_array(cur: psycopg.Cursor, statement: sql.Composable, path: Path) 
                     out.write(b",\n")
                 previous = bytes(chunk)
                 rows += 1
+                _hand_over(out, staged, rows)
             out.write(previous)
             out.write(b"]\n")
-        atomic.publish(temporary, path)
     return rows
+
+
+def _hand_over(out: BinaryIO, staged: Staged, rows: int) -> None:
+    """Every :data:`FOLLOW_ROWS` rows, flush ``out`` and tell the threads that follow the file."""
+    if rows % FOLLOW_ROWS == 0:
+        out.flush()
+        staged.grew()
