@@ -237,6 +237,22 @@ def test_a_failed_rerun_records_its_own_reason(tmp_path):
         assert (found.status, found.error, found.attempt) == (steps.FAILED, reason, attempt)
 
 
+def test_a_tap_failure_overwritten_by_its_targets_late_begin_is_still_the_reason(tmp_path):
+    """The target read no marker, the tap wrote its failure, the target then wrote ``running``."""
+    tree, day = DataTree(tmp_path), dt.date.fromisoformat(DAY)
+    reason = "partition file orders.parquet fails its checksum"
+    steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, reason, "attempt-1")
+    steps.mark_running(tree, steps.LOAD_WAREHOUSE, day, "attempt-1")  # the race's second write
+    steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, "the extractor ended", "attempt-1")
+    found = steps.read_marker(tree, steps.LOAD_WAREHOUSE, day)
+    assert (found.status, found.error) == (steps.FAILED, reason)
+    # Another attempt's failure has its own note: it is not taken for this one's.
+    steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, "products.parquet is missing",
+                         "attempt-2")
+    found = steps.read_marker(tree, steps.LOAD_WAREHOUSE, day)
+    assert (found.error, found.attempt) == ("products.parquet is missing", "attempt-2")
+
+
 def test_the_tap_and_target_of_one_step_share_an_attempt_id_and_a_rerun_gets_a_new_one():
     probe = "from northwind_elt.steps import attempt_id; print(attempt_id())"
     run = [sys.executable, "-c", probe]

@@ -40,8 +40,12 @@ def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
         return
     for entry in tree.staging.iterdir():
         try:
-            if entry.stat().st_mtime < limit:
+            if entry.stat().st_mtime >= limit:
+                continue
+            if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
         except FileNotFoundError:
             continue  # another run removed it first
 
@@ -116,6 +120,8 @@ class StepTarget(Target):
             raise
         finally:
             self.remove_batch_folders()
+            # The tap has ended (its output did): the attempt's failure note served its purpose.
+            steps.failure_note(self.tree, self.step, self.day).unlink(missing_ok=True)
 
     def remove_batch_folders(self) -> None:
         """Remove the tap's batch folders that lie in the staging folder (Singer leaves them).

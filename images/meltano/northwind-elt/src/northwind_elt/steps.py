@@ -8,13 +8,16 @@ is published or committed. The load refuses to start unless both extract markers
 """
 
 import datetime as dt
+import hashlib
 import json
 import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from northwind_elt import atomic
 from northwind_elt.errors import PipelineError, PrerequisiteError
 from northwind_elt.layout import DataTree
 
@@ -128,14 +131,35 @@ def begin(tree: DataTree, step: str, day: dt.date, attempt: str | None = None) -
 
 def record_failure(tree: DataTree, step: str, day: dt.date, reason: str,
                    attempt: str | None = None) -> None:
-    """Mark ``step`` failed unless this attempt already did (its first reason is the cause)."""
+    """Mark ``step`` failed with the first reason of this attempt (its cause).
+
+    Tap and target both record their failures, and either may ``begin`` after the other failed:
+    its read of the marker and its write of ``running`` are two requests (an object store offers
+    no compare-and-swap), so a failure written between them is overwritten. The first reason is
+    therefore also kept in a local note of the attempt (:func:`failure_note`; both processes of a
+    step run on one host): the target ends last, as it reads the tap's output to its end, and
+    writes the note's reason into the marker.
+    """
     attempt = attempt or attempt_id()
+    note = failure_note(tree, step, day, attempt)
+    try:
+        reason = json.loads(note.read_bytes())["error"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        note.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(note, json.dumps({"error": reason}).encode())
     current = read_marker(tree, step, day)
-    if current is not None and current.status == FAILED and current.attempt == attempt:
+    if current is not None and current.status == FAILED and current.attempt == attempt \
+            and current.error == reason:
         return
     marker = StepMarker(step=step, run_date=day.isoformat(), status=RUNNING,
                         started_at=current.started_at if current else now(), attempt=attempt)
     finish(tree, marker, error=reason)
+
+
+def failure_note(tree: DataTree, step: str, day: dt.date, attempt: str | None = None) -> Path:
+    """The local file where the first failure of this attempt of ``step`` on ``day`` is kept."""
+    key = f"{attempt or attempt_id()}\0{step}\0{day.isoformat()}"
+    return tree.staging / f"failure-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> None:
