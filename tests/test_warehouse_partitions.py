@@ -66,6 +66,14 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         plan = "\n".join(r[0] for r in wh.execute("EXPLAIN SELECT * FROM orders").fetchall())
         assert f"orders@{DAY2}" in plan and f"orders@{DAY1}" not in plan, plan
         assert "Append" not in plan and plan.startswith(f'Seq Scan on "orders@{DAY2}"'), plan
+        # Frozen and analyzed by the load, never changed after: autovacuum leaves them alone.
+        options = wh.execute("""SELECT DISTINCT c.reloptions, t.reloptions FROM pg_class c
+                                JOIN pg_namespace n ON n.oid = c.relnamespace
+                                LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+                                WHERE n.nspname = 'snapshots' AND c.relispartition
+                                  AND c.relkind = 'r' ORDER BY 2""").fetchall()
+        off = ["autovacuum_enabled=false"]
+        assert options == [(off, off), (off, None)], options  # None: a table without TOAST
         before, ids, current = partition_digests(wh), relation_ids(wh), views(wh)
         assert current["us_states"] != "" and wh.execute(
             "SELECT count(*) FROM us_states").fetchone() == (50,)

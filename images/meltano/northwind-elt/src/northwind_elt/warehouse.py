@@ -50,6 +50,8 @@ KEEP_DAYS_VARIABLE = "NORTHWIND_KEEP_DAYS"
 #: PostgreSQL's identifier limit (bytes); longer names would be truncated silently.
 _MAX_IDENTIFIER_BYTES = 63
 _BOUND_DAY = re.compile(r"FOR VALUES IN \('(\d{4}-\d{2}-\d{2})'\)")
+#: Storage parameters of a partition (see :func:`start_day`).
+_NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
 
 
 def keep_days_setting(value: str | None) -> int | None:
@@ -217,11 +219,14 @@ def start_day(cur: psycopg.Cursor, table: str, day: dt.date) -> str:
     """Create the empty table that will become ``table``'s partition of ``day``; return its name.
 
     Its ``snapshot_date`` defaults to ``day`` (COPY leaves it out) and is checked to be ``day``,
-    so attaching it needs no scan.
+    so attaching it needs no scan. Autovacuum is off for it: a partition is never changed after its
+    load, which freezes (COPY FREEZE) and analyzes it; autovacuum would only analyze and scan it
+    again seconds after the load (its inserts reach the statistics at commit, after the ANALYZE),
+    competing with the next step. Vacuums against wraparound still run.
     """
     fresh = derived_name(table, f"{day.isoformat()}~loading")
-    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(snapshot_table(fresh),
-                                                           snapshot_table(table)))
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {}) WITH ({})").format(
+        snapshot_table(fresh), snapshot_table(table), _NO_AUTOVACUUM))
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}, "
                         "ADD CHECK ({} = {})").format(
         snapshot_table(fresh), sql.Identifier(SNAPSHOT_DATE), sql.Literal(day),
