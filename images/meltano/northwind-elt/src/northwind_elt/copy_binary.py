@@ -66,7 +66,7 @@ def encode(batch: pa.RecordBatch, columns: list[Column]) -> memoryview:
         if values.null_count:
             field = pc.if_else(values.is_valid(), field, _NULL_FIELD)
         pieces.append(field)
-    return _values(pc.binary_join_element_wise(*pieces, _NOTHING))
+    return value_bytes(pc.binary_join_element_wise(*pieces, _NOTHING))
 
 
 def _numbers(values: pa.Array, kind: str) -> pa.Array:
@@ -98,8 +98,9 @@ def _big_endian(numbers: pa.Array) -> pa.Array:
     return pc.binary_reverse(as_binary) if width > 1 else as_binary
 
 
-def _values(array: pa.Array) -> memoryview:
-    """The concatenated bytes of a large_binary array's values, without copying them."""
-    offsets = memoryview(array.buffers()[1]).cast("q")
+def value_bytes(array: pa.Array) -> memoryview:
+    """The concatenated bytes of a string or binary array's values (large or not), not copied."""
+    large = pa.types.is_large_binary(array.type) or pa.types.is_large_string(array.type)
+    offsets = memoryview(array.buffers()[1]).cast("q" if large else "i")
     start, end = offsets[array.offset], offsets[array.offset + len(array)]
     return memoryview(array.buffers()[2])[start:end]

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from northwind_elt.copy_binary import value_bytes
+
 #: Type OIDs (pg_type) by how their CSV text becomes JSON.
 NUMBERS = frozenset({20, 21, 23, 700, 701, 1700})  # int8, int2, int4, float4, float8, numeric
 STRINGS = frozenset({25, 1042, 1043})  # text, character, character varying
@@ -103,7 +105,7 @@ def write_json_from_csv(csv_path: Path | io.RawIOBase, names: Sequence[str], typ
             pieces.literal("},\n")
             if rows:
                 out.write(b",\n")  # the previous batch's last object was not the last one
-            out.write(_data_of(pieces.join())[:-2])  # its own last comma waits for the next batch
+            out.write(value_bytes(pieces.join())[:-2])  # its own last comma waits for the next batch
             rows += batch.num_rows
             if wrote is not None:
                 out.flush()
@@ -177,9 +179,3 @@ def _add(pieces: _Pieces, values: pa.Array, *, quote: bool) -> bool:
 def _quoted(values: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', values, '"', "")
 
-
-def _data_of(strings: pa.Array) -> memoryview:
-    """The concatenated bytes of a string array's values, without copying them."""
-    offsets = memoryview(strings.buffers()[1]).cast("i")
-    start, end = offsets[strings.offset], offsets[strings.offset + len(strings)]
-    return memoryview(strings.buffers()[2])[start:end]
