@@ -19,8 +19,10 @@ Then, in the same run and on the same data:
 * how cost grows: the same steps at scale 1, 10 and 100 (``--no-growth`` skips them);
 * with ``--backend s3`` (``make bench BACKEND=s3``), the same steps again with the data tree on a
   local S3 server (SeaweedFS ``weed mini`` on loopback, scripts/seaweed.py), start-up included,
-  beside the file-system figures: the S3 data part over the file-system data part of each step.
-  The server's own memory and CPU are not counted (a store is not part of a step pod).
+  each run alternating with the file-system run of the same step (a drift of the machine moves
+  both alike): the S3 data part over the file-system data part of each step. The server's own
+  memory is not counted (a store is not part of a step pod); the CPU seconds it used during each
+  S3 step are printed beside it, as it shares the machine's cores with the step.
 
 Peak RSS is measured two ways: the kernel's high-water mark of the largest single process of the
 command's tree (``ru_maxrss`` of the waited-for descendants, exact), and the largest sum over the
@@ -149,6 +151,8 @@ class Measurement:
     largest_process: str
     returncode: int
     log: str
+    #: CPU seconds the S3 store used during the command (S3 runs only; it shares the cores).
+    store_cpu: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -515,43 +519,79 @@ def step_rows(step: str, counts: dict[str, int]) -> int:
             "load-warehouse": tables + counts[DETAILS], "publish-report": counts[DETAILS]}[step]
 
 
-def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Path, folder: Path,
-              steps: Sequence[str], s3: seaweed.S3Server | None = None, runs: int = STEP_RUNS
-              ) -> dict[str, Measurement]:
-    """Run ``steps`` in order on a fresh warehouse and data tree; measure each (median of ``runs``).
+@dataclasses.dataclass
+class Side:
+    """Where a run of the steps keeps its data tree: the file system, or a prefix on ``store``."""
 
-    With ``s3``, the data tree is a fresh prefix on that server (work files in ``folder``).
+    suffix: str
+    store: seaweed.S3Server | None = None
+
+
+FS_SIDE = Side("")
+
+
+def store_cpu_seconds(store: seaweed.S3Server) -> float:
+    """CPU seconds (user + system) the store's process has used so far."""
+    times = psutil.Process(store.process.pid).cpu_times()
+    return times.user + times.system
+
+
+def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Path, folder: Path,
+              steps: Sequence[str], sides: Sequence[Side] = (FS_SIDE,), runs: int = STEP_RUNS
+              ) -> list[dict[str, Measurement]]:
+    """Run ``steps`` in order on a fresh warehouse and data tree per side; measure each.
+
+    Each measurement is the median of ``runs``; the sides' runs alternate (file system, S3, file
+    system, ...), so a drift of the machine moves both sides alike. Each side has its own warehouse
+    and tree (an S3 side: a fresh prefix on its store, work files in ``folder``); an S3 run also
+    records the store's CPU seconds, which share the machine's cores with the step.
     """
-    warehouse = f"{source}_warehouse"
-    server.create_database(warehouse)
     data_root = folder / "data"
     shutil.rmtree(data_root, ignore_errors=True)
-    env = step_environment(server, source, warehouse, data_root, csv_path)
-    suffix = ""
-    if s3 is not None:
-        env = seaweed.step_environment(env, s3, s3.new_root(), folder / "staging")
-        suffix = "-s3"
-    def run(name: str, step: str) -> Measurement:
+    envs = []
+    for side in sides:
+        warehouse = f"{source}_warehouse{side.suffix.replace('-', '_')}"
+        server.create_database(warehouse)
+        env = step_environment(server, source, warehouse, data_root, csv_path)
+        if side.store is not None:
+            env = seaweed.step_environment(env, side.store, side.store.new_root(),
+                                           folder / "staging")
+        envs.append(env)
+
+    def run(name: str, step: str, side: int) -> Measurement:
         server.checkpoint()
-        return run_meltano(name, [step], step_rows(step, counts), env, folder / "logs")
+        store = sides[side].store
+        before = store_cpu_seconds(store) if store else None
+        measured = run_meltano(f"{name}{sides[side].suffix}", [step], step_rows(step, counts),
+                               envs[side], folder / "logs")
+        if store:
+            measured.store_cpu = store_cpu_seconds(store) - before
+        return measured
 
-    def first_load(n: int) -> Measurement:
-        server.create_database(warehouse)  # empty again: each run is a first load
-        return run(f"load-warehouse-{n}{suffix}", "load-warehouse")
+    def first_load(n: int, side: int) -> Measurement:
+        server.create_database(envs[side]["WAREHOUSE_PGDATABASE"])  # each run is a first load
+        return run(f"load-warehouse-{n}", "load-warehouse", side)
 
-    measured = {}
+    measured: list[dict[str, Measurement]] = [{} for _ in sides]
     for step in steps:
         if step == "load-warehouse":
             # Each first load is followed by a rerun (the same day again: its partitions are
-            # replaced), so a drift of the machine moves both sides alike.
-            firsts, reruns = [], []
+            # replaced), so a drift of the machine moves both alike.
+            firsts, reruns = [[] for _ in sides], [[] for _ in sides]
             for n in range(LOAD_RUNS if runs > 1 else 1):
-                firsts.append(first_load(n))
-                reruns.append(run(f"{RERUN.replace(' ', '-')}-{n}{suffix}", step))
-            measured[step], measured[RERUN] = median_of(firsts), median_of(reruns)
+                for side in range(len(sides)):
+                    firsts[side].append(first_load(n, side))
+                    reruns[side].append(run(f"{RERUN.replace(' ', '-')}-{n}", step, side))
+            for side in range(len(sides)):
+                measured[side][step] = median_of(firsts[side])
+                measured[side][RERUN] = median_of(reruns[side])
         else:  # the later runs replace the day's output: the same work
-            measured[step] = median_of([run(f"{step}-{n}{suffix}", step)
-                                        for n in range(runs)])
+            results = [[] for _ in sides]
+            for n in range(runs):
+                for side in range(len(sides)):
+                    results[side].append(run(f"{step}-{n}", step, side))
+            for side in range(len(sides)):
+                measured[side][step] = median_of(results[side])
     return measured
 
 
@@ -608,35 +648,36 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
                                                  rows_public + counts[DETAILS],
                                                  "raw in (all tables)")
     runs = STEP_RUNS if in_process else 1  # the main scale's figures are medians; growth's not
-    measured = run_steps(server, source, counts, csv_path, folder, steps, runs=runs)
+    sides = [FS_SIDE, Side("-s3", s3)] if s3 else [FS_SIDE]
+    measured, *on_s3 = run_steps(server, source, counts, csv_path, folder, steps, sides, runs)
     if "publish-report" in steps:
         raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
                                                      counts[DETAILS])
     found = None
     if in_process and "publish-report" in steps:
         found = warehouse_in_process(server, source, folder / "data", raw_folder)
-    # Last: it starts from a fresh data folder and warehouse, which the figures above read.
-    on_s3 = run_steps(server, source, counts, csv_path, folder, steps, s3, runs) if s3 else {}
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
     with server.connect("postgres", autocommit=True) as admin:
-        for name in (source, f"{source}_warehouse"):
+        for name in (source, f"{source}_warehouse", f"{source}_warehouse_s3"):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-    return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3, in_process=found)
+    return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3[0] if on_s3 else {},
+                       in_process=found)
 
 
 def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STARTUP_RUNS,
-            s3: seaweed.S3Server | None = None) -> dict[str, Measurement]:
-    """Each step on an empty source (and a one-row CSV): its fixed start-up (on S3 with ``s3``)."""
+            sides: Sequence[Side] = (FS_SIDE,)) -> list[dict[str, Measurement]]:
+    """Each step on an empty source (and a one-row CSV): its fixed start-up, for each side."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "order_details.csv"
     empty_source(server, "northwind_empty", csv_path)
     counts = {DETAILS: 1}
-    results = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps, s3)
+    results = [run_steps(server, "northwind_empty", counts, csv_path, folder, steps, sides, 1)
                for _ in range(runs)]
-    return {step: median_of([run[step] for run in results]) for step in results[0]}
+    return [{step: median_of([run[side][step] for run in results]) for step in results[0][side]}
+            for side in range(len(sides))]
 
 
 #: The plugins of each step (meltano.yml's jobs) and the module each one's executable imports.
@@ -905,7 +946,8 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
             continue
         ok = data_s3 / data_fs <= S3_RATIO_GOAL and m.rss_process_mb < RSS_GOAL_MB
         lines.append(f"  {step:<18} S3/file system data part {data_s3:.2f} / {data_fs:.2f} s = "
-                     f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB: "
+                     f"{data_s3 / data_fs:.2f}x, {m.rss_process_mb:.0f} MB, store CPU "
+                     f"{m.store_cpu or 0:.1f} s: "
                      f"{'meets' if ok else 'MISSES'} the goals (<= {S3_RATIO_GOAL:.0f}x, "
                      f"< {RSS_GOAL_MB} MB)")
     return lines
@@ -1105,12 +1147,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "s3":
             (workdir / "seaweedfs").mkdir()
             s3 = seaweed.start(workdir / "seaweedfs")
-        start = {} if args.quick else startup(server, workdir / "startup", steps,
-                                              args.startup_runs)
+        sides = [FS_SIDE, Side("-s3", s3)] if s3 else [FS_SIDE]
+        starts = [{} for _ in sides] if args.quick else startup(
+            server, workdir / "startup", steps, args.startup_runs, sides)
+        start, start_s3 = starts[0], starts[1] if s3 else {}
         breakdown = {} if args.quick else startup_breakdown(workdir / "breakdown",
                                                             args.startup_runs)
-        start_s3 = {} if args.quick or s3 is None else startup(
-            server, workdir / "startup-s3", steps, args.startup_runs, s3)
         growth = [] if args.quick or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]

@@ -3,8 +3,8 @@
 The server is started by scripts/seaweed.py (shared with the benchmark), once per session. Tests
 skip, naming the reason, when the binary cannot run here.
 
-:class:`FreezingProxy` sits between a step and the server and stops forwarding at the first request
-whose line matches a pattern, so a test can kill a step at an exact point of its publish.
+:class:`FreezingProxy` sits between a step and the server and holds each request whose line matches
+a pattern, so a test can kill a step at an exact point of its publish.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def s3_server(tmp_path_factory) -> S3Server:
 
 
 class FreezingProxy:
-    """A TCP proxy to ``upstream`` that freezes (stops forwarding) at a matching request line."""
+    """A TCP proxy to ``upstream`` that freezes the connection of a matching request line.
+
+    Only that connection stops forwarding (``frozen`` is set): the client's other connections,
+    such as the other partitions a step publishes beside it, go on.
+    """
 
     def __init__(self, upstream: str, request_line: re.Pattern[bytes]):
         host, port = upstream.removeprefix("http://").split(":")
@@ -62,14 +66,15 @@ class FreezingProxy:
                 threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
-        tail = b""
+        tail, frozen = b"", False
         try:
             while chunk := source.recv(65536):
                 if requests:
                     tail = (tail + chunk)[-4096:]
                     if self.pattern.search(tail):
+                        frozen = True
                         self.frozen.set()
-                while self.frozen.is_set() and not self._closed:
+                while frozen and not self._closed:
                     time.sleep(0.05)  # hold the request: the client waits, mid-publish
                 if self._closed:
                     return

@@ -141,8 +141,9 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
     with databases.warehouse() as wh:
         loaded = warehouse_digest(wh)
 
-    # Mid-publish: the source changed, the rerun has replaced categories (published first) and
-    # is held, by a proxy, at the upload of orders; then killed. The old success must not stand.
+    # Mid-publish: the source changed, the rerun has replaced categories (published beside the
+    # others) and is held, by a proxy, at the upload of orders; then killed. The old success must
+    # not stand.
     with databases.source(autocommit=True) as src:
         src.execute("UPDATE categories SET description = description || ' (v2)'")
     proxy = FreezingProxy(s3_server.endpoint, re.compile(
@@ -151,12 +152,14 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
         extract = start_step(steps.EXTRACT_POSTGRES, with_server(
             databases.env, s3_server, root, proxy.endpoint), tmp_path / "killed-publish.log")
         wait_for(proxy.frozen.is_set, "the extract to upload orders", timeout=180)
+        categories = f"postgres/categories/{DAY}/categories.parquet"
+        wait_for(lambda: published(objects(s3_server, root))[categories] != before[categories],
+                 "the extract to replace categories")
         kill_group(extract)
     finally:
         proxy.close()
     found = objects(s3_server, root)
     half = published(found)
-    categories = f"postgres/categories/{DAY}/categories.parquet"
     assert half[categories] != before[categories]  # replaced ...
     assert half[f"postgres/orders/{DAY}/orders.parquet"] == before[
         f"postgres/orders/{DAY}/orders.parquet"]  # ... while orders is not yet

@@ -2,19 +2,21 @@
 
 Every stream is staged in the tree's local staging folder; only when the tap's completion message
 has arrived and every stream holds the announced rows are the files published into their
-partitions (renamed locally, uploaded to object storage), each followed by its manifest, and the
-step's marker set to ``success``, last. The marker says ``running`` from the start, so a kill
-mid-publish never leaves an old ``success`` vouching for half-replaced partitions; and the load
-checks every partition against its manifest. Any failure marks the step ``failed``.
+partitions (renamed locally, uploaded to object storage; the partitions side by side), each
+followed by its manifest, and the step's marker set to ``success``, last, once all are in place.
+The marker says ``running`` from the start, so a kill mid-publish never leaves an old ``success``
+vouching for half-replaced partitions; and the load checks every partition against its manifest.
+Any failure marks the step ``failed``.
 """
 
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from northwind_elt import steps
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import PartitionError
-from northwind_elt.layout import DataTree, check_source
+from northwind_elt.layout import DataTree, Partition, check_source
 from northwind_elt.manifest import Manifest, describe_columns, write_manifest
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion
@@ -24,6 +26,9 @@ from singer_sdk import typing as th
 
 from target_datatree.sinks import PartitionSink
 from target_datatree.staging import StagedPartition
+
+#: Partitions published at once (threads: the work is I/O, and hashing releases the GIL).
+PUBLISH_THREADS = 8
 
 
 class TargetDataTree(StepTarget):
@@ -77,28 +82,43 @@ class TargetDataTree(StepTarget):
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def finish_step(self) -> None:
-        """Check the run is complete, then publish every staged file: data, then its manifest."""
+        """Check the run is complete, publish every staged partition, then mark the step done.
+
+        Partitions are published side by side: each is a few requests on object storage (12 ms
+        apiece on loopback SeaweedFS, 0.25 s for Northwind's 13 tables in turn) and independent of
+        the others; the marker waits for all of them. A failed one fails the step; those already
+        published are whole (data and manifest) and the next run replaces them.
+        """
         self._check_complete()
         extracted_at = steps.now()
+        streams = sorted(self.staged)
+        with ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish") as pool:
+            published = [pool.submit(self._publish, stream, extracted_at) for stream in streams]
         rows = {}
-        for stream, staged in sorted(self.staged.items()):
-            staged.close()
-            partition = self.tree.partition(self.source, stream, self.day)
-            manifest = Manifest(
-                source=self.source, stream=stream, run_date=self.day.isoformat(),
-                file=partition.data_file.name, rows=staged.rows,
-                bytes=staged.path.stat().st_size, sha256=sha256_of(staged.path),
-                columns=describe_columns(staged.columns), key_properties=staged.key_properties,
-                producer=self.completion.producer, extracted_at=extracted_at,
-                schema=self.schemas[stream],
-            )
-            self.tree.fs.put_file(staged.path, partition.data_file)
-            write_manifest(partition, manifest)
-            rows[stream] = staged.rows
-            self.logger.info("published %s: %d rows -> %s", stream, staged.rows,
+        for stream, future in zip(streams, published, strict=True):
+            partition = future.result()  # the first failed stream's error, in stream order
+            rows[stream] = self.staged[stream].rows
+            self.logger.info("published %s: %d rows -> %s", stream, rows[stream],
                              self.tree.fs.url(partition.data_file))
         self._remove_stale_partitions()
-        self.succeed_step(rows, {"source": self.source, "streams": sorted(self.staged)})
+        self.succeed_step(rows, {"source": self.source, "streams": streams})
+
+    def _publish(self, stream: str, extracted_at: str) -> Partition:
+        """Publish ``stream``'s staged file into its partition: the data, then its manifest."""
+        staged = self.staged[stream]
+        staged.close()
+        partition = self.tree.partition(self.source, stream, self.day)
+        manifest = Manifest(
+            source=self.source, stream=stream, run_date=self.day.isoformat(),
+            file=partition.data_file.name, rows=staged.rows,
+            bytes=staged.path.stat().st_size, sha256=sha256_of(staged.path),
+            columns=describe_columns(staged.columns), key_properties=staged.key_properties,
+            producer=self.completion.producer, extracted_at=extracted_at,
+            schema=self.schemas[stream],
+        )
+        self.tree.fs.put_file(staged.path, partition.data_file)
+        write_manifest(partition, manifest)
+        return partition
 
     def _check_complete(self) -> None:
         if self.completion is None and not self.config.get("require_completion", True):
