@@ -931,10 +931,11 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
         lines = ["", "Data tree on S3 (SeaweedFS weed mini on loopback):"]
     lines += [HEADER, "-" * len(HEADER)]
     for step, m in main.s3_steps.items():
-        lines.append(step_line(f"{step} (s3)", m, start_s3.get(step),
+        lines.append(step_line(f"{step} (s3)", m, start_s3.get(STARTUP_OF.get(step, step)),
                                main.raw.get(BASELINE_OF[step])))
     for step, m in main.s3_steps.items():
-        fs, s, s_s3 = main.steps.get(step), start.get(step), start_s3.get(step)
+        startup_step = STARTUP_OF.get(step, step)  # as in the table above
+        fs, s, s_s3 = main.steps.get(step), start.get(startup_step), start_s3.get(startup_step)
         if not (fs and s and s_s3):
             continue
         data_fs, data_s3 = fs.wall - s.wall, m.wall - s_s3.wall
