@@ -93,6 +93,8 @@ RATIO_GOAL = 3.0
 RSS_GOAL_MB = 400
 #: Issue 10: a step's data part on S3 within this factor of the same step on the file system.
 S3_RATIO_GOAL = 2.0
+#: The store's share of the cores is printed for a step where it exceeds this part of its data part.
+STORE_SHARE_SHOWN = 0.25
 #: The goals of issue 11: load data part vs raw COPY in, rerun vs first load, report vs its query.
 LOAD_RATIO_GOAL = 1.5
 RERUN_RATIO_GOAL = 1.1
@@ -951,6 +953,13 @@ def s3_lines(main: ScaleResult, start: dict[str, Measurement], start_s3: dict[st
                      f"{m.store_cpu or 0:.1f} s: "
                      f"{'meets' if ok else 'MISSES'} the goals (<= {S3_RATIO_GOAL:.0f}x, "
                      f"< {RSS_GOAL_MB} MB)")
+        share = (m.store_cpu or 0) / (os.cpu_count() or 1)
+        if share > STORE_SHARE_SHOWN * data_s3:
+            # Derived, not measured: what the step would take with the store on its own cores,
+            # if the store's CPU time displaced the step's one for one (the cores were busy).
+            lines.append(f"  {'':<18} of which the store's CPU over the {os.cpu_count()} cores "
+                         f"{share:.2f} s; the rest {data_s3 - share:.2f} s = "
+                         f"{(data_s3 - share) / data_fs:.2f}x (derived)")
     return lines
 
 
