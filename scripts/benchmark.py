@@ -528,6 +528,10 @@ class Side:
     suffix: str
     store: seaweed.S3Server | None = None
 
+    def warehouse(self, source: str) -> str:
+        """The name of this side's warehouse database for ``source``."""
+        return f"{source}_warehouse{self.suffix.replace('-', '_')}"
+
 
 FS_SIDE = Side("")
 
@@ -552,7 +556,7 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
     shutil.rmtree(data_root, ignore_errors=True)
     envs = []
     for side in sides:
-        warehouse = f"{source}_warehouse{side.suffix.replace('-', '_')}"
+        warehouse = side.warehouse(source)
         server.create_database(warehouse)
         env = step_environment(server, source, warehouse, data_root, csv_path)
         if side.store is not None:
@@ -653,7 +657,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     sides = [FS_SIDE, Side("-s3", s3)] if s3 else [FS_SIDE]
     measured, *on_s3 = run_steps(server, source, counts, csv_path, folder, steps, sides, runs)
     if "publish-report" in steps:
-        raw["raw report query out"] = raw_report_out(server, f"{source}_warehouse", raw_folder,
+        raw["raw report query out"] = raw_report_out(server, FS_SIDE.warehouse(source), raw_folder,
                                                      counts[DETAILS])
     found = None
     if in_process and "publish-report" in steps:
@@ -662,7 +666,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
     with server.connect("postgres", autocommit=True) as admin:
-        for name in (source, f"{source}_warehouse", f"{source}_warehouse_s3"):
+        for name in (source, *(side.warehouse(source) for side in sides)):
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
     return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3[0] if on_s3 else {},
@@ -1045,8 +1049,8 @@ def warehouse_in_process(server: Server, source: str, data_root: Path, folder: P
     database = f"{source}_keep"
     result: dict = {"sizes": []}
     server.checkpoint()
-    with server.connect(f"{source}_warehouse") as conn, \
-            server.connect(f"{source}_warehouse") as second:
+    with server.connect(FS_SIDE.warehouse(source)) as conn, \
+            server.connect(FS_SIDE.warehouse(source)) as second:
         started = time.perf_counter()
         write_report(conn, extracted, folder / "report", second)
         result["report"] = time.perf_counter() - started

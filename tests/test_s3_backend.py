@@ -25,7 +25,7 @@ import pytest
 from northwind_elt import cli, report, steps
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
-from northwind_elt.treefs import Outbox, TreeFS
+from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
 from pipeline import assert_ok, output, run_day, run_step, tree_digest, warehouse_digest
 from psycopg import sql
 from s3server import BUCKET, FreezingProxy, with_server
@@ -412,6 +412,22 @@ def test_an_upload_holds_a_bounded_window_in_memory_not_the_file(s3_server, tmp_
     assert not big.exists()
     fs = s3_server.filesystem()
     assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_a_published_file_arrives_whole_whatever_its_size(s3_server, tmp_path, monkeypatch,
+                                                          size):
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    fs, root = open_root(s3_server.new_root())
+    local = tmp_path / "file.bin"
+    local.write_bytes(os.urandom(size))
+    sent = local.read_bytes()
+
+    fs.put_file(local, root / "file.bin")  # buffers sized by the file, chunks at most CHUNK
+
+    assert fs.read_bytes(root / "file.bin") == sent
+    assert not local.exists()
 
 
 #: Runs in its own process: grows a file through an S3 outbox, which uploads it meanwhile; prints

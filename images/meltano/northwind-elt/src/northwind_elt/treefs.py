@@ -91,18 +91,22 @@ class TreeFS:
             atomic.publish(local, Path(path))
             return
         with open(local, "rb") as source:
-            self.upload(source, path)
+            self.upload(source, path, local.stat().st_size)
         local.unlink()
 
-    def upload(self, source: BinaryIO, path: PurePosixPath) -> None:
+    def upload(self, source: BinaryIO, path: PurePosixPath, size: int | None = None) -> None:
         """Write what ``source`` reads, up to its end, to the object at ``path`` (S3 only).
 
+        ``size``, when known, is what ``source`` holds: a small file then takes a buffer of its
+        size, not a whole chunk (an extract publishes its partitions side by side, most small).
         The object appears when the stream closes: at the end, but also after a failure part-way,
         with what was sent (pyarrow completes an upload on every close; it cannot abort one).
         """
         with self.fs.open_output_stream(str(path)) as out:
-            unsettled = 0
-            while chunk := _next_chunk(source):
+            unsettled, left = 0, size
+            while chunk := _next_chunk(source, CHUNK if left is None else min(CHUNK, left)):
+                if left is not None:
+                    left -= len(chunk)
                 out.write(chunk)
                 unsettled += len(chunk)
                 if unsettled >= UPLOAD_WINDOW:
@@ -146,14 +150,16 @@ class TreeFS:
         return digest.hexdigest()
 
 
-def _next_chunk(source: BinaryIO) -> pa.Buffer | None:
-    """The next :data:`CHUNK` bytes of ``source`` (fewer at its end) in a new buffer; None at the end.
+def _next_chunk(source: BinaryIO, most: int) -> pa.Buffer | None:
+    """The next ``most`` bytes of ``source`` (fewer at its end) in a new buffer; None at the end.
 
     pyarrow sends a write this large as a part of its own, without copying it, and holds it until
     sent: hence a new buffer each time. An Arrow buffer is read into directly (no copy through
     Python bytes) and freed by the upload threads without the interpreter lock.
     """
-    buffer = pa.allocate_buffer(CHUNK)
+    if most <= 0:
+        return None
+    buffer = pa.allocate_buffer(most)
     count = source.readinto(memoryview(buffer))
     return buffer.slice(0, count) if count else None
 

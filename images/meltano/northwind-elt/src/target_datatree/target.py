@@ -27,7 +27,10 @@ from singer_sdk import typing as th
 from target_datatree.sinks import PartitionSink
 from target_datatree.staging import StagedPartition
 
-#: Partitions published at once (threads: the work is I/O, and hashing releases the GIL).
+#: Partitions published at once (threads: the work is I/O, and hashing releases the GIL). Each
+#: thread costs about 12 MB whatever the partition's size (the S3 client's own, measured with
+#: buffers sized to the file): a small extract's process took 134 MB with 1, 187 with 4, 219-230
+#: with 8.
 PUBLISH_THREADS = 8
 
 
@@ -84,10 +87,11 @@ class TargetDataTree(StepTarget):
     def finish_step(self) -> None:
         """Check the run is complete, publish every staged partition, then mark the step done.
 
-        Partitions are published side by side: each is a few requests on object storage (12 ms
-        apiece on loopback SeaweedFS, 0.25 s for Northwind's 13 tables in turn) and independent of
-        the others; the marker waits for all of them. A failed one fails the step; those already
-        published are whole (data and manifest) and the next run replaces them.
+        Partitions are published side by side: each is a few requests on object storage,
+        independent of the others (13 partitions on loopback SeaweedFS: 0.26 s in turn, 0.15 s
+        with 8 threads; a remote store's latency multiplies both); the marker waits for them all.
+        A failed one fails the step; those already published are whole (data and manifest) and
+        the next run replaces them.
         """
         self._check_complete()
         extracted_at = steps.now()
