@@ -32,7 +32,7 @@ from test_names_in_step import cluster_env
 
 sys.path.insert(0, str(helm.ROOT / "dags"))
 from northwind import pods  # noqa: E402
-from northwind.cluster import S3, ClusterEnvError  # noqa: E402
+from northwind.cluster import S3, ClusterEnvError, S3Names  # noqa: E402
 
 AIRFLOW_DIR = helm.CHARTS / "airflow"
 S3_LAYER = AIRFLOW_DIR / "values-s3.yaml"
@@ -123,6 +123,28 @@ def test_step_pod_on_s3_has_no_claim_no_affinity_and_secret_keys(step, monkeypat
     assert helm.restricted_violations(spec) == []
 
 
+def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role():
+    # A cloud bucket reached through the pods' own identity (an IAM role of the ServiceAccount).
+    keyless = S3Names.from_mapping({**cluster_env(), "S3_ENDPOINT": "", "S3_SECRET": ""})
+    kwargs = pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3", s3=keyless)
+    assert kwargs["secrets"] == pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="filesystem")["secrets"]
+    assert not set(pods.S3_SECRET_KEYS) & set(kwargs["env_vars"])
+    assert "AWS_ENDPOINT_URL" not in kwargs["env_vars"]  # the AWS endpoint of the region
+
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/northwind-lake"}
+    docs = helm.render("northwind-pipeline", {"data": {"backend": "s3", "s3": {"secretName": ""}},
+                                              "stepServiceAccount": {"annotations": role}})
+    for doc in docs:
+        helm.validate(doc)
+    account = helm.one(docs, "ServiceAccount", cluster_env()["STEP_SERVICE_ACCOUNT"])
+    assert account["metadata"]["annotations"] == role
+    probe = next(spec for _, spec in _pod_specs(docs))
+    assert probe["serviceAccountName"] == account["metadata"]["name"]
+    assert not set(pods.S3_SECRET_KEYS) & set(_env(probe["containers"][0]))
+    keyed = next(spec for _, spec in _pod_specs(helm.render("northwind-pipeline", PIPELINE_S3)))
+    assert set(pods.S3_SECRET_KEYS) <= set(_env(keyed["containers"][0]))  # the switch bites
+
+
 def test_step_pod_on_the_file_system_keeps_its_claim(monkeypatch):
     # The switch must bite: the default backend still mounts the data claim.
     spec = _step_pod(pods.LOAD_WAREHOUSE, "filesystem", monkeypatch)["spec"]
@@ -184,6 +206,7 @@ def test_cluster_env_backend_names_are_checked():
 
     values = parse_env_file((helm.ROOT / "dags" / "northwind" / "cluster.env").read_text())
     assert S3Names.from_mapping({**values, "S3_ENDPOINT": ""}).s3_endpoint == ""  # a cloud bucket
+    assert S3Names.from_mapping({**values, "S3_SECRET": ""}).s3_secret == ""  # the pods' identity
     with pytest.raises(ClusterEnvError, match="DATA_BACKEND='nfs'"):
         S3Names.from_mapping({**values, "DATA_BACKEND": "nfs"})
     with pytest.raises(ClusterEnvError, match="lacks S3_BUCKET"):
@@ -367,6 +390,13 @@ def test_make_up_options_pick_the_layers():
         result = subprocess.run(["make", "-s", "up-options", bad], cwd=helm.ROOT,
                                 capture_output=True, text=True, check=False)
         assert result.returncode != 0 and result.stderr.splitlines()[0].startswith(f"{bad}: use "), bad
+    # Keyless (the pods' identity) suits a bucket elsewhere, not the store this install creates.
+    keyless = ["make", "-s", "up-options", "DATA_BACKEND=s3", "S3_SECRET="]
+    result = subprocess.run(keyless, cwd=helm.ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and result.stderr.startswith("S3_SECRET=: the in-cluster")
+    result = subprocess.run([*keyless, "OBJECTSTORE_ENABLED=false"], cwd=helm.ROOT,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 # --- the object store for real: weed with the rendered args, identity file and bucket script --

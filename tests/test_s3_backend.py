@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt import cli, report, steps
+from northwind_elt import cli, report, steps, treefs
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
@@ -428,6 +428,29 @@ def test_a_published_file_arrives_whole_whatever_its_size(s3_server, tmp_path, m
 
     assert fs.read_bytes(root / "file.bin") == sent
     assert not local.exists()
+
+
+def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_server, tmp_path, monkeypatch):
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    fs, root = open_root(s3_server.new_root())
+    fs.write_bytes(root / "file.bin", b"the previous run's")
+    local = tmp_path / "file.bin"
+    local.write_bytes(os.urandom(2 * CHUNK + 7))
+    chunks = treefs._next_chunk
+
+    def failing_second_read(source, most):
+        if source.tell() >= CHUNK:
+            raise OSError("disk read error")
+        return chunks(source, most)
+
+    monkeypatch.setattr(treefs, "_next_chunk", failing_second_read)
+    with pytest.raises(OSError, match="disk read error"):
+        fs.put_file(local, root / "file.bin")
+
+    # pyarrow completed the upload with the first chunk; the failure deleted it again.
+    assert fs.size(root / "file.bin") is None
+    assert local.exists()  # the staged file stays for the step's own cleanup
 
 
 #: Runs in its own process: grows a file through an S3 outbox, which uploads it meanwhile; prints

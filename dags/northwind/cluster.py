@@ -180,13 +180,17 @@ class S3Names:
 
     @classmethod
     def from_mapping(cls, values: dict[str, str], source: str = "cluster.env") -> "S3Names":
-        """Pick the backend names out of ``values``; only ``S3_ENDPOINT`` may be empty.
+        """Pick the backend names out of ``values``; ``S3_ENDPOINT`` and ``S3_SECRET`` may be empty.
+
+        An empty ``S3_ENDPOINT`` is the AWS default endpoint of the region; an empty ``S3_SECRET``
+        leaves the credentials to the pod's identity (an IAM role for its ServiceAccount).
 
         Raises:
             ClusterEnvError: If a name is missing, or ``DATA_BACKEND`` is not a known backend.
         """
         keys = [field.name.upper() for field in fields(cls)]
-        missing = [key for key in keys if key not in values or (key != "S3_ENDPOINT" and not values[key])]
+        optional = ("S3_ENDPOINT", "S3_SECRET")
+        missing = [key for key in keys if key not in values or (key not in optional and not values[key])]
         if missing:
             raise ClusterEnvError(f"{source} lacks {', '.join(missing)}")
         names = cls(**{key.lower(): values[key] for key in keys})

@@ -10,9 +10,10 @@ Both backends offer the same few operations. What differs is how one object is r
 A step's larger files are written locally first (:class:`Outbox`): on S3 a thread uploads each one
 while it is still being written, so the upload overlaps the writing instead of following it.
 
-S3 settings come from the usual AWS variables (``AWS_ENDPOINT_URL`` for an in-cluster store,
-``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` or any other credential source
-the AWS SDK knows); the URL carries only the bucket and prefix.
+S3 settings come from the usual AWS variables (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
+for an in-cluster store or another provider, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``,
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` or any other credential source the AWS SDK
+knows); the URL carries only the bucket and prefix.
 """
 
 import concurrent.futures
@@ -91,7 +92,11 @@ class TreeFS:
             atomic.publish(local, Path(path))
             return
         with open(local, "rb") as source:
-            self.upload(source, path, local.stat().st_size)
+            try:
+                self.upload(source, path, local.stat().st_size)
+            except BaseException:
+                self.discard_partial(path)
+                raise
         local.unlink()
 
     def upload(self, source: BinaryIO, path: PurePosixPath, size: int | None = None) -> None:
@@ -112,6 +117,20 @@ class TreeFS:
                 if unsettled >= UPLOAD_WINDOW:
                     out.flush()  # wait for the parts in flight: memory stays bounded
                     unsettled = 0
+
+    def discard_partial(self, path: PurePosixPath) -> None:
+        """Delete what a failed :meth:`upload` left at ``path``, if it can (S3 only).
+
+        The upload cannot be aborted (pyarrow completes it on close), so a failure part-way left a
+        truncated object. Nobody trusts it meanwhile (a partition counts only under a manifest
+        that matches it, a step's files only under its success marker, written after them all);
+        deleting it keeps the bucket from showing it. The step fails with its own reason either
+        way, so a failure to delete is only logged.
+        """
+        try:
+            self.delete(path)
+        except OSError as error:
+            logger.warning("could not delete the partial object %s: %s", self.url(path), error)
 
     def size(self, path: PurePosixPath) -> int | None:
         """The object's size in bytes, or None when it is absent."""
@@ -370,11 +389,4 @@ class _Upload:
         self._sent.exception()  # reads ended with the file: the upload ends soon
         self._thread.shutdown()
         self._staged.path.unlink(missing_ok=True)
-        # The upload cannot be aborted (pyarrow completes it on close), so a partial file became
-        # a truncated object. Nobody trusts it meanwhile: evidence counts only under the step's
-        # success marker, written after every object, and this step's says running, then failed.
-        try:
-            self._fs.delete(self._path)
-        except OSError as error:  # the step fails with its own reason; the marker stays failed
-            logger.warning("could not delete the partial object %s: %s", self._fs.url(self._path),
-                           error)
+        self._fs.discard_partial(self._path)
