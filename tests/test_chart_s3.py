@@ -116,9 +116,10 @@ def test_step_pod_on_s3_has_no_claim_no_affinity_and_secret_keys(step, monkeypat
     assert S3.data_root == f"s3://{S3.s3_bucket}/{S3.s3_prefix}"
     env = _env(container)
     assert env["NORTHWIND_DATA_ROOT"] == S3.data_root
-    assert env["AWS_ENDPOINT_URL"] == S3.s3_endpoint and env["AWS_REGION"] == S3.s3_region
-    for key in pods.S3_SECRET_KEYS:
-        assert env[key] == {"secretKeyRef": {"name": S3.s3_secret, "key": key}}, key
+    assert env.get("AWS_ENDPOINT_URL", "") == S3.s3_endpoint and env["AWS_REGION"] == S3.s3_region
+    for key in pods.S3_SECRET_KEYS:  # none without S3_SECRET: the pod's identity signs
+        assert env.get(key) == ({"secretKeyRef": {"name": S3.s3_secret, "key": key}}
+                                if S3.s3_secret else None), key
     assert not [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
     assert helm.restricted_violations(spec) == []
 
@@ -165,7 +166,7 @@ def test_backend_comes_from_the_deployment_else_cluster_env(monkeypatch):
 
 def test_a_local_run_keeps_its_own_s3_settings():
     kwargs = pods.step_pod_kwargs(pods.EXTRACT_CSV, backend="s3")
-    assert {"NORTHWIND_DATA_ROOT", "AWS_ENDPOINT_URL", "AWS_REGION"} <= kwargs["cluster_only_env"]
+    assert {"NORTHWIND_DATA_ROOT", "AWS_REGION"} <= set(pods.s3_env()) <= kwargs["cluster_only_env"]
 
 
 def test_the_dag_parsed_with_the_airflow_s3_layer_builds_s3_pods(airflow_s3, monkeypatch):
@@ -215,6 +216,8 @@ def test_cluster_env_backend_names_are_checked():
 
 def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
     truth = cluster_env()
+    if truth["OBJECTSTORE_ENABLED"] != "true":
+        pytest.skip("cluster.env names a bucket elsewhere (OBJECTSTORE_ENABLED=false)")
     service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
     assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}" \
         == truth["S3_ENDPOINT"] == f"http://{truth['OBJECTSTORE_HOST']}:{truth['OBJECTSTORE_PORT']}"
@@ -380,7 +383,8 @@ def test_make_up_options_pick_the_layers():
     code, default = dry_run()
     assert code == 0 and "kind-config.yaml" in default and "-f data-pvc.yaml" in default
     assert "values-s3.yaml" not in default and "charts/northwind-objectstore" not in default
-    code, s3 = dry_run("DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor")
+    code, s3 = dry_run("DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor",
+                       "OBJECTSTORE_ENABLED=true", "S3_SECRET=northwind-objectstore")
     assert code == 0 and "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
     assert "-f charts/airflow/values-s3.yaml -f charts/airflow/values-kubernetes-executor.yaml" in s3
     assert "upgrade --install northwind-objectstore charts/northwind-objectstore" in s3
@@ -391,10 +395,10 @@ def test_make_up_options_pick_the_layers():
                                 capture_output=True, text=True, check=False)
         assert result.returncode != 0 and result.stderr.splitlines()[0].startswith(f"{bad}: use "), bad
     # Keyless (the pods' identity) suits a bucket elsewhere, not the store this install creates.
-    keyless = ["make", "-s", "up-options", "DATA_BACKEND=s3", "S3_SECRET="]
+    keyless = ["make", "-s", "up-options", "DATA_BACKEND=s3", "S3_SECRET=", "OBJECTSTORE_ENABLED=true"]
     result = subprocess.run(keyless, cwd=helm.ROOT, capture_output=True, text=True, check=False)
     assert result.returncode != 0 and result.stderr.startswith("S3_SECRET=: the in-cluster")
-    result = subprocess.run([*keyless, "OBJECTSTORE_ENABLED=false"], cwd=helm.ROOT,
+    result = subprocess.run([*keyless[:-1], "OBJECTSTORE_ENABLED=false"], cwd=helm.ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -424,8 +428,9 @@ def store(tmp_path_factory):
     command = [weed, *args, *(f"-{flag}={port}" for flag, port in ports.items())]
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
+    job = helm.pod_spec(helm.by_kind(docs, "Job")[0])["containers"][0]
     yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
-           "process": process, "log": folder / "weed.log"}
+           "process": process, "log": folder / "weed.log", "bucket": _env(job)["BUCKET"]}
     process.terminate()
     try:
         process.wait(timeout=5)
@@ -447,17 +452,17 @@ def _run_bucket_script(store, bucket: str, access_key: str, secret_key: str, wai
 def test_bucket_script_creates_the_bucket_with_the_generated_keys_twice(store):
     keys = store["secret"]
     for _ in range(2):  # a rerun of the Job finds the bucket and succeeds
-        result = _run_bucket_script(store, S3.s3_bucket, keys["AWS_ACCESS_KEY_ID"],
+        result = _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"],
                                     keys["AWS_SECRET_ACCESS_KEY"])
         assert result.returncode == 0, result.stdout + result.stderr + \
             store["log"].read_text(errors="replace")[-2000:]
-        assert f"bucket {S3.s3_bucket} is ready" in result.stdout
+        assert f"bucket {store['bucket']} is ready" in result.stdout
     import pyarrow.fs as pafs
 
     s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"],
                            secret_key=keys["AWS_SECRET_ACCESS_KEY"],
                            endpoint_override=store["endpoint"], region=S3.s3_region)
-    path = f"{S3.s3_bucket}/{S3.s3_prefix}/probe.txt"
+    path = f"{store['bucket']}/{S3.s3_prefix}/probe.txt"
     with s3.open_output_stream(path) as out:
         out.write(b"ok")
     with s3.open_input_stream(path) as stream:
@@ -466,7 +471,7 @@ def test_bucket_script_creates_the_bucket_with_the_generated_keys_twice(store):
 
 def test_wrong_keys_are_refused_in_one_line(store):
     keys = store["secret"]
-    _run_bucket_script(store, S3.s3_bucket, keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
+    _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
     result = _run_bucket_script(store, "intruder", keys["AWS_ACCESS_KEY_ID"], "not-the-key", wait="3")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("bucket intruder:")

@@ -94,6 +94,8 @@ def test_make_passes_cluster_env_names_to_the_charts():
 def test_chart_defaults_equal_what_make_passes():
     # So that `helm install` without the Makefile gives the same cluster as `make up`.
     for variable, chart in SETS_CHART.items():
+        if variable == "OBJECTSTORE_SETS" and cluster_env()["OBJECTSTORE_ENABLED"] != "true":
+            continue  # a bucket elsewhere: `make up` installs no store, its defaults stay its own
         defaults = helm.load_values_file(helm.chart_dir(chart) / "values.yaml")
         assert_agrees(
             f"charts/{chart}/values.yaml",
