@@ -215,3 +215,17 @@ def test_disagreement_is_reported():
     assert disagreements("here", {"NAMESPACE": "elsewhere"})
     assert disagreements("here", {"NOT_A_NAME": "x"})
     assert not disagreements("here", {"NAMESPACE": cluster_env()["NAMESPACE"]})
+
+
+def test_step_configmap_holds_what_the_dag_gives_a_step_pod():
+    # The ConfigMap is the step env for anyone starting a step pod by hand (and the helm test
+    # pod): where it names a variable the DAG also sets, the values must be the same.
+    sys.path.insert(0, str(ROOT / "dags"))
+    from northwind import pods
+
+    docs = helm.render("northwind-pipeline")
+    config = helm.one(docs, "ConfigMap", "northwind-pipeline-step-env")["data"]
+    dag = pods.cluster_env()
+    assert {k: config[k] for k in dag.keys() & config.keys()} == \
+        {k: dag[k] for k in dag.keys() & config.keys()}
+    assert len(dag.keys() & config.keys()) >= 8
