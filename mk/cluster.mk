@@ -98,7 +98,7 @@ up-options:
 	@case '$(NODES)' in 1|3) ;; *) echo "NODES=$(NODES): use 1 or 3" >&2; exit 1;; esac
 	@case '$(DATA_BACKEND)' in filesystem|s3) ;; *) echo "DATA_BACKEND=$(DATA_BACKEND): use filesystem or s3" >&2; exit 1;; esac
 	@case '$(EXECUTOR)' in LocalExecutor|KubernetesExecutor) ;; *) echo "EXECUTOR=$(EXECUTOR): use LocalExecutor or KubernetesExecutor" >&2; exit 1;; esac
-	@if [ '$(DATA_BACKEND)$(OBJECTSTORE_ENABLED)' = s3true ] && [ -z '$(S3_SECRET)' ]; then \
+	@if [ '$(filter s3,$(DATA_BACKEND))$(filter true,$(OBJECTSTORE_ENABLED))' = s3true ] && [ -z '$(strip $(S3_SECRET))' ]; then \
 		echo "S3_SECRET=: the in-cluster object store needs its Secret's name (empty only with OBJECTSTORE_ENABLED=false)" >&2; exit 1; fi
 
 # One clear line instead of a chart error deep inside `make up` when helm is too old.

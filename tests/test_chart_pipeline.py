@@ -25,7 +25,8 @@ def docs():
 
 def test_step_settings_are_plain_and_complete(docs):
     config = helm.by_kind(docs, "ConfigMap")[0]["data"]
-    assert config["MELTANO_DATABASE_URI"].startswith("sqlite:////tmp/")
+    assert config["MELTANO_DATABASE_URI"].startswith("sqlite:///file:")  # read-only, in the image
+    assert "mode=ro" in config["MELTANO_DATABASE_URI"]
     assert config["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] == "false"
     assert config["ORDER_DETAILS_CSV"] == "/project/sources/order_details.csv"
     assert not [key for key in config if "PASSWORD" in key or "USER" in key]

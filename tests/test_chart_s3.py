@@ -133,8 +133,9 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     assert "AWS_ENDPOINT_URL" not in kwargs["env_vars"]  # the AWS endpoint of the region
 
     role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/northwind-lake"}
-    docs = helm.render("northwind-pipeline", {"data": {"backend": "s3", "s3": {"secretName": ""}},
-                                              "stepServiceAccount": {"annotations": role}})
+    keyless_values = {"data": {"backend": "s3", "s3": {"secretName": ""}},
+                      "stepServiceAccount": {"annotations": role}}
+    docs = helm.render("northwind-pipeline", keyless_values)
     for doc in docs:
         helm.validate(doc)
     account = helm.one(docs, "ServiceAccount", cluster_env()["STEP_SERVICE_ACCOUNT"])
@@ -142,7 +143,9 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     probe = next(spec for _, spec in _pod_specs(docs))
     assert probe["serviceAccountName"] == account["metadata"]["name"]
     assert not set(pods.S3_SECRET_KEYS) & set(_env(probe["containers"][0]))
-    keyed = next(spec for _, spec in _pod_specs(helm.render("northwind-pipeline", PIPELINE_S3)))
+    assert "no keys: the pods' own identity" in helm.notes("northwind-pipeline", keyless_values)
+    keyed_values = {"data": {"backend": "s3", "s3": {"secretName": "bucket-keys"}}}
+    keyed = next(spec for _, spec in _pod_specs(helm.render("northwind-pipeline", keyed_values)))
     assert set(pods.S3_SECRET_KEYS) <= set(_env(keyed["containers"][0]))  # the switch bites
 
 
@@ -293,6 +296,10 @@ def test_every_secret_and_key_read_is_produced(ours, airflow_ke):
     produced = {d["metadata"]["name"]: set(d.get("data") or {}) for d in helm.by_kind(ours, "Secret")}
     for secret in helm.by_kind(airflow_ke, "Secret"):
         produced.setdefault(secret["metadata"]["name"], set()).update(secret.get("data") or {})
+    truth = cluster_env()
+    if truth["OBJECTSTORE_ENABLED"] != "true" and truth["S3_SECRET"]:
+        # A bucket elsewhere: its Secret is the user's (docs/kubernetes.md), with these keys.
+        produced.setdefault(truth["S3_SECRET"], set()).update(pods.S3_SECRET_KEYS)
     step_refs = [("step pod", s.secret, s.key)
                  for s in pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3")["secrets"]]
     template = {"kind": "Pod", "metadata": {"name": "worker-template"},

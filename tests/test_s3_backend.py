@@ -423,11 +423,21 @@ def test_a_published_file_arrives_whole_whatever_its_size(s3_server, tmp_path, m
     local = tmp_path / "file.bin"
     local.write_bytes(os.urandom(size))
     sent = local.read_bytes()
+    asked = []
 
-    fs.put_file(local, root / "file.bin")  # buffers sized by the file, chunks at most CHUNK
+    def recording(source, most):
+        asked.append(most)
+        return chunks(source, most)
+
+    chunks = treefs._next_chunk
+    monkeypatch.setattr(treefs, "_next_chunk", recording)
+    fs.put_file(local, root / "file.bin")
 
     assert fs.read_bytes(root / "file.bin") == sent
     assert not local.exists()
+    # Buffers sized by what is left of the file, at most a chunk: a small file takes a small one.
+    assert [most for most in asked if most > 0] == [min(CHUNK, size - done)
+                                                     for done in range(0, size, CHUNK)]
 
 
 def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_server, tmp_path, monkeypatch):

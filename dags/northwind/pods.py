@@ -338,7 +338,7 @@ def s3_env(s3: S3Names = S3) -> dict[str, str]:
 def s3_secrets(s3: S3Names = S3) -> list[Secret]:
     """Return the S3 credentials of a step, from the Secret ``S3_SECRET``, never from literals.
 
-    None when ``S3_SECRET`` is empty: the AWS SDK then finds the pod's own identity (a web
+    Nothing when ``S3_SECRET`` is empty: the AWS SDK then finds the pod's own identity (a web
     identity token, e.g. an IAM role of the step ServiceAccount on EKS), and no key exists at all.
     """
     if not s3.s3_secret:
