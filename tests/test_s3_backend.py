@@ -414,12 +414,17 @@ def test_an_upload_holds_a_bounded_window_in_memory_not_the_file(s3_server, tmp_
     assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW
 
 
-@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
-def test_a_published_file_arrives_whole_whatever_its_size(s3_server, tmp_path, monkeypatch,
-                                                          size):
+@pytest.fixture
+def s3_tree(s3_server, monkeypatch) -> tuple[TreeFS, PurePosixPath]:
+    """A fresh data root on the S3 server, opened as a step opens it (from its environment)."""
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    fs, root = open_root(s3_server.new_root())
+    return open_root(s3_server.new_root())
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_a_published_file_arrives_whole_whatever_its_size(s3_tree, tmp_path, monkeypatch, size):
+    fs, root = s3_tree
     local = tmp_path / "file.bin"
     local.write_bytes(os.urandom(size))
     sent = local.read_bytes()
@@ -440,10 +445,8 @@ def test_a_published_file_arrives_whole_whatever_its_size(s3_server, tmp_path, m
                                                      for done in range(0, size, CHUNK)]
 
 
-def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_server, tmp_path, monkeypatch):
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    fs, root = open_root(s3_server.new_root())
+def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_tree, tmp_path, monkeypatch):
+    fs, root = s3_tree
     fs.write_bytes(root / "file.bin", b"the previous run's")
     local = tmp_path / "file.bin"
     local.write_bytes(os.urandom(2 * CHUNK + 7))

@@ -52,6 +52,11 @@ adds others, e.g. the KubernetesExecutor worker account.
 {{- end -}}
 {{- end -}}
 
+{{/* How the steps sign their S3 requests: the keys' Secret, or none (the pods' own identity). */}}
+{{- define "northwind-pipeline.s3Keys" -}}
+{{- with .Values.data.s3.secretName }}keys: Secret {{ . }}{{ else }}no keys: the pods' own identity{{ end -}}
+{{- end -}}
+
 {{/*
 A random string generated once: the live Secret's value when it exists (read with lookup on
 upgrade), else a new one. Args: dict "root" $ "secret" <name> "key" <data key> "length" <n>.
