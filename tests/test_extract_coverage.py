@@ -6,6 +6,8 @@ re-extraction is asked for.
 """
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -14,6 +16,7 @@ import pytest
 from northwind_elt import localdb
 from pipeline import assert_ok, output, run_step, tree_digest
 from psycopg import sql
+from settings import MELTANO_PROJECT
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -219,3 +222,15 @@ def test_a_bad_reextract_value_is_one_line(databases):
     result = run_step(EXTRACT, DAY, env)
     assert result.returncode != 0
     assert "reextract setting: 'maybe' is not true or false" in output(result)
+
+
+def test_meltano_select_lists_the_tables_and_columns(databases):
+    """`meltano select tap-pgcopy --list` is how users see what they can pick."""
+    full = {**os.environ, **databases.env}
+    full.pop("RUN_DATE", None)
+    result = subprocess.run(["meltano", "select", "tap-pgcopy", "--list", "--all"],
+                            cwd=MELTANO_PROJECT, env=full, text=True, capture_output=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "orders.ship_address" in result.stdout
+    assert "customers.company_name" in result.stdout

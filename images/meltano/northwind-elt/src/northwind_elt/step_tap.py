@@ -139,8 +139,13 @@ class BatchTap(Tap):
         """Discover the streams (Meltano asks before every run), recording a failure as a sync would.
 
         A kept day reads nothing of the source: its catalog is empty, and the run keeps the day.
+        Without a day (``meltano select --list``) the catalog is always read.
         """
-        if self.kept():
+        try:
+            kept = self.kept()
+        except SettingError:
+            kept = False
+        if kept:
             print(json.dumps({"streams": []}))  # noqa: T201 (the catalog goes to stdout)
             return json.dumps({"streams": []})
         try:
