@@ -150,7 +150,8 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
         rb"(PUT|POST) /" + BUCKET.encode() + rb"/[^ ]*/postgres/orders/"))
     try:
         extract = start_step(steps.EXTRACT_POSTGRES, with_server(
-            databases.env, s3_server, root, proxy.endpoint), tmp_path / "killed-publish.log")
+            {**databases.env, "NORTHWIND_REEXTRACT": "1"}, s3_server, root, proxy.endpoint),
+            tmp_path / "killed-publish.log")
         wait_for(proxy.frozen.is_set, "the extract to upload orders", timeout=180)
         categories = f"postgres/categories/{DAY}/categories.parquet"
         wait_for(lambda: published(objects(s3_server, root))[categories] != before[categories],

@@ -48,6 +48,12 @@ RUN_DATE_TEMPLATE = "{{ params.date or (dag_run.logical_date or dag_run.run_afte
 KEEP_DAYS_ENV = "NORTHWIND_KEEP_DAYS"
 KEEP_DAYS_TEMPLATE = "{{ var.value.get('northwind_keep_days', '') }}"
 
+#: A rerun of a day whose extract succeeded keeps that extract (the day's record of its source);
+#: the run's ``reextract`` param asks the extract steps to read the source again.
+REEXTRACT_ENV = "NORTHWIND_REEXTRACT"
+REEXTRACT_TEMPLATE = "{{ 'true' if params.get('reextract') else 'false' }}"
+EXTRACT_STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV)
+
 #: Labels that find a step's pods: ``kubectl logs -l northwind.io/step=load-warehouse,...``.
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 STEP_LABEL = "northwind.io/step"
@@ -261,6 +267,7 @@ def step_pod_kwargs(
         "env_vars": {
             "RUN_DATE": RUN_DATE_TEMPLATE,
             **({KEEP_DAYS_ENV: KEEP_DAYS_TEMPLATE} if step == LOAD_WAREHOUSE else {}),
+            **({REEXTRACT_ENV: REEXTRACT_TEMPLATE} if step in EXTRACT_STEPS else {}),
             **cluster_env(names),
         },
         "secrets": step_secrets(step, names),

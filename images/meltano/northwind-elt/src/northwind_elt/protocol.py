@@ -3,7 +3,8 @@
 Singer has no end-of-run message: a target that sees its input end cannot tell a finished tap from
 one that crashed. Our taps therefore emit, as their very last message, a STATE whose value holds
 :data:`COMPLETION_KEY` with the row count of every stream they sent. A target publishes only if it
-saw that message and received exactly those rows.
+saw that message and received exactly those rows. A tap that keeps the day's earlier extract (a
+rerun without reextract) sends one STATE holding :data:`KEPT_KEY` and nothing else.
 """
 
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any
 from singer_sdk.singerlib import StateMessage
 
 COMPLETION_KEY = "northwind_complete"
+#: A tap that keeps the day's earlier extract (a rerun without reextract) says so instead.
+KEPT_KEY = "northwind_kept"
 
 
 def completion_message(producer: str, rows: dict[str, int], details: dict | None = None
@@ -38,4 +41,16 @@ def parse_completion(state: Any) -> Completion | None:
         rows = {str(k): int(v) for k, v in body.get("rows", {}).items()}
         details = body.get("details") if isinstance(body.get("details"), dict) else {}
         return Completion(str(body.get("producer", "unknown")), rows, details)
+    return None
+
+
+def kept_message(marker: dict[str, Any]) -> StateMessage:
+    """The only message of a run that keeps the day's extract: the marker it keeps."""
+    return StateMessage(value={KEPT_KEY: dict(marker)})
+
+
+def parse_kept(state: Any) -> dict[str, Any] | None:
+    """The marker a tap kept, from its STATE value, or None for any other state."""
+    if isinstance(state, dict) and isinstance(state.get(KEPT_KEY), dict):
+        return state[KEPT_KEY]
     return None

@@ -3,6 +3,7 @@
 import functools
 import json
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -13,7 +14,7 @@ from singer_sdk.helpers._batch import BatchConfig
 from northwind_elt import steps
 from northwind_elt.errors import PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree, path_segment
-from northwind_elt.protocol import completion_message
+from northwind_elt.protocol import completion_message, kept_message
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import one_line
 
@@ -125,15 +126,15 @@ class BatchTap(Tap):
         """What the step's marker should record beside the rows (skipped relations...)."""
         return dict(self.extra_details)
 
-    def kept(self) -> bool:
-        """Whether this run keeps the day's succeeded extract instead of reading the source."""
+    def kept(self) -> steps.StepMarker | None:
+        """The day's succeeded extract this run keeps instead of reading the source, if any."""
         if self.step_run is None:
-            return False
+            return None
         reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
         marker = steps.kept_extract(*self.step_run, reextract=reextract)
         if marker is not None:
             self.logger.info(steps.kept_message(marker))
-        return marker is not None
+        return marker
 
     def run_discovery(self) -> str:
         """Discover the streams (Meltano asks before every run), recording a failure as a sync would.
@@ -144,23 +145,28 @@ class BatchTap(Tap):
         try:
             kept = self.kept()
         except SettingError:
-            kept = False
-        if kept:
+            kept = None
+        if kept is not None:
             print(json.dumps({"streams": []}))  # noqa: T201 (the catalog goes to stdout)
             return json.dumps({"streams": []})
         try:
             return super().run_discovery()
         except BaseException as error:
             self.record_failure(error)
+            # The run ends here, its target never starts: nobody else would remove the note.
+            if self.step_run is not None:
+                steps.failure_note(*self.step_run).unlink(missing_ok=True)
             raise
 
     def sync_all(self) -> None:
         """Sync every selected stream, then announce completion with the row count of each.
 
-        A day whose extract already succeeded is kept (nothing is read or sent) unless the
-        ``reextract`` setting asks to read the source again.
+        A day whose extract already succeeded is kept unless the ``reextract`` setting asks to
+        read the source again: nothing is read, and the one message sent tells the target so.
         """
-        if self.kept():
+        kept = self.kept()
+        if kept is not None:
+            self.write_message(kept_message(asdict(kept)))
             return
         if self.step_run is not None:
             steps.begin(*self.step_run)

@@ -67,10 +67,7 @@ class TargetDataTree(StepTarget):
         self.max_parallelism = 1
         reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
         kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
-        if kept is not None:
-            self.keep_step(tree, kept)
-        else:
-            self.start_step(tree, self.config["step"], day)
+        self.start_step(tree, self.config["step"], day, may_keep=kept is not None)
         self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
@@ -101,8 +98,6 @@ class TargetDataTree(StepTarget):
         A failed one fails the step; those already published are whole (data and manifest) and
         the next run replaces them.
         """
-        if self.kept:
-            return
         self._check_complete()
         extracted_at = steps.now()
         streams = sorted(self.staged)
