@@ -24,17 +24,17 @@ def partition_digests(wh) -> dict[str, str]:
     """Content digest and row count of every partition of snapshots, by partition name."""
     names = [name for (name,) in wh.execute(
         """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'snapshots' AND c.relispartition
+           WHERE n.nspname = 'snapshot_days' AND c.relispartition
              AND c.relkind = 'r' ORDER BY 1""").fetchall()]
     return {name: wh.execute(sql.SQL(
         "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) || ':' || count(*) "
-        "FROM snapshots.{} AS t").format(sql.Identifier(name))).fetchone()[0] for name in names}
+        "FROM snapshot_days.{} AS t").format(sql.Identifier(name))).fetchone()[0] for name in names}
 
 
 def relation_ids(wh) -> dict[str, int]:
     return dict(wh.execute("""SELECT c.relname, c.oid::int FROM pg_class c
                               JOIN pg_namespace n ON n.oid = c.relnamespace
-                              WHERE n.nspname = 'snapshots' AND c.relispartition
+                              WHERE n.nspname = 'snapshot_days' AND c.relispartition
                                 AND c.relkind = 'r'""").fetchall())
 
 
@@ -70,7 +70,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         options = wh.execute("""SELECT DISTINCT c.reloptions, t.reloptions FROM pg_class c
                                 JOIN pg_namespace n ON n.oid = c.relnamespace
                                 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
-                                WHERE n.nspname = 'snapshots' AND c.relispartition
+                                WHERE n.nspname = 'snapshot_days' AND c.relispartition
                                   AND c.relkind = 'r' ORDER BY 2""").fetchall()
         off = ["autovacuum_enabled=false"]
         assert options == [(off, off), (off, None)], options  # None: a table without TOAST
@@ -127,7 +127,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         days = {n.rsplit("@", 1)[1] for n in relation_ids(wh)}
         assert days == {DAY2, DAY3}
         assert [d.isoformat() for (d,) in wh.execute(
-            "SELECT snapshot_date FROM snapshots._loads ORDER BY 1").fetchall()] == [DAY2, DAY3]
+            "SELECT snapshot_date FROM northwind.loads ORDER BY 1").fetchall()] == [DAY2, DAY3]
         assert wh.execute("SELECT count(*) FROM us_states").fetchone() == (50,)
     # Prune keeps DAY2 (its last load failed above), DAY4 (extracted, never loaded) and DAY3.
     assert_ok(run_step("extract-csv", DAY4, env))

@@ -122,8 +122,14 @@ def test_an_unpartitioned_warehouse_of_earlier_versions_is_migrated_by_the_next_
 
     result = extract_and_load(DAY1, databases.env)
     assert_ok(result)
-    assert "migrated to one partition per day: region" in output(result)
+    assert "migrated to the current layout: snapshots._loads, region" in output(result)
     with databases.warehouse() as wh:
+        # The log moved out of snapshots, with its history; the partitions live apart too.
+        assert [d for (d,) in wh.execute("SELECT snapshot_date::text FROM northwind.loads "
+                                         "ORDER BY 1")] == ["2023-12-29", "2023-12-30", DAY1]
+        assert wh.execute("SELECT to_regclass('snapshots._loads')").fetchone() == (None,)
+        assert wh.execute("SELECT count(*) FROM pg_class WHERE relnamespace = "
+                          "'snapshot_days'::regnamespace AND relkind = 'r'").fetchone()[0] > 3
         assert wh.execute("SELECT relkind FROM pg_class WHERE oid = 'snapshots.region'::regclass"
                           ).fetchone() == ("p",)
         assert wh.execute(sql.SQL(
