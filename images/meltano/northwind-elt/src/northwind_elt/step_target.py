@@ -59,6 +59,17 @@ class StepTarget(Target):
     #: The folders of the tap's batch files (see :meth:`remove_batch_folders`).
     batch_folders: set[Path]
 
+    #: The step's earlier success this run keeps (an extract rerun without reextract).
+    kept: steps.StepMarker | None = None
+
+    def keep_step(self, tree: DataTree, marker: steps.StepMarker) -> None:
+        """Leave the day's succeeded step as it is: its marker and output stay untouched."""
+        self.tree, self.step, self.day = tree, marker.step, dt.date.fromisoformat(marker.run_date)
+        self.batch_folders = set()
+        self._failed = True  # nothing of this run is recorded
+        self.kept = marker
+        self.logger.info(steps.kept_message(marker))
+
     def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
         """Mark the step running (replacing an older outcome) and tidy old work files."""
         self.tree, self.step, self.day = tree, step, day
@@ -114,6 +125,10 @@ class StepTarget(Target):
         """Drain the sinks and finish the step; any failure marks it failed."""
         try:
             super().process_endofpipe()
+            if self.kept is not None and self.completion is not None:
+                self._failed = False
+                raise PipelineError(f"{self.step} for {self.day}: the day's extract was kept, yet "
+                                    "its tap read the source (a concurrent run?): rerun the step")
             self.finish_step()
         except BaseException as error:
             self.fail_step(error)
