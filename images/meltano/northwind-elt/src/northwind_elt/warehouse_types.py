@@ -75,17 +75,19 @@ def ensure_types(cur: psycopg.Cursor, table: str, columns: list[Column]) -> None
             name = check_sql_type(definition.name, where)
             cur.execute("SELECT typnotnull FROM pg_type WHERE oid = to_regtype(%s)", (name,))
             found = cur.fetchone()
-            if found is not None:
-                if found[0] and definition.kind == "domain":  # made NOT NULL by earlier versions
-                    cur.execute(sql.SQL("ALTER DOMAIN {} DROP NOT NULL").format(sql.SQL(name)))
+            if found is not None and not (found[0] and definition.kind == "domain"):
                 continue
             if definition.kind == "external":
                 _require(cur, definition, where)
             try:
-                _create(cur, name, definition, where)
+                if found is not None:  # a domain made NOT NULL by earlier versions
+                    cur.execute(sql.SQL("ALTER DOMAIN {} DROP NOT NULL").format(sql.SQL(name)))
+                else:
+                    _create(cur, name, definition, where)
             except psycopg.Error as error:
-                raise InputError(f"{where} cannot be created in the warehouse: "
-                                 f"{str(error).splitlines()[0]}; nothing was loaded") from None
+                raise InputError(f"{where} cannot be {'altered' if found else 'created'} in the "
+                                 f"warehouse: {str(error).splitlines()[0]}; nothing was loaded"
+                                 ) from None
 
 
 def _create(cur: psycopg.Cursor, name: str, definition: TypeDefinition, where: str) -> None:
@@ -185,8 +187,13 @@ def add_enum_labels(cur: psycopg.Cursor, tables: dict[str, list[Column]], older:
             following = next((other for other in source[i + 1:] if other in placed), None)
             position = sql.SQL(" BEFORE {}").format(sql.Literal(following)) \
                 if following is not None else sql.SQL("")
-            cur.execute(sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{}").format(
-                sql.SQL(checked), sql.Literal(label), position))
+            try:
+                cur.execute(sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}{}").format(
+                    sql.SQL(checked), sql.Literal(label), position))
+            except psycopg.Error as error:
+                raise InputError(f"enum type {name}: label {label!r} cannot be added in the "
+                                 f"warehouse: {str(error).splitlines()[0]}; nothing was loaded"
+                                 ) from None
             placed.add(label)
             added.append(f"{name}: {label}")
     return added
