@@ -264,3 +264,23 @@ def test_an_earlier_versions_log_and_partitions_in_snapshots_are_moved_by_the_ne
         assert wh.execute("SELECT count(*) FROM pg_class WHERE relnamespace = "
                           "'snapshots'::regnamespace AND relkind = 'r'").fetchone() == (0,)
         assert wh.execute("SELECT count(*) FROM region").fetchone() == (4,)
+
+
+def test_a_role_that_may_not_create_the_new_schemas_is_told_what_to_run(databases):
+    """A cluster warehouse initialised before snapshot_days and northwind existed."""
+    role = f"writer_of_{databases.env['WAREHOUSE_PGDATABASE']}"
+    with databases.warehouse(autocommit=True) as wh:
+        wh.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        wh.execute(sql.SQL("CREATE SCHEMA snapshots AUTHORIZATION {}; GRANT USAGE, CREATE ON "
+                           "SCHEMA public TO {}").format(sql.Identifier(role), sql.Identifier(role)))
+    env = {**databases.env, "WAREHOUSE_PGUSER": role}
+    failed = extract_and_load(DAY1, env)
+    assert failed.returncode != 0 and "Traceback" not in output(failed)
+    assert (f"the warehouse has no schema snapshot_days and role {role} may not create it: run "
+            f"CREATE SCHEMA snapshot_days AUTHORIZATION {role} as the database owner") \
+        in output(failed)
+    with databases.warehouse(autocommit=True) as wh:
+        for schema in ("snapshot_days", "northwind"):
+            wh.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
+                sql.Identifier(schema), sql.Identifier(role)))
+    assert_ok(run_step("load-warehouse", DAY1, env))
