@@ -95,7 +95,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
     with databases.source(autocommit=True) as src:
         src.execute("ALTER TABLE us_states ALTER COLUMN state_abbr TYPE varchar(1) "
                     "USING left(state_abbr, 1)")
-    failed = extract_and_load(DAY2, env)
+    failed = extract_and_load(DAY2, {**env, "NORTHWIND_REEXTRACT": "1"})  # DAY2 read again
     assert failed.returncode != 0
     assert "table us_states, column state_abbr" in output(failed)
     marker = json.loads((root / "_status" / DAY2 / "load-warehouse.json").read_text())
