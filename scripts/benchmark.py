@@ -1033,7 +1033,7 @@ def snapshots_bytes(conn: psycopg.Connection) -> int:
     (size,) = conn.execute(
         """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition""").fetchone()
+           WHERE n.nspname = 'snapshot_days' AND c.relkind = 'r' AND c.relispartition""").fetchone()
     return int(size)
 
 

@@ -84,8 +84,8 @@ def warehouse_digest(conn: psycopg.Connection) -> dict[str, str]:
     """An order-independent digest of every table and view of the warehouse's user schemas."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname IN ('snapshots', 'public') AND c.relkind IN ('r', 'v')
-             AND c.relname <> '_loads' ORDER BY 1, 2""").fetchall()
+           WHERE n.nspname IN ('snapshots', 'snapshot_days', 'public') AND c.relkind IN ('r', 'v')
+           ORDER BY 1, 2""").fetchall()
     digest = {}
     for schema, name in rows:
         (value,) = conn.execute(psycopg.sql.SQL(

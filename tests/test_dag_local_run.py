@@ -38,9 +38,9 @@ def airflow_db():
 
 def loaded_days(databases) -> list[str]:
     with databases.warehouse() as conn:
-        if conn.execute("SELECT to_regclass('snapshots._loads')").fetchone()[0] is None:
+        if conn.execute("SELECT to_regclass('northwind.loads')").fetchone()[0] is None:
             return []
-        rows = conn.execute("SELECT snapshot_date::text FROM snapshots._loads ORDER BY 1")
+        rows = conn.execute("SELECT snapshot_date::text FROM northwind.loads ORDER BY 1")
         return [day for (day,) in rows]
 
 

@@ -195,7 +195,7 @@ def test_two_loads_of_a_day_at_once_end_as_one_load(databases, tmp_path):
         for table, rows in expected.items():
             assert wh.execute(f'SELECT count(*) FROM snapshots."{table}"').fetchone() == (rows,)
             assert wh.execute(f'SELECT count(*) FROM public."{table}"').fetchone() == (rows,)
-        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM snapshots._loads").fetchone()
+        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM northwind.loads").fetchone()
         assert days == [DAY]
 
 

@@ -340,7 +340,7 @@ def test_two_runs_of_one_day_at_once_end_as_one_verified_day(databases, s3_serve
     found = objects(s3_server, root)
     assert {marker(found, s)["status"] for s in steps.STEPS[:3]} == {steps.SUCCESS}
     with databases.warehouse() as wh:
-        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM snapshots._loads").fetchone()
+        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM northwind.loads").fetchone()
         assert days == [DAY]
         assert wh.execute("SELECT count(*) FROM snapshots.orders").fetchone() == (SOURCE_ROWS["orders"],)
 

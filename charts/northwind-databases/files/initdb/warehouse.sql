@@ -1,5 +1,6 @@
 -- The warehouse database's login role, for load-warehouse and publish-report: it owns schema
--- snapshots and creates the views of the newest day in public (northwind_elt/warehouse.py).
+-- snapshots, snapshot_days (partitions) and northwind (load log), and creates the views of the
+-- newest day in public (northwind_elt/warehouse_layout.py).
 -- Run once by the bootstrap superuser in the warehouse database, right after initdb.
 -- psql variables: app_user, app_password. tests/test_db_roles.py runs this very file.
 CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password'
@@ -8,6 +9,9 @@ CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password'
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()) \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'app_user') \gexec
 CREATE SCHEMA snapshots AUTHORIZATION :"app_user";
+-- The warehouse's own objects, apart from the source's names: partitions and the load log.
+CREATE SCHEMA snapshot_days AUTHORIZATION :"app_user";
+CREATE SCHEMA northwind AUTHORIZATION :"app_user";
 -- public holds the views (public.<table>); the role creates them, so it owns only those.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";
