@@ -234,3 +234,20 @@ def test_meltano_select_lists_the_tables_and_columns(databases):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "orders.ship_address" in result.stdout
     assert "customers.company_name" in result.stdout
+
+
+def test_the_load_refuses_an_extract_that_published_no_table(databases):
+    """An extract marker of an earlier version, or edited by hand, that lists no table."""
+    env = databases.env
+    for step in ("extract-postgres", "extract-csv", "load-warehouse"):
+        assert_ok(run_step(step, DAY, env))
+    path = Path(env["NORTHWIND_DATA_ROOT"]) / "_status" / DAY / f"{EXTRACT}.json"
+    empty = {**marker(env), "rows": {}, "details": {"source": "postgres", "streams": []}}
+    path.write_text(json.dumps(empty))
+    with databases.warehouse() as conn:
+        before = conn.execute("SELECT count(*) FROM orders").fetchone()
+    result = run_step("load-warehouse", DAY, env)
+    assert result.returncode != 0
+    assert f"extract-postgres published no table for {DAY}" in output(result)
+    with databases.warehouse() as conn:  # every current view still stands
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == before

@@ -216,6 +216,9 @@ def require_prerequisites(tree: DataTree, step: str, day: dt.date) -> list[StepM
         elif marker.status != SUCCESS:
             detail = f": {marker.error}" if marker.error else ""
             problems.append(f"{needed} is {marker.status} for {day}{detail}")
+        elif needed in SOURCE_OF_STEP and not marker.rows:
+            # Loading it would end every current view: an empty extract is never loaded.
+            problems.append(f"{needed} published no table for {day}")
         else:
             markers.append(marker)
     if problems:
