@@ -34,16 +34,16 @@ def test_a_target_that_began_before_its_tap_kept_the_day_puts_the_success_back(t
     succeeded, published = marker_file.read_text(), tree_digest(root)
     assert json.loads(succeeded)["status"] == steps.SUCCESS
 
-    # Another attempt runs the day when this run's target starts: the target begins.
-    other = {**json.loads(succeeded), "status": steps.RUNNING, "attempt": "elsewhere:1:1"}
-    marker_file.write_text(json.dumps(other))
-    target = TargetDataTree(config=target_config(root))
-    assert json.loads(marker_file.read_text())["attempt"] != "elsewhere:1:1"
-    # The other attempt succeeds; then this run's tap starts, and keeps that success.
-    marker_file.write_text(succeeded)
+    # This run's tap reads the day's success and keeps it, sending nothing else.
     source.write_bytes(HEADER + b"1,2,3.5,changed at the source since\n")
     kept = run_tap(tap_config(source, root))
     assert [json.loads(line)["type"] for line in kept.splitlines()] == ["STATE"]
+    # Its target read the marker a moment before another attempt's success and wrote `running`
+    # a moment after it (begin is a read, then a write): as if the marker still said running.
+    marker_file.write_text(json.dumps({**json.loads(succeeded), "status": steps.RUNNING,
+                                       "attempt": "elsewhere:1:1"}))
+    target = TargetDataTree(config=target_config(root))
+    assert json.loads(marker_file.read_text())["status"] == steps.RUNNING
     with contextlib.redirect_stdout(io.StringIO()):
         target.listen(io.StringIO(kept))
     assert json.loads(marker_file.read_text()) == json.loads(succeeded)
