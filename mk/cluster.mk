@@ -43,6 +43,8 @@ DATABASES_SETS = \
 	--set-string warehouse.name=$(WAREHOUSE_DB_HOST) \
 	--set-string warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string warehouse.auth.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string warehouse.auth.readerSecretName=$(WAREHOUSE_READER_SECRET) \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set-string airflowMetadata.auth.secretName=$(AIRFLOW_DB_SECRET) \
 	--set-string networkPolicy.airflowRelease=$(AIRFLOW_RELEASE) \
 	--set ports.postgres=$(DB_PORT) \
@@ -61,6 +63,8 @@ PIPELINE_SETS = \
 	--set-string databases.warehouse.host=$(WAREHOUSE_DB_HOST) \
 	--set-string databases.warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string databases.warehouse.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string databases.warehouse.readerSecretName=$(WAREHOUSE_READER_SECRET) \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set databases.port=$(DB_PORT) \
 	--set-string airflow.release=$(AIRFLOW_RELEASE) \
 	--set-string data.backend=$(DATA_BACKEND) \
@@ -79,6 +83,7 @@ EXECUTOR ?= LocalExecutor
 # The in-cluster S3 store (charts/northwind-objectstore), installed when DATA_BACKEND=s3 and
 # OBJECTSTORE_ENABLED=true; its names come from cluster.env like everything else.
 OBJECTSTORE_SETS = \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set-string name=$(OBJECTSTORE_HOST) \
 	--set ports.s3=$(OBJECTSTORE_PORT) \
 	--set-string bucket.name=$(S3_BUCKET) \
@@ -121,7 +126,8 @@ up: up-options helm-version image
 		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config $(KIND_CONFIG) --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
-	$(KUBECTL_NS) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
+	@# Each manifest names its namespace: the data claim is the step pods' (STEP_NAMESPACE).
+	$(KUBECTL) --context $(KUBE_CONTEXT) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
 	$(if $(and $(filter s3,$(DATA_BACKEND)),$(filter true,$(OBJECTSTORE_ENABLED))),$(HELM_NS) upgrade --install \
 		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore -f $(POD_SCHEDULING) $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
@@ -171,11 +177,12 @@ backfill:
 
 logs:
 	$(if $(and $(STEP),$(DATE)),,$(error STEP=<step> and DATE=YYYY-MM-DD are required (make logs STEP=extract-postgres DATE=2024-01-02)))
-	$(KUBECTL_NS) logs --prefix --all-containers --tail=-1 \
+	$(KUBECTL) --context $(KUBE_CONTEXT) --namespace $(STEP_NAMESPACE) logs --prefix --all-containers --tail=-1 \
 		-l app.kubernetes.io/part-of=northwind,northwind.io/step=$(STEP),northwind.io/run-date=$(DATE)
 
 cluster-status:
 	$(KUBECTL_NS) get pods,jobs,statefulsets,deployments,pvc,svc -o wide
+	$(KUBECTL) --context $(KUBE_CONTEXT) --namespace $(STEP_NAMESPACE) get pods,pvc -o wide
 	$(HELM_NS) list
 	-$(AIRFLOW_CLI) dags list-runs $(AIRFLOW_DAG_ID)
 

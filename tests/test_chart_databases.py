@@ -57,15 +57,16 @@ def test_generated_secrets_hold_random_credentials(docs):
     assert password != _secret_value(second, "password"), "password is not generated"
     assert _secret_value(first, "username") == "northwind_reader"
     assert _secret_value(first, "uri") == (
-        f"postgresql://northwind_reader:{password}@northwind-source-db:5432/northwind")
+        f"postgresql://northwind_reader:{password}@northwind-source-db.northwind.svc:5432/northwind")
     # Uninstalling must not orphan a volume from the password that initialised it.
     assert first["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_each_database_has_a_login_secret_and_a_bootstrap_secret(docs):
-    secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")}
+    secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")
+               if "namespace" not in d["metadata"]}
     assert set(secrets) == {f"northwind-{db}-db{suffix}" for db in ("source", "warehouse", "airflow")
-                            for suffix in ("", "-admin")}
+                            for suffix in ("", "-admin")} | {"northwind-warehouse-db-reader"}
     for db in ("source", "warehouse", "airflow"):
         login, admin = secrets[f"northwind-{db}-db"], secrets[f"northwind-{db}-db-admin"]
         assert _secret_value(admin, "username") == "postgres"

@@ -222,9 +222,11 @@ def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
     if truth["OBJECTSTORE_ENABLED"] != "true":
         pytest.skip("cluster.env names a bucket elsewhere (OBJECTSTORE_ENABLED=false)")
     service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
-    assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}" \
-        == truth["S3_ENDPOINT"] == f"http://{truth['OBJECTSTORE_HOST']}:{truth['OBJECTSTORE_PORT']}"
-    helm.one(ours, "Secret", truth["S3_SECRET"])
+    # The step pods resolve it from their own namespace: with the store's namespace.
+    host = f"{service['metadata']['name']}.{truth['NAMESPACE']}.svc"
+    assert f"http://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
+        == f"http://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
+    helm.one(ours, "Secret", truth["S3_SECRET"], namespace=truth["STEP_NAMESPACE"])
     job = helm.by_kind([d for d in ours if d["metadata"]["name"].startswith(OBJECTSTORE)], "Job")
     assert len(job) == 1, "no bucket Job"
     env = _env(helm.pod_spec(job[0])["containers"][0])
@@ -355,10 +357,14 @@ def test_pod_launcher_is_bound_to_every_account_that_runs_tasks(airflow_ke, ours
     subjects = {s["name"] for s in binding["subjects"]}
     assert runners <= subjects, f"unbound: {sorted(runners - subjects)}"
     assert subjects <= accounts, f"bound but not rendered: {sorted(subjects - accounts)}"
-    role = helm.one(ours, "Role", "northwind-pipeline-pod-launcher")
+    # The scheduler's KubernetesExecutor starts, lists and watches its worker pods, in the
+    # release's namespace: a Role of its own there, bound to the scheduler only.
+    role = helm.one(ours, "Role", "northwind-pipeline-worker-launcher")
+    assert "namespace" not in role["metadata"]
     pod_verbs = next(r["verbs"] for r in role["rules"] if "pods" in r["resources"])
-    # The scheduler's KubernetesExecutor watcher lists and watches its worker pods.
     assert {"create", "watch", "delete", "list", "patch"} <= set(pod_verbs)
+    workers = helm.one(ours, "RoleBinding", "northwind-pipeline-worker-launcher")
+    assert {s["name"] for s in workers["subjects"]} == {scheduler}
 
 
 def test_pipeline_chart_without_the_worker_account_does_not_bind_it(airflow_ke):

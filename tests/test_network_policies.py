@@ -20,6 +20,8 @@ if str(dag_support.DAGS_FOLDER) not in sys.path:
 from northwind.pods import STEPS, step_pod_kwargs  # noqa: E402
 
 NS = helm.NAMESPACE
+#: The step pods' namespace (STEP_NAMESPACE): the DAG's pods and the `helm test` pod run there.
+STEPS_NS = step_pod_kwargs(STEPS[0])["namespace"]
 PG = 5432
 KUBE_API = Endpoint("kube-api", None)
 DNS = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
@@ -50,7 +52,8 @@ def _pod(doc) -> Endpoint:
     template = doc if doc["kind"] == "Pod" else doc["spec"]["template"]
     ports = {p["name"]: p["containerPort"] for c in spec["containers"] for p in c.get("ports") or []
              if "name" in p}
-    return Endpoint(doc["metadata"]["name"], NS, template["metadata"].get("labels") or {}, ports)
+    return Endpoint(doc["metadata"]["name"], doc["metadata"]["namespace"],
+                    template["metadata"].get("labels") or {}, ports)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +64,9 @@ def pods(rendered):
             if helm.pod_spec(doc) is not None:
                 found[doc["metadata"]["name"]] = _pod(doc)
     for step in STEPS:
-        found[step] = Endpoint(step, NS, step_pod_kwargs(step)["labels"])
+        found[step] = Endpoint(step, STEPS_NS, step_pod_kwargs(step)["labels"])
     found["stranger"] = Endpoint("stranger", NS, {"app": "anything"})
+    found["step-stranger"] = Endpoint("step-stranger", STEPS_NS, {"app": "anything"})
     found["elsewhere"] = Endpoint("elsewhere", "default", {"northwind.io/source-client": "true"})
     return found
 
@@ -99,6 +103,9 @@ FLOWS = {
     ("stranger", METADATA, PG): False,
     ("stranger", API_SERVER, API_PORT): False,
     ("elsewhere", SOURCE, PG): False,
+    ("step-stranger", SOURCE, PG): False,
+    ("step-stranger", WAREHOUSE, PG): False,
+    ("step-stranger", API_SERVER, API_PORT): False,
     (SOURCE, WAREHOUSE, PG): False,  # nothing goes out of a database pod
     (SOURCE, API_SERVER, API_PORT): False,
 }
@@ -110,14 +117,14 @@ def test_flow(policies, pods, client, server, port):
 
 
 def test_only_the_scheduler_reaches_the_kubernetes_api(policies, pods):
-    reach = {name for name, pod in pods.items() if pod.namespace == NS
+    reach = {name for name, pod in pods.items() if pod.namespace in (NS, STEPS_NS)
              and allowed(policies, pod, KUBE_API, 6443)}
     assert reach == {"airflow-scheduler"}
 
 
 def test_every_pod_resolves_names(policies, pods):
     for name, pod in pods.items():
-        if pod.namespace == NS:
+        if pod.namespace in (NS, STEPS_NS):
             assert allowed(policies, pod, DNS, 53, "UDP"), name
             assert not allowed(policies, pod, DNS, 80), name
 
@@ -161,9 +168,9 @@ def s3_world(rendered):
     bucket_job = next(name for name in pods if name.startswith(f"{OBJECTSTORE}-create-bucket-"))
     pods["bucket-job"] = pods.pop(bucket_job)
     for step in STEPS:
-        pods[step] = Endpoint(step, NS, step_pod_kwargs(step, backend="s3")["labels"])
+        pods[step] = Endpoint(step, STEPS_NS, step_pod_kwargs(step, backend="s3")["labels"])
         pods[f"{step} (filesystem)"] = Endpoint(
-            step, NS, step_pod_kwargs(step, backend="filesystem")["labels"])
+            step, STEPS_NS, step_pod_kwargs(step, backend="filesystem")["labels"])
     pods["stranger"] = Endpoint("stranger", NS, {"app": "anything"})
     return policies, pods
 

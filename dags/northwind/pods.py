@@ -122,6 +122,14 @@ def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     ]
 
 
+def warehouse_reader_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the warehouse's read-only role (SELECT on snapshots and views), from its Secret."""
+    return [
+        Secret("env", "WAREHOUSE_PGUSER", names.warehouse_reader_secret, "username"),
+        Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_reader_secret, "password"),
+    ]
+
+
 #: The databases each step logs in to: it gets their Secrets and their client label, nothing else.
 STEP_DATABASES: dict[str, tuple[str, ...]] = {
     EXTRACT_POSTGRES: ("source",),
@@ -130,6 +138,8 @@ STEP_DATABASES: dict[str, tuple[str, ...]] = {
     PUBLISH_REPORT: ("warehouse",),
 }
 _DATABASE_SECRETS = {"source": source_secrets, "warehouse": warehouse_secrets}
+#: Steps that only read a database log in as its read-only role: the report writes files only.
+_READ_ONLY_SECRETS = {PUBLISH_REPORT: {"warehouse": warehouse_reader_secrets}}
 
 
 def _databases_of(step: str) -> tuple[str, ...]:
@@ -146,8 +156,11 @@ def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
         ['northwind-source-db', 'northwind-source-db']
         >>> step_secrets("extract-csv")
         []
+        >>> [s.secret for s in step_secrets("publish-report")][0]
+        'northwind-warehouse-db-reader'
     """
-    return [secret for db in _databases_of(step) for secret in _DATABASE_SECRETS[db](names)]
+    logins = {**_DATABASE_SECRETS, **_READ_ONLY_SECRETS.get(step, {})}
+    return [secret for db in _databases_of(step) for secret in logins[db](names)]
 
 
 def client_labels(step: str) -> dict[str, str]:
@@ -170,10 +183,11 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
         "ORDER_DETAILS_CSV": IMAGE_ORDER_DETAILS_CSV,
         "MELTANO_PROJECT_ROOT": names.meltano_project_dir,
         "MELTANO_DATABASE_URI": MELTANO_DATABASE_URI,
-        "SOURCE_PGHOST": names.source_db_host,
+        # The databases live in NAMESPACE, the step pods in STEP_NAMESPACE.
+        "SOURCE_PGHOST": names.service_host(names.source_db_host),
         "SOURCE_PGPORT": names.db_port,
         "SOURCE_PGDATABASE": names.source_db_name,
-        "WAREHOUSE_PGHOST": names.warehouse_db_host,
+        "WAREHOUSE_PGHOST": names.service_host(names.warehouse_db_host),
         "WAREHOUSE_PGPORT": names.db_port,
         "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
     }
@@ -253,7 +267,8 @@ def step_pod_kwargs(
         "step": step,
         "cluster_only_env": frozenset(cluster_env(names)),
         "name": f"northwind-{step}",
-        "namespace": names.namespace,
+        # Their own namespace: the launcher may create pods there only, beside the step Secrets.
+        "namespace": names.step_namespace,
         "image": names.image,
         "image_pull_policy": "IfNotPresent",
         "cmds": command[:1],

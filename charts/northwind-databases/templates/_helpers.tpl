@@ -163,3 +163,21 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The login roles of one database as a list of {username, secretName, host, namespaces}: the login
+role, plus the warehouse's read-only role. The pipeline's databases (source, warehouse) have their
+login Secrets in this namespace ("": the database server's init and probe) and in stepNamespace
+(the step pods), under the host name the step pods resolve. Args: dict "root" $ "key" <key>.
+*/}}
+{{- define "northwind-databases.logins" -}}
+{{- $db := index .root.Values .key -}}
+{{- $forSteps := ne .key "airflowMetadata" -}}
+{{- $namespaces := ternary (list "" .root.Values.stepNamespace) (list "") $forSteps -}}
+{{- $host := ternary (printf "%s.%s.svc" $db.name .root.Release.Namespace) $db.name $forSteps -}}
+{{- $logins := list (dict "username" $db.auth.username "secretName" $db.auth.secretName "host" $host "namespaces" $namespaces) -}}
+{{- if eq .key "warehouse" -}}
+{{- $logins = append $logins (dict "username" $db.auth.readerUsername "secretName" $db.auth.readerSecretName "host" $host "namespaces" $namespaces) -}}
+{{- end -}}
+{{- toYaml $logins -}}
+{{- end -}}
