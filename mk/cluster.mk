@@ -98,6 +98,10 @@ AIRFLOW_EXTRA_VALUES = $(if $(filter s3,$(DATA_BACKEND)),-f charts/airflow/value
 LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}' \
 	--set podLauncher.kubernetesExecutor=true)
 
+# The Kubernetes API's addresses (the `kubernetes` Service's cluster IP and endpoints), looked up
+# once the cluster exists: the only addresses the launching pods' NetworkPolicy lets them reach.
+KUBE_API_ADDRESSES = $$($(KUBECTL) --context $(KUBE_CONTEXT) -n default get service kubernetes -o jsonpath='{.spec.clusterIP}'),$$($(KUBECTL) --context $(KUBE_CONTEXT) -n default get endpointslices -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[*].endpoints[*].addresses[*]}' | tr ' ' ',')
+
 # One clear line for a mistyped option, before anything is created.
 up-options:
 	@case '$(NODES)' in 1|3) ;; *) echo "NODES=$(NODES): use 1 or 3" >&2; exit 1;; esac
@@ -133,7 +137,8 @@ up: up-options helm-version image
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
 		-f $(POD_SCHEDULING) $(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \
-		-f $(POD_SCHEDULING) $(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) \
+		--set "networkPolicy.kubeApi.addresses={$(KUBE_API_ADDRESSES)}" --wait --timeout $(HELM_TIMEOUT)
 	$(HELM) repo add apache-airflow $(AIRFLOW_CHART_REPO) --force-update
 	$(HELM_NS) upgrade --install $(AIRFLOW_RELEASE) apache-airflow/airflow \
 		--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml \

@@ -23,7 +23,11 @@ NS = helm.NAMESPACE
 #: The step pods' namespace (STEP_NAMESPACE): the DAG's pods and the `helm test` pod run there.
 STEPS_NS = step_pod_kwargs(STEPS[0])["namespace"]
 PG = 5432
-KUBE_API = Endpoint("kube-api", None)
+#: The API server's address on the pipeline chart's values below (make up looks it up).
+KUBE_API_ADDRESS = "172.18.0.2"
+KUBE_API = Endpoint("kube-api", None, address=KUBE_API_ADDRESS)
+ELSEWHERE_443 = Endpoint("any host on the internet", None, address="140.82.112.3")
+PIPELINE_VALUES = {"networkPolicy": {"kubeApi": {"addresses": [KUBE_API_ADDRESS, "10.96.0.1"]}}}
 DNS = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
 
 
@@ -38,7 +42,7 @@ def rendered():
     plain = [d for d in yaml.safe_load_all((helm.ROOT / "k8s" / "network-policies.yaml").read_text())
              if d]
     return {"plain": plain, "databases": _in_namespace(helm.render("northwind-databases")),
-            "pipeline": _in_namespace(helm.render("northwind-pipeline")),
+            "pipeline": _in_namespace(helm.render("northwind-pipeline", PIPELINE_VALUES)),
             "airflow": _in_namespace(render_airflow())}
 
 
@@ -122,10 +126,25 @@ def test_only_the_scheduler_reaches_the_kubernetes_api(policies, pods):
     assert reach == {"airflow-scheduler"}
 
 
-def test_every_pod_resolves_names(policies, pods):
+def test_the_scheduler_reaches_only_the_api_servers_addresses(policies, pods):
+    scheduler = pods["airflow-scheduler"]
+    assert allowed(policies, scheduler, KUBE_API, 443)
+    assert not allowed(policies, scheduler, ELSEWHERE_443, 443)
+    assert not allowed(policies, scheduler, KUBE_API, 22)
+    # Without the looked-up addresses the scheduler reaches no API at all (fail closed).
+    bare = [d for d in _in_namespace(helm.render("northwind-pipeline")) if d["kind"] == "NetworkPolicy"]
+    others = [p for p in policies if p["metadata"]["name"] != "northwind-pipeline-scheduler-kube-api"]
+    assert not allowed([*others, *bare], scheduler, KUBE_API, 443)
+    assert "kubeApi.addresses is empty" in helm.notes("northwind-pipeline")
+
+
+SERVERS = (SOURCE, WAREHOUSE, METADATA)
+
+
+def test_every_pod_but_the_servers_resolves_names(policies, pods):
     for name, pod in pods.items():
         if pod.namespace in (NS, STEPS_NS):
-            assert allowed(policies, pod, DNS, 53, "UDP"), name
+            assert allowed(policies, pod, DNS, 53, "UDP") is (name not in SERVERS), name
             assert not allowed(policies, pod, DNS, 80), name
 
 
@@ -160,7 +179,8 @@ S3_PORT = helm.load_values_file(helm.chart_dir(OBJECTSTORE) / "values.yaml")["po
 def s3_world(rendered):
     """Policies and pods of `make up DATA_BACKEND=s3`: the object store chart, steps on S3."""
     store = _in_namespace(helm.render(OBJECTSTORE))
-    pipeline = _in_namespace(helm.render("northwind-pipeline", {"data": {"backend": "s3"}}))
+    pipeline = _in_namespace(helm.render("northwind-pipeline",
+                                         {**PIPELINE_VALUES, "data": {"backend": "s3"}}))
     world = [rendered["plain"], rendered["databases"], rendered["airflow"], pipeline, store]
     policies = [d for docs in world for d in docs if d["kind"] == "NetworkPolicy"]
     pods = {doc["metadata"]["name"]: _pod(doc) for docs in world
@@ -191,6 +211,7 @@ def test_the_object_store_opens_no_connection(s3_world):
     for target, port in ((SOURCE, PG), (METADATA, PG), (API_SERVER, API_PORT)):
         assert not allowed(policies, pods[OBJECTSTORE], pods[target], port), target
     assert not allowed(policies, pods[OBJECTSTORE], KUBE_API, 443)
+    assert not allowed(policies, pods[OBJECTSTORE], DNS, 53, "UDP")
 
 
 def _airflow_kubernetes_executor() -> list[dict]:
@@ -207,7 +228,7 @@ def _worker(docs) -> Endpoint:
 @pytest.mark.parametrize("executor", [False, True], ids=["LocalExecutor", "KubernetesExecutor"])
 def test_with_kubernetes_executor_the_workers_reach_the_kubernetes_api(rendered, executor):
     # The scheduler starts the worker pods, the worker pods start the step pods.
-    pipeline = _in_namespace(helm.render("northwind-pipeline", {"podLauncher": {
+    pipeline = _in_namespace(helm.render("northwind-pipeline", {**PIPELINE_VALUES, "podLauncher": {
         "kubernetesExecutor": executor, "extraServiceAccounts": ["airflow-worker"] if executor else []}}))
     airflow = _airflow_kubernetes_executor()
     policies = [d for docs in (rendered["plain"], pipeline, airflow) for d in docs
