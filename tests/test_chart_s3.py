@@ -10,6 +10,7 @@ image pins) on loopback.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -446,7 +447,7 @@ def store(tmp_path_factory):
              "filer.port.grpc", "s3.port.grpc", "metricsPort")
     ports = dict(zip(("s3.port", *names), free_ports(len(names) + 1), strict=True))
     args = [arg.replace("/data", str(folder / "data")).replace("/etc/seaweedfs", str(folder / "etc"))
-            .replace("-s3.ip.bind=0.0.0.0", "-s3.ip.bind=127.0.0.1")
+            .replace("$(POD_IP)", "127.0.0.1")
             for arg in container["args"] if not arg.startswith("-s3.port=")]
     command = [weed, *args, *(f"-{flag}={port}" for flag, port in ports.items())]
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -571,3 +572,28 @@ def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store):
     anonymous = urllib.request.Request(f"{store['endpoint']}/{store['bucket']}/{S3.s3_prefix}/keep.txt")
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(anonymous, timeout=10)  # noqa: S310 - loopback test server
+
+
+def _listening(pid: int) -> set[str]:
+    """The local addresses (ip:port) of the TCP sockets process ``pid`` listens on."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]  # host-order words
+                ip = ipaddress.ip_address(b"".join(words))
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+def test_the_store_listens_on_no_wildcard_address(store):
+    _bucket_ready(store)
+    listening = _listening(store["process"].pid)
+    assert listening, "weed listens on nothing?"
+    wildcard = {a for a in listening if a.rpartition(":")[0] in ("0.0.0.0", "::")}
+    assert wildcard == set(), f"listening on every interface: {sorted(wildcard)}"
