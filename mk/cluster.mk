@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version up-options
+.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version kind-version up-options
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -23,6 +23,9 @@ AIRFLOW_CHART_REPO := https://airflow.apache.org
 AIRFLOW_CHART_VERSION := 1.22.0
 # Oldest Helm the chart supports (its 1.22.0 release notes: 3.19+; Helm 4 works too).
 HELM_MIN_VERSION := 3.19.0
+# Oldest kind whose node image enforces NetworkPolicies (kindnet with policies, v0.24) and runs a
+# Kubernetes with ValidatingAdmissionPolicy (v1.30+): both hold the pipeline's fences.
+KIND_MIN_VERSION := 0.24.0
 # Secret of charts/northwind-pipeline with the SimpleAuthManager passwords (key passwords.json).
 AIRFLOW_PASSWORDS_SECRET := northwind-airflow-passwords
 AIRFLOW_DAG_ID := northwind_daily
@@ -119,11 +122,20 @@ helm-version:
 		exit 1; \
 	fi
 
+# The same for kind: an older one would run the charts with every NetworkPolicy ignored.
+kind-version:
+	@version=$$($(KIND) version 2>/dev/null | sed -n 's/^kind v\([0-9][0-9.]*\).*/\1/p'); \
+	oldest=$$(printf '%s\n%s\n' '$(KIND_MIN_VERSION)' "$$version" | sort -V | head -n 1); \
+	if [ -z "$$version" ] || [ "$$oldest" != '$(KIND_MIN_VERSION)' ]; then \
+		echo "make up needs kind $(KIND_MIN_VERSION) or newer (NetworkPolicies, admission policies); found: $${version:-no kind}" >&2; \
+		exit 1; \
+	fi
+
 image:
 	$(DOCKER) build -f images/meltano/Dockerfile -t $(IMAGE) .
 
 # Safe to rerun: every step is create-if-absent or upgrade.
-up: up-options helm-version image
+up: up-options helm-version kind-version image
 	@# The step pods (uid 10001) write into ./data through a hostPath volume: it must be writable.
 	mkdir -p data && chmod 0777 data
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
