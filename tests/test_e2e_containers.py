@@ -50,10 +50,13 @@ STEP_UID = 10001
 def _names() -> dict[str, str]:
     """The names of dags/northwind/cluster.env the pods use, keyed for this test."""
     env = cluster_env()
+    # The step pods name the databases' Services with their namespace (they run in another).
+    service = f".{env['NAMESPACE']}.svc"
     return {"image": f"{env['IMAGE_REPOSITORY']}:{env['IMAGE_TAG']}",
-            "source": env["SOURCE_DB_HOST"], "warehouse": env["WAREHOUSE_DB_HOST"],
+            "source": env["SOURCE_DB_HOST"] + service, "warehouse": env["WAREHOUSE_DB_HOST"] + service,
             "source_db": env["SOURCE_DB_NAME"], "warehouse_db": env["WAREHOUSE_DB_NAME"],
             "source_secret": env["SOURCE_DB_SECRET"], "warehouse_secret": env["WAREHOUSE_DB_SECRET"],
+            "reader_secret": env["WAREHOUSE_READER_SECRET"],
             "mount": env["DATA_MOUNT_PATH"], "port": env["DB_PORT"]}
 
 
@@ -90,15 +93,17 @@ def stack(tmp_path_factory):
     try:
         seeded = run_in_image(image, ["northwind", "seed-source"], source_env(names, source))
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        # The report's read-only Secret holds the warehouse's one login here (no roles modelled).
         for secret, database in ((names["source_secret"], source),
-                                 (names["warehouse_secret"], warehouse)):
+                                 (names["warehouse_secret"], warehouse),
+                                 (names["reader_secret"], warehouse)):
             podman.podman("secret", "rm", secret, check=False)
             podman.podman("secret", "create", secret, "-", input=secret_json(database))
         yield {"names": names, "image": image, "source": source, "warehouse": warehouse,
                "build_seconds": build_seconds, "data": tmp_path_factory.mktemp("tree") / "data"}
     finally:
         podman.remove_containers()
-        for secret in (names["source_secret"], names["warehouse_secret"]):
+        for secret in (names["source_secret"], names["warehouse_secret"], names["reader_secret"]):
             podman.podman("secret", "rm", secret, check=False)
 
 

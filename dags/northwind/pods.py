@@ -69,11 +69,14 @@ MELTANO_DATABASE_URI = (
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
 
-#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small.
+#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small. Ephemeral storage
+#: holds the logs and /tmp (Meltano's logs, a partition staged for S3).
 RESOURCES = k8s.V1ResourceRequirements(
-    requests={"cpu": "250m", "memory": "512Mi"},
-    limits={"cpu": "1", "memory": "1Gi"},
+    requests={"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+    limits={"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"},
 )
+#: The cap of the /tmp emptyDir, within the ephemeral-storage limit.
+TMP_SIZE_LIMIT = "1Gi"
 
 
 def task_id(step: str) -> str:
@@ -290,7 +293,7 @@ def step_pod_kwargs(
                 name=DATA_VOLUME,
                 persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=names.data_pvc),
             ),
-            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT)),
         ],
         "volume_mounts": [
             k8s.V1VolumeMount(name=DATA_VOLUME, mount_path=names.data_mount_path),
