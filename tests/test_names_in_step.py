@@ -154,7 +154,8 @@ def test_airflow_values_use_the_names():
 
 
 #: Every database with Secrets you create yourself: the path docs/kubernetes.md recommends.
-OWN_SECRETS = {db: {"auth": {"create": False}} for db in ("source", "warehouse", "airflowMetadata")}
+OWN_SECRETS = {**{db: {"auth": {"create": False}} for db in ("source", "warehouse", "airflowMetadata")},
+               "tls": {"create": False}}
 
 
 def _secret_refs(docs) -> set[str]:

@@ -3,7 +3,8 @@
 tests/chart_postgres.py runs initdb with the rendered StatefulSet's arguments, starts the server
 with the chart's own pg_hba.conf and runs the init ConfigMap's scripts, with the rendered Secrets'
 passwords. Then: no `trust` anywhere, no password-less login (socket or TCP), the superuser only on
-the socket, and each login role only into its own database.
+the socket, and each login role only into its own database; TLS with the chart's CA, verified
+against the Service names, and no plain-text connection.
 """
 
 import chart_postgres
@@ -21,7 +22,11 @@ def docs():
 
 @pytest.fixture(scope="module", params=KEYS)
 def server(request, docs):
-    started = chart_postgres.start(docs, request.param)
+    binaries = chart_postgres.tls_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL built with OpenSSL here (the embedded wheel's is not; "
+                    "Debian's postgresql package is)")
+    started = chart_postgres.start(docs, request.param, binaries)
     yield started
     started.stop()
 
@@ -102,3 +107,52 @@ def test_public_may_not_connect_to_the_maintenance_databases(server):
             "SELECT d.datname, a.privilege_type FROM pg_database d, aclexplode(d.datacl) a"
             " WHERE d.datname IN ('postgres', 'template1') AND a.grantee = 0").fetchall()
     assert rows == []
+
+
+# --- TLS: the chart's CA, the server's certificate, verify-full against the Service name -------
+
+
+def _verified(server, tmp_path, host: str, **kwargs):
+    """Connect to 127.0.0.1 under ``host`` as a client in the cluster does: verify-full, chart CA."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text(helm.one(server.docs, "ConfigMap", "northwind-db-ca")["data"]["ca.crt"])
+    user, password = next(iter(_logins(server).items()))
+    return psycopg.connect(host=host, hostaddr="127.0.0.1", port=server.port, user=user,
+                           password=password, dbname=server.env["POSTGRES_DB"], sslmode="verify-full",
+                           sslrootcert=str(ca), connect_timeout=10, **kwargs)
+
+
+def _service(server) -> str:
+    return chart_postgres._statefulset(server.docs, server.key)[0]["name"]
+
+
+def test_clients_verify_the_server_by_its_service_name(server, tmp_path):
+    service = _service(server)
+    for host in (service, f"{service}.{helm.NAMESPACE}.svc", f"{service}.{helm.NAMESPACE}.svc.cluster.local"):
+        with _verified(server, tmp_path, host) as conn:
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0]
+
+
+def test_a_certificate_for_another_name_is_refused(server, tmp_path):
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        _verified(server, tmp_path, "northwind-intruder").close()
+
+
+def test_a_plain_text_connection_is_refused(server):
+    user, password = next(iter(_logins(server).items()))
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        _tcp(server, user, password, sslmode="disable").close()
+
+
+def test_the_ca_and_certificates_are_kept_on_upgrade(docs, tmp_path):
+    # Read back like the passwords (lookup): an upgrade never changes what the clients trust.
+    kept = ("northwind-db-ca", "northwind-source-db-tls")
+    live = [helm.live_secret(name, **chart_postgres.secret_data(docs, name)) for name in kept]
+    again = helm.render("northwind-databases", chart=helm.with_live_objects(live, tmp_path))
+    fresh = helm.render("northwind-databases")
+    for name in kept:
+        assert helm.one(again, "Secret", name)["data"] == helm.one(docs, "Secret", name)["data"]
+        assert helm.one(fresh, "Secret", name)["data"] != helm.one(docs, "Secret", name)["data"]
+        assert helm.one(docs, "Secret", name)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    ca = helm.one(again, "ConfigMap", "northwind-db-ca", namespace="northwind-steps")["data"]["ca.crt"]
+    assert ca.strip() == chart_postgres.secret_data(docs, "northwind-db-ca")["ca.crt"].strip()

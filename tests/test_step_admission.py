@@ -131,6 +131,8 @@ def _hostile(kind: str, pod: dict) -> tuple[dict, dict]:
         spec["volumes"].append({"name": "s", "secret": {"secretName": CLUSTER.source_db_secret}})
     elif kind == "hostPath":
         spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    elif kind == "other ConfigMap":
+        spec["volumes"].append({"name": "cm", "configMap": {"name": "airflow-config"}})
     elif kind == "other claim":
         claim = {"claimName": "data-northwind-source-db-0"}
         spec["volumes"].append({"name": "c", "persistentVolumeClaim": claim})
@@ -160,9 +162,10 @@ HOSTILE = {
     "admin Secret": "its own Secrets",
     "another step's Secret": "its own Secrets",
     "Secret through envFrom": "its own Secrets",
-    "Secret volume": "emptyDirs and the data claim",
-    "hostPath": "emptyDirs and the data claim",
-    "other claim": "emptyDirs and the data claim",
+    "Secret volume": "emptyDirs, the data claim",
+    "hostPath": "emptyDirs, the data claim",
+    "other claim": "emptyDirs, the data claim",
+    "other ConfigMap": "emptyDirs, the data claim",
     "other ServiceAccount": "step ServiceAccount",
     "token mounted": "step ServiceAccount",
     "extra label": "step labels",

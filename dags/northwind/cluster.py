@@ -72,6 +72,7 @@ class ClusterNames:
     source_db_host: str
     warehouse_db_host: str
     db_port: str
+    db_ca_configmap: str
     source_db_name: str
     warehouse_db_name: str
     meltano_project_dir: str

@@ -68,6 +68,10 @@ MELTANO_DATABASE_URI = (
 
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
+#: The databases' CA certificate (ConfigMap DB_CA_CONFIGMAP): every connection is TLS, the server
+#: checked by its Service name (libpq reads PGSSLMODE and PGSSLROOTCERT).
+DB_CA_VOLUME = "db-ca"
+DB_CA_PATH = "/etc/northwind/db-ca/ca.crt"
 
 #: Sized for Meltano plus one table in pyarrow; the Northwind tables are small. Ephemeral storage
 #: holds the logs and /tmp (Meltano's logs, a partition staged for S3).
@@ -193,6 +197,8 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
         "WAREHOUSE_PGHOST": names.service_host(names.warehouse_db_host),
         "WAREHOUSE_PGPORT": names.db_port,
         "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": DB_CA_PATH,
     }
 
 
@@ -294,10 +300,13 @@ def step_pod_kwargs(
                 persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=names.data_pvc),
             ),
             k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT)),
+            k8s.V1Volume(name=DB_CA_VOLUME,
+                         config_map=k8s.V1ConfigMapVolumeSource(name=names.db_ca_configmap)),
         ],
         "volume_mounts": [
             k8s.V1VolumeMount(name=DATA_VOLUME, mount_path=names.data_mount_path),
             k8s.V1VolumeMount(name=TMP_VOLUME, mount_path=TMP_PATH),
+            k8s.V1VolumeMount(name=DB_CA_VOLUME, mount_path=DB_CA_PATH.rpartition("/")[0], read_only=True),
         ],
         "container_resources": RESOURCES,
         "security_context": pod_security,

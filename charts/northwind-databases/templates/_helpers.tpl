@@ -187,3 +187,13 @@ Args: dict "root" $ "key" <key>.
 {{- end -}}
 {{- toYaml $logins -}}
 {{- end -}}
+
+{{/* The TLS Secret (tls.crt, tls.key) of one database's server. Args: the database's values. */}}
+{{- define "northwind-databases.tlsSecretName" -}}
+{{- printf "%s-tls" .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the server and its clients find the TLS files, and the libpq settings of a client. */}}
+{{- define "northwind-databases.caPath" -}}
+/etc/northwind/db-ca/ca.crt
+{{- end -}}

@@ -151,3 +151,8 @@ connection-test: [source, warehouse]
 - {{ printf "system:serviceaccount:%s:%s" $.Release.Namespace . }}
 {{- end }}
 {{- end -}}
+
+{{/* Where step-like pods find the databases' CA certificate (dags/northwind/pods.py DB_CA_PATH). */}}
+{{- define "northwind-pipeline.caPath" -}}
+/etc/northwind/db-ca/ca.crt
+{{- end -}}
