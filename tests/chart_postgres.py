@@ -102,6 +102,22 @@ def _env(docs: list[dict], container: dict) -> dict[str, str]:
     return env
 
 
+def _volume_files(docs: list[dict], volume: dict):
+    """(path in the mount, content, from a Secret) of every file a configMap, secret or projected
+    volume shows, with its items' paths."""
+    sources = volume["projected"]["sources"] if "projected" in volume else [volume]
+    for source in sources:
+        if "configMap" in source:
+            ref, data, secret = source["configMap"], None, False
+            data = helm.one(docs, "ConfigMap", ref["name"])["data"]
+        else:
+            ref, secret = source["secret"], True
+            data = secret_data(docs, ref.get("secretName") or ref.get("name"))
+        items = ref.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            yield item["path"], data[item["key"]], secret
+
+
 def _own(path: Path, user: str | None) -> None:
     if user:
         entry = utils.ensure_user_exists(user)
@@ -126,19 +142,15 @@ def start(docs: list[dict], key: str, bin_dir: Path) -> ChartServer:
     # The chart's mounted files, at the same relative places.
     files = folder / "files"
     for volume in helm.pod_spec(helm.one(docs, "StatefulSet", name))["volumes"]:
-        config = volume.get("configMap") or {}
-        source = volume.get("secret") or {}
-        if not config and not source:
+        mount = next((m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"]), None)
+        if mount is None or not ({"configMap", "secret", "projected"} & set(volume)):
             continue
-        mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume["name"])
         target = files / mount.lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        data = (helm.one(docs, "ConfigMap", config["name"])["data"] if config
-                else secret_data(docs, source["secretName"]))
-        for item_name, text in data.items():
-            (target / item_name).write_text(text)
-            (target / item_name).chmod(0o600 if source else 0o644)
-            _own(target / item_name, user)
+        for path, text, secret in _volume_files(docs, volume):
+            (target / path).parent.mkdir(parents=True, exist_ok=True)
+            (target / path).write_text(text)
+            (target / path).chmod(0o600 if secret else 0o644)
+            _own(target / path, user)
     for path in [files, *files.rglob("*")]:
         if path.is_dir():
             path.chmod(0o755)
@@ -146,6 +158,8 @@ def start(docs: list[dict], key: str, bin_dir: Path) -> ChartServer:
     for path in (pgdata, folder / "socket"):
         path.mkdir(mode=0o700)
         _own(path, user)
+    if "POSTGRES_PASSWORD_FILE" in env:  # as the image's entrypoint reads it
+        env["POSTGRES_PASSWORD"] = (files / env["POSTGRES_PASSWORD_FILE"].lstrip("/")).read_text()
     server = ChartServer(key, docs, bin_dir, folder, free_port(), env, user)
     try:
         _start(server, container, files)
@@ -190,7 +204,9 @@ def _init(server: ChartServer, files: Path) -> None:
                    capture_output=True, timeout=60)
     init = files / "docker-entrypoint-initdb.d"
     for script in sorted(init.glob("*.sh")):
-        text = script.read_text().replace("/docker-entrypoint-initdb.d", str(init))
+        text = script.read_text()
+        for pod in POD_PATHS:
+            text = text.replace(pod, str(files / pod.lstrip("/")))
         result = subprocess.run(["bash", "-c", text], env=shell_env, capture_output=True, text=True,
                                 timeout=120, check=False)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -89,10 +89,13 @@ def test_servers_bootstrap_as_admin_and_create_the_login_role(docs):
     sts = helm.one(docs, "StatefulSet", "northwind-warehouse-db")
     spec = helm.pod_spec(sts)
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "northwind-warehouse-db-admin", "key": "password"}
-    assert env["NORTHWIND_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "northwind-warehouse-db", "key": "password"}
+    # Passwords as files: the image reads POSTGRES_PASSWORD_FILE, 00-roles.sh the others.
+    assert env["POSTGRES_PASSWORD_FILE"]["value"] == "/etc/postgresql/secrets/admin/password"
+    files = {(source["secret"]["name"], item["path"])
+             for volume in spec["volumes"] if "projected" in volume
+             for source in volume["projected"]["sources"] for item in source["secret"]["items"]}
+    assert {("northwind-warehouse-db-admin", "admin/password"), ("northwind-warehouse-db", "app/password"),
+            ("northwind-warehouse-db-reader", "reader/password")} == files
     assert env["POSTGRES_DB"]["value"] == "warehouse"
     # No `trust` in initdb's own file either (tests/test_pg_server.py runs the chart's).
     assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256 --auth-host=scram-sha-256"
@@ -206,5 +209,5 @@ def test_readiness_logs_in_as_the_login_role(docs):
     # pg_isready answers without a password: a diverged Secret would leave the pod Ready.
     for sts in helm.by_kind(docs, "StatefulSet"):
         probe = " ".join(helm.pod_spec(sts)["containers"][0]["readinessProbe"]["exec"]["command"])
-        assert 'PGPASSWORD="$NORTHWIND_APP_PASSWORD" psql -h 127.0.0.1' in probe
+        assert 'PGPASSWORD="$(cat /etc/postgresql/secrets/app/password)" psql -h 127.0.0.1' in probe
         assert '-U "$NORTHWIND_APP_USER"' in probe

@@ -32,10 +32,18 @@ def server(request, docs):
 
 
 def _logins(server) -> dict[str, str]:
-    """user -> password of every login role the server's env names (NORTHWIND_<VAR>_USER)."""
-    env = server.env
-    return {env[k]: env[k.removesuffix("_USER") + "_PASSWORD"] for k in env
-            if k.startswith("NORTHWIND_") and k.endswith("_USER")}
+    """user -> password of every login role the server's env names (NORTHWIND_<VAR>_USER), the
+    password from the file the server reads (/etc/postgresql/secrets/<var>/password)."""
+    env, secrets = server.env, server.folder / "files" / "etc" / "postgresql" / "secrets"
+    return {env[k]: (secrets / k.removeprefix("NORTHWIND_").removesuffix("_USER").lower() / "password")
+            .read_text() for k in env if k.startswith("NORTHWIND_") and k.endswith("_USER")}
+
+
+def test_no_password_in_the_servers_environment(docs):
+    for statefulset in helm.by_kind(docs, "StatefulSet"):
+        names = [e["name"] for e in helm.pod_spec(statefulset)["containers"][0]["env"]]
+        assert [n for n in names if n.endswith("PASSWORD")] == [], statefulset["metadata"]["name"]
+        assert "POSTGRES_PASSWORD_FILE" in names
 
 
 def _tcp(server, user, password=None, dbname=None, **kwargs):
