@@ -184,20 +184,22 @@ def test_pod_reads_only_its_own_credentials_from_secrets(pods, names, task_id):
         ("SOURCE_PG", n.source_db_secret, n.service_host(n.source_db_host), n.source_db_name),
         ("WAREHOUSE_PG", warehouse, n.service_host(n.warehouse_db_host), n.warehouse_db_name),
     ):
-        for suffix, key in (("USER", "username"), ("PASSWORD", "password")):
-            if prefix not in STEP_DATABASES[task_id]:
-                assert prefix + suffix not in env
-                continue
-            var = env[prefix + suffix]
-            assert var.value is None
-            assert (var.value_from.secret_key_ref.name, var.value_from.secret_key_ref.key) == (
-                secret,
-                key,
-            )
+        # The password is a file of the Secret (tests/test_password_files.py), never a variable.
+        assert prefix + "PASSWORD" not in env
+        volumes = {v.secret.secret_name for v in pods[task_id].spec.volumes if v.secret}
+        if prefix not in STEP_DATABASES[task_id]:
+            assert prefix + "USER" not in env and prefix + "PASSWORD_FILE" not in env
+            continue
+        assert secret in volumes
+        var = env[prefix + "USER"]
+        assert var.value is None
+        assert (var.value_from.secret_key_ref.name, var.value_from.secret_key_ref.key) == (
+            secret, "username")
         assert env[prefix + "HOST"].value == host
         assert env[prefix + "PORT"].value == names.db_port
         assert env[prefix + "DATABASE"].value == database
-    literal = [var.name for var in env.values() if "PASSWORD" in var.name and var.value]
+    literal = [var.name for var in env.values() if "PASSWORD" in var.name and var.value
+               and not var.name.endswith("PASSWORD_FILE")]
     assert literal == []
     assert not pods[task_id].spec.containers[0].env_from
 

@@ -113,28 +113,43 @@ def step_command(step: str) -> list[str]:
     return [*MELTANO_RUN, step]
 
 
+#: Where a step pod finds its database password: a file of the Secret, never an env variable
+#: (northwind_elt.pgconn reads <PREFIX>PASSWORD_FILE).
+CREDENTIALS_FOLDER = "/etc/northwind/secrets"
+
+
+def _login(prefix: str, secret: str) -> list[Secret]:
+    """The user name (env) and the password (a file) of one login Secret."""
+    folder = f"{CREDENTIALS_FOLDER}/{prefix.lower().removesuffix('_pg')}"
+    return [
+        Secret("env", f"{prefix}USER", secret, "username"),
+        Secret("volume", folder, secret, items=[k8s.V1KeyToPath(key="password", path="password")]),
+    ]
+
+
+def password_file_env(prefix: str) -> dict[str, str]:
+    """The variable naming the password file of a database's login (see :func:`_login`).
+
+    Example:
+        >>> password_file_env("SOURCE_PG")
+        {'SOURCE_PGPASSWORD_FILE': '/etc/northwind/secrets/source/password'}
+    """
+    return {f"{prefix}PASSWORD_FILE": f"{CREDENTIALS_FOLDER}/{prefix.lower().removesuffix('_pg')}/password"}
+
+
 def source_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the source's read-only login role, from its Kubernetes Secret."""
-    return [
-        Secret("env", "SOURCE_PGUSER", names.source_db_secret, "username"),
-        Secret("env", "SOURCE_PGPASSWORD", names.source_db_secret, "password"),
-    ]
+    return _login("SOURCE_PG", names.source_db_secret)
 
 
 def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the warehouse's login role (owner of its snapshots), from its Kubernetes Secret."""
-    return [
-        Secret("env", "WAREHOUSE_PGUSER", names.warehouse_db_secret, "username"),
-        Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_db_secret, "password"),
-    ]
+    return _login("WAREHOUSE_PG", names.warehouse_db_secret)
 
 
 def warehouse_reader_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the warehouse's read-only role (SELECT on snapshots and views), from its Secret."""
-    return [
-        Secret("env", "WAREHOUSE_PGUSER", names.warehouse_reader_secret, "username"),
-        Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_reader_secret, "password"),
-    ]
+    return _login("WAREHOUSE_PG", names.warehouse_reader_secret)
 
 
 #: The databases each step logs in to: it gets their Secrets and their client label, nothing else.
@@ -168,6 +183,11 @@ def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
     """
     logins = {**_DATABASE_SECRETS, **_READ_ONLY_SECRETS.get(step, {})}
     return [secret for db in _databases_of(step) for secret in logins[db](names)]
+
+
+def step_password_env(step: str) -> dict[str, str]:
+    """The password-file variables of ``step``'s databases (cluster only: a local run keeps its own)."""
+    return {k: v for db in _databases_of(step) for k, v in password_file_env(f"{db.upper()}_PG").items()}
 
 
 def client_labels(step: str) -> dict[str, str]:
@@ -274,7 +294,7 @@ def step_pod_kwargs(
     kwargs = {
         "task_id": task_id(step),
         "step": step,
-        "cluster_only_env": frozenset(cluster_env(names)),
+        "cluster_only_env": frozenset(cluster_env(names)) | set(step_password_env(step)),
         "name": f"northwind-{step}",
         # Their own namespace: the launcher may create pods there only, beside the step Secrets.
         "namespace": names.step_namespace,
@@ -286,6 +306,7 @@ def step_pod_kwargs(
             "RUN_DATE": RUN_DATE_TEMPLATE,
             **({KEEP_DAYS_ENV: KEEP_DAYS_TEMPLATE} if step == LOAD_WAREHOUSE else {}),
             **cluster_env(names),
+            **step_password_env(step),
         },
         "secrets": step_secrets(step, names),
         "labels": {

@@ -156,3 +156,8 @@ connection-test: [source, warehouse]
 {{- define "northwind-pipeline.caPath" -}}
 /etc/northwind/db-ca/ca.crt
 {{- end -}}
+
+{{/* The password file of a database's login in step-like pods (dags/northwind/pods.py). Args: source|warehouse. */}}
+{{- define "northwind-pipeline.passwordFile" -}}
+{{- printf "/etc/northwind/secrets/%s/password" . -}}
+{{- end -}}
