@@ -1,6 +1,8 @@
 """Open PostgreSQL connections from plugin settings, with errors that name the database, not secrets."""
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +27,24 @@ CONNECTION_SETTINGS = ("host", "port", "dbname", "user", "password")
 ENV_PREFIXES = {"source": "SOURCE_PG", "warehouse": "WAREHOUSE_PG"}
 
 
+def password_from_file(role: str) -> str | None:
+    """The password in the file ``<prefix>PASSWORD_FILE`` names (a mounted Secret), if set.
+
+    The cluster's step pods get their password as a file, never as an environment variable.
+
+    Raises:
+        SettingError: Naming the variable and the file, if it cannot be read.
+    """
+    variable = f"{ENV_PREFIXES.get(role, '')}PASSWORD_FILE"
+    path = os.environ.get(variable)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\n")
+    except OSError as error:
+        raise SettingError(f"{variable}={path}: {error.strerror}") from None
+
+
 def connection_kwargs(config: Mapping[str, Any], role: str) -> dict[str, Any]:
     """Return libpq keyword arguments from plugin ``config``; ``role`` names the database in errors.
 
@@ -37,6 +57,8 @@ def connection_kwargs(config: Mapping[str, Any], role: str) -> dict[str, Any]:
                           for key in missing)
         raise SettingError(f"the {role} database settings are incomplete: {names} not set")
     kwargs = {key: config[key] for key in CONNECTION_SETTINGS if config.get(key) not in (None, "")}
+    if "password" not in kwargs and (password := password_from_file(role)):
+        kwargs["password"] = password
     kwargs["port"] = int(kwargs.get("port", 5432))
     kwargs["application_name"] = f"northwind-{role}"
     # Every byte this project hands over or writes is UTF-8 (Arrow strings, CSV, JSON): the server
