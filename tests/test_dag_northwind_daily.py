@@ -402,3 +402,20 @@ def test_the_tests_run_steps_with_the_dags_command():
     from northwind import pods
 
     assert pipeline.MELTANO_RUN == pods.MELTANO_RUN
+
+
+def test_the_reextract_param_reaches_the_extract_steps_only():
+    """A rerun keeps a day's succeeded extracts unless the run's ``reextract`` param is on."""
+    for reextract, expected in ((False, "false"), (True, "true")):
+        dag = dag_support.load_dag()
+        for task_id in ("extract_postgres", "extract_csv"):
+            task = dag.get_task(task_id)
+            context = dag_support.task_context(dag, task, logical_date=utc_day(DAY))
+            context["params"]["reextract"] = reextract
+            task.render_template_fields(context)
+            pod = task.build_pod_request_obj(context, dry_run=True)
+            assert env_of(pod)["NORTHWIND_REEXTRACT"].value == expected
+            assert task.local_env()["NORTHWIND_REEXTRACT"] == expected
+    for other in ("load_warehouse", "publish_report"):
+        assert "NORTHWIND_REEXTRACT" not in env_of(dag_support.build_pod(other, logical_date=utc_day(DAY)))
+    assert dag.params["reextract"] is False
