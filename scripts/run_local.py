@@ -38,14 +38,13 @@ AIRFLOW_LOG = "airflow.log"
 
 
 def parse_date(value: str) -> dt.date:
-    """Return the day of ``value`` (``YYYY-MM-DD``) or raise an argparse error naming it."""
+    """Return the day of ``value`` (``YYYY-MM-DD``) or raise a SystemExit naming it in one line."""
     try:
         if len(value) != 10:
             raise ValueError("expected YYYY-MM-DD")
         return dt.date.fromisoformat(value)
     except ValueError as error:
-        message = f"DATE={value!r} is not a day (YYYY-MM-DD): {error}"
-        raise argparse.ArgumentTypeError(message) from None
+        raise SystemExit(f"run_local: DATE={value!r} is not a day (YYYY-MM-DD): {error}") from None
 
 
 def local_environment(state_dir: Path) -> dict[str, str]:
@@ -203,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the DAG for the requested day; return 0 on success, 1 naming the failed tasks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     today = dt.datetime.now(dt.UTC).date()
-    parser.add_argument("--date", type=parse_date, default=today, help="the day (default: today, UTC)")
+    parser.add_argument("--date", default=today.isoformat(), help="the day (default: today, UTC)")
     parser.add_argument("--task", help="rerun only this task id of the day (e.g. load_warehouse)")
     args = parser.parse_args(argv)
+    # Checked here, not by argparse: one line (no usage text), before anything starts.
+    args.date = parse_date(args.date)
     started = time.monotonic()
     state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
     verbose = os.environ.get("VERBOSE", "") not in ("", "0")
