@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from northwind_elt import atomic, logger
-from northwind_elt.errors import SettingError
+from northwind_elt.errors import SettingError, file_errors
 
 S3_SCHEME = "s3://"
 #: Objects are read and written in chunks of this size (one multipart part on S3).
@@ -333,7 +333,7 @@ class Outbox:
         """
         path = self.folder / name
         local = Path(path) if self.fs.is_local else self.staging / name
-        with atomic.temporary_beside(local) as temporary:
+        with file_errors("write", self.fs.url(path)), atomic.temporary_beside(local) as temporary:
             staged = Staged(temporary)
             publisher = _Rename(staged, path) if self.fs.is_local else _Upload(self.fs, staged, path)
             try:
