@@ -13,7 +13,7 @@ from northwind_elt.pgtypes import arrow_schema, declared_column, varchar_length
 from northwind_elt.step_tap import BatchStream
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
-from tap_csvtyped.validate import check_header, first_problem
+from tap_csvtyped.validate import arrow_problem, check_header, first_problem
 
 #: Line number of the first data row (line 1 is the header).
 FIRST_DATA_LINE = 2
@@ -100,8 +100,9 @@ class CsvFileStream(BatchStream):
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 return
-            problem = first_problem(source, self.columns, self.delimiter)
-            raise InputError(f"{source}: {problem or error}") from None
+            problem = first_problem(source, self.columns, self.delimiter) or arrow_problem(
+                source, self.columns, error, self.delimiter)
+            raise InputError(f"{source}: {problem}") from None
         except OSError as error:  # unreadable, or gone mid-read
             raise StorageError(f"cannot read {source}: {os_reason(error)}") from None
 
