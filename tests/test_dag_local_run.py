@@ -164,7 +164,7 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     assert len(output.splitlines()) < 30, output
     assert "Traceback" not in output
     reason = f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: {broken}: line 2, column quantity: "
-    log = state_dir / "logs" / DAY / "extract_csv.log"
+    log = (state_dir / "logs" / DAY / "latest").resolve() / "extract_csv.log"
     assert re.search(r"^  extract_postgres\s+success\s+\S+ -> \S+\s+[\d.]+ s\s+1,207 rows$", output, re.M)
     assert re.search(
         rf"^  extract_csv\s+failed\s+.*\n    {re.escape(reason)}'twelve' is not an integer\n    log: {log}$",
