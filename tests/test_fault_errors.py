@@ -120,6 +120,24 @@ def test_a_disk_full_before_the_first_marker_fails_in_one_line_naming_the_marker
     assert published(root) == {}
 
 
+def test_a_read_only_data_tree_fails_the_extract_in_one_line_naming_the_file(databases,
+                                                                            small_disk):
+    # As root no permission bit refuses a write; a read-only mount refuses it to everyone.
+    root = small_disk / "data"
+    env = {**databases.env, "NORTHWIND_DATA_ROOT": str(root)}
+    (root / "_status").mkdir(parents=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+
+    result = run_step(steps.EXTRACT_CSV, DAY, env)
+
+    assert result.returncode != 0
+    assert "Traceback" not in output(result), output(result)[-6000:]
+    reason = error_lines(result)[0]
+    assert reason.startswith(f"cannot write {root / '_status' / DAY}"), reason
+    assert reason.endswith(": read-only file system"), reason
+    assert published(root) == {}
+
+
 def test_a_full_disk_fails_the_report_in_one_line_naming_the_evidence_and_keeps_the_old_one(
         databases, small_disk):
     root = small_disk / "data"

@@ -83,6 +83,19 @@ def one_line(error: BaseException) -> str:
 
     A failure raised while another was being handled (recording a failure on a full disk) leads
     with the first one, its cause.
+
+    Example:
+        >>> try:
+        ...     open("/nonexistent/order_details.csv")
+        ... except OSError as error:
+        ...     print(one_line(error))
+        cannot use /nonexistent/order_details.csv: no such file or directory
+        >>> try:
+        ...     with file_errors("write", "/data/_status/x.json"):
+        ...         raise OSError("[Errno 28] Error writing bytes to file. Detail: [errno 28] ...")
+        ... except StorageError as error:
+        ...     print(one_line(error))
+        cannot write /data/_status/x.json: no space left on device
     """
     line = _own_line(error)
     earlier = _earlier_failure(error)
