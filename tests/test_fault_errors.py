@@ -97,8 +97,10 @@ def test_a_full_disk_fails_each_extract_in_one_line_naming_the_file_and_publishe
 
         # The tap's reason reaches its marker only where recording a failure needs no disk space
         # (issue 21, point 4); here the target's "ended without its completion message" may be.
-        reason = assert_one_line_failure(result, root, step, "no space left on device",
-                                         str(root / ".staging"), same_in_marker=False)
+        reason = assert_one_line_failure(result, root, step, ".parquet: no space left on device",
+                                         same_in_marker=False)
+        # The first cause leads: the tap's batch file (then, maybe, its failure note).
+        assert reason.startswith(f"cannot write {root / '.staging' / plugin}-"), reason
         assert f"{plugin}: error: {reason}" in output(result)
     assert published(root) == {}
 

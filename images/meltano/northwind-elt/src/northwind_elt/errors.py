@@ -74,8 +74,11 @@ def file_errors(action: str, path: str | PurePath) -> Iterator[None]:
 
 
 def is_machine_error(error: BaseException) -> bool:
-    """An OSError with an errno: the disk, the permissions or the kernel refused, not our code."""
-    return isinstance(error, OSError) and os_error_code(error) is not None
+    """An OSError: the disk, the permissions, the network or an object store refused, not our code.
+
+    Arrow's I/O errors (an S3 store gone, a full disk) are OSErrors too, often without an errno.
+    """
+    return isinstance(error, OSError)
 
 
 def one_line(error: BaseException) -> str:
@@ -98,25 +101,30 @@ def one_line(error: BaseException) -> str:
         cannot write /data/_status/x.json: no space left on device
     """
     line = _own_line(error)
-    earlier = _earlier_failure(error)
-    if earlier is None:
+    first = _first_failure(error)
+    if first is None:
         return line
-    first = one_line(earlier)
-    return line if first == line else f"{first}; then: {line}"
+    cause = _own_line(first)
+    # A bare "no space left on device" that the last error repeats with its path says nothing new.
+    return line if line.endswith(cause) else f"{cause}; then: {line}"
 
 
-def _earlier_failure(error: BaseException) -> BaseException | None:
-    """The failure ``error`` (or an error it was translated from) was raised while handling.
+def _first_failure(error: BaseException) -> BaseException | None:
+    """The failure that ``error`` was, in the end, raised while handling; None if none.
 
-    ``raise A from B`` translates B (the same failure); an implicit context is an earlier one.
+    ``raise A from B`` translates B (the same failure); an implicit context is an earlier one,
+    and the earliest of all is where things went wrong first (handled errors on the way, such as
+    a marker not found, are left out).
     """
+    first = None
     seen: BaseException | None = error
     while seen is not None:
         context = seen.__context__
         if context is not None and context is not seen.__cause__ and not seen.__suppress_context__:
-            return context
-        seen = seen.__cause__
-    return None
+            first = seen = context
+        else:
+            seen = seen.__cause__
+    return first
 
 
 def _own_line(error: BaseException) -> str:
