@@ -51,9 +51,9 @@ def describe(kwargs: Mapping[str, Any]) -> str:
     return f"{kwargs.get('user')}@{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('dbname')}"
 
 
-#: The databases this process connected to (role -> :func:`describe`), to name the one a failure
-#: came from: a psycopg error mid-query does not say which connection it was raised on. Each step
-#: talks to one database (the extract to the source, the load and the report to the warehouse).
+#: The databases this process connected to (role -> :func:`describe`), the latest last, to name
+#: the one a failure came from: a psycopg error mid-query does not say which connection raised it.
+#: Each step talks to one database (the extract to the source, the load and report to the warehouse).
 CONNECTED: dict[str, str] = {}
 
 #: Signs in a client library's message that the connection itself is gone, not just a statement.
@@ -71,6 +71,7 @@ def connect(config: Mapping[str, Any], role: str, **extra: Any) -> psycopg.Conne
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise SettingError(f"cannot connect to the {role} database {describe(kwargs)}: {reason}") \
             from None
+    CONNECTED.pop(role, None)
     CONNECTED[role] = describe(kwargs)
     return conn
 
@@ -89,11 +90,11 @@ def server_failure(error: BaseException, role: str | None = None, doing: str = "
 
     Args:
         error: The driver's error (psycopg, or ADBC's for the extract's data path).
-        role: ``source`` or ``warehouse``; by default the database this process connected to.
+        role: ``source`` or ``warehouse``; by default the database this process connected to last.
         doing: What the step was doing (``reading table public.orders``), if known.
     """
     if role is None:
-        role = next(iter(CONNECTED)) if len(CONNECTED) == 1 else "/".join(CONNECTED) or "?"
+        role = next(reversed(CONNECTED), "?")
     where = CONNECTED.get(role, "")
     what = "connection lost" if connection_lost(error) else "failed"
     lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]
