@@ -9,6 +9,7 @@ After each fault nothing is published and the step's marker says ``failed`` with
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 from northwind_elt import steps
 from pipeline import assert_ok, output, run_step, tree_digest
+from test_local_runs import RUN_LOCAL, local  # noqa: F401 (the fixture of a make run)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -234,3 +236,23 @@ def test_the_warehouse_dropping_mid_report_fails_in_one_line_naming_the_warehous
     assert_one_line_failure(result, root, steps.PUBLISH_REPORT, "warehouse database",
                             f"/{env['WAREHOUSE_PGDATABASE']}", "connection lost")
     assert not (root / "reports" / DAY).exists() or not any((root / "reports" / DAY).iterdir())
+
+
+def test_make_run_on_a_full_disk_names_each_failed_step_and_file_in_one_line(local, small_disk):  # noqa: F811
+    root = small_disk / "data"
+    (root / "_status").mkdir(parents=True)
+    fill(small_disk)
+
+    result = subprocess.run([*RUN_LOCAL, f"--date={DAY}"],
+                            env={**local, "NORTHWIND_DATA_ROOT": str(root)},
+                            capture_output=True, text=True, timeout=900, check=False)
+
+    console = result.stdout + result.stderr
+    assert result.returncode == 1, console
+    assert "Traceback" not in console
+    for task, step in (("extract_csv", steps.EXTRACT_CSV),
+                       ("extract_postgres", steps.EXTRACT_POSTGRES)):
+        assert re.search(rf"^  {task}\s+failed .*\n    step {step} \(RUN_DATE={DAY}\): "
+                         rf"(tap|target)-[\w-]+: cannot write {re.escape(str(root))}/\S+: "
+                         r"no space left on device", console, re.M), console
+    assert published(root) == {}
