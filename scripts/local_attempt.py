@@ -31,7 +31,7 @@ def attempt_log_dir(logs: Path, day: dt.date) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, what: str, console: TextIO) -> Iterator[None]:
+def exclusive(path: Path, busy: str, console: TextIO) -> Iterator[None]:
     """Hold the lock file ``path`` for the block; if another process holds it, say so and wait.
 
     The lock is the kernel's (``flock``): it ends with its holder, even a killed one. Forked task
@@ -39,7 +39,8 @@ def exclusive(path: Path, what: str, console: TextIO) -> Iterator[None]:
 
     Args:
         path: The lock file (created if missing).
-        what: What the lock guards, for the waiting message (``2024-01-02``).
+        busy: What the waiting message says is going on (``2024-01-02 is being run by another
+            make run``); the holder's pid and start follow it.
         console: Where the waiting message goes.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,13 +49,12 @@ def exclusive(path: Path, what: str, console: TextIO) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another run"
-            print(f"run_local: {what} is being run by {holder}; waiting for it to end",
-                  file=console, flush=True)
+            holder = handle.read().strip() or "pid unknown"
+            print(f"run_local: {busy} ({holder}); waiting for it to end", file=console, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} (since {dt.datetime.now(dt.UTC):%H:%M:%S} UTC)\n")
+        handle.write(f"pid {os.getpid()}, since {dt.datetime.now(dt.UTC):%H:%M:%S} UTC\n")
         handle.flush()
         try:
             yield
@@ -64,4 +64,11 @@ def exclusive(path: Path, what: str, console: TextIO) -> Iterator[None]:
 
 def day_lock(state_dir: Path, day: dt.date, console: TextIO):
     """The lock of ``day``'s runs (a context manager): one run of a day at a time."""
-    return exclusive(state_dir / "locks" / f"{day.isoformat()}.lock", day.isoformat(), console)
+    return exclusive(state_dir / "locks" / f"{day.isoformat()}.lock",
+                     f"{day} is being run by another make run", console)
+
+
+def airflow_db_lock(state_dir: Path, console: TextIO):
+    """The lock of Airflow's metadata database while it is created or upgraded (a context manager)."""
+    return exclusive(state_dir / "locks" / "airflow-db.lock",
+                     "another make run is upgrading Airflow's database", console)

@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from local_attempt import attempt_log_dir, day_lock, exclusive
+from local_attempt import airflow_db_lock, attempt_log_dir, day_lock
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAG_ID = "northwind_daily"
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         with day_lock(state_dir, args.date, console):
             env = local_environment(state_dir)
             os.environ.update(env)
-            with exclusive(state_dir / "locks" / "airflow-db.lock", "Airflow's database", console):
+            with airflow_db_lock(state_dir, console):
                 migrate_once(Path(env["AIRFLOW_HOME"]))
             state, tasks = run_dag(args.date, dag_parts, env, console, log_dir, args.task)
     except KeyboardInterrupt:

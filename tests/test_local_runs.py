@@ -82,8 +82,8 @@ def test_two_runs_of_a_day_at_once_take_turns_and_each_keeps_its_log(local):
 
     assert first.returncode == 0, first_out
     assert second.returncode == 0, second_out
-    assert re.search(rf"^run_local: {DAY} is being run by pid {first.pid} \(since [\d:]+ UTC\); "
-                     "waiting for it to end$", second_out, re.M), second_out
+    assert re.search(rf"^run_local: {DAY} is being run by another make run \(pid {first.pid}, "
+                     r"since [\d:]+ UTC\); waiting for it to end$", second_out, re.M), second_out
     attempts = sorted(p for p in logs.iterdir() if p.name != "latest")
     assert len(attempts) == 2
     assert (logs / "latest").resolve() == attempts[1]
