@@ -23,7 +23,7 @@ _FLOAT4_MAX = 3.4028234663852886e38
 _BOOLEANS = {"t", "f", "true", "false"}
 #: Arrow's refusal of a value: ``In CSV column #1: CSV conversion error to int16: invalid value '10``
 #: (0-based column, no line; the value may hold the newline of a quoted field).
-_ARROW_REFUSAL = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'?",
+_ARROW_REFUSAL = re.compile(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)",
                             re.DOTALL)
 
 # Arrow reads fields of any size; the record-by-record reader must not refuse them (its default
@@ -124,7 +124,7 @@ def arrow_problem(path: Path, columns: list[Column], error: Exception, delimiter
     found = _ARROW_REFUSAL.search(str(error))
     if found is None or int(found.group(1)) >= len(columns):
         return " ".join(str(error).split())
-    index, value = int(found.group(1)), found.group(3).removesuffix("'")
+    index, value = int(found.group(1)), found.group(2).removesuffix("'")
     column = columns[index]
     what = f"column {column.name}: {value!r} is not a valid {column.sql_type}"
     for number, fields in _records(path, delimiter):
