@@ -256,3 +256,19 @@ def test_make_run_on_a_full_disk_names_each_failed_step_and_file_in_one_line(loc
                          rf"(tap|target)-[\w-]+: cannot write {re.escape(str(root))}/\S+: "
                          r"no space left on device", console, re.M), console
     assert published(root) == {}
+
+
+def test_an_unreachable_object_store_fails_the_extract_in_one_line_naming_the_bucket(
+        databases, s3_server):
+    from s3server import with_server
+
+    root = s3_server.new_root()
+    env = with_server(databases.env, s3_server, root, endpoint="http://127.0.0.1:9")
+
+    result = run_step(steps.EXTRACT_CSV, DAY, env, timeout=600)
+
+    assert result.returncode != 0
+    assert "Traceback" not in output(result), output(result)[-6000:]
+    reason = error_lines(result)[0]
+    assert re.fullmatch(rf"cannot (read|write) {re.escape(root)}/\S+: AWS Error NETWORK_CONNECTION .*",
+                        reason), reason

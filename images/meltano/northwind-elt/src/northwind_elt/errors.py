@@ -52,23 +52,38 @@ def os_error_code(error: OSError) -> int | None:
     return int(found.group(1)) if found else None
 
 
+#: How Arrow's S3 errors start (``When reading information for key 'k' in bucket 'b': ...``): the
+#: caller names the object as a URL already.
+_ARROW_WHERE = re.compile(r"^When [^:]*'[^']*'[^:]*: ")
+
+
 def os_reason(error: OSError) -> str:
     """Why the system refused: ``no space left on device``, ``permission denied``..."""
     code = os_error_code(error)
     if code:
         return os.strerror(code).lower()
-    return _first_line(error.strerror or str(error)) or type(error).__name__
+    text = _first_line(error.strerror or str(error))
+    return _ARROW_WHERE.sub("", text) or type(error).__name__
 
 
 @contextlib.contextmanager
-def file_errors(action: str, path: str | PurePath) -> Iterator[None]:
+def file_errors(action: str, path: str | PurePath, keep_missing: bool = False) -> Iterator[None]:
     """Raise an OSError of the block as a StorageError: ``cannot <action> <path>: <reason>``.
 
     Where the path is known, the reason gets it: Arrow's writers and a ``write`` on a full disk
-    say only ``No space left on device``.
+    say only ``No space left on device``, an object store only its bucket and key.
+
+    Args:
+        action: The verb (``write``, ``read``).
+        path: The file's path or the object's URL.
+        keep_missing: Let a FileNotFoundError through unchanged (a caller that expects it).
     """
     try:
         yield
+    except FileNotFoundError:
+        if keep_missing:
+            raise
+        raise StorageError(f"cannot {action} {path}: no such file or directory") from None
     except OSError as error:
         raise StorageError(f"cannot {action} {path}: {os_reason(error)}") from error
 

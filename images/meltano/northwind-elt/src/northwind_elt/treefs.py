@@ -66,7 +66,8 @@ class TreeFS:
         """The whole object; FileNotFoundError when it is absent."""
         if self.is_local:
             return Path(path).read_bytes()
-        with self.fs.open_input_stream(str(path)) as stream:
+        with file_errors("read", self.url(path), keep_missing=True), \
+                self.fs.open_input_stream(str(path)) as stream:
             return stream.read()
 
     def write_bytes(self, path: PurePosixPath, data: bytes) -> None:
@@ -74,7 +75,7 @@ class TreeFS:
         if self.is_local:
             atomic.write_bytes(Path(path), data)
             return
-        with self.fs.open_output_stream(str(path)) as out:
+        with file_errors("write", self.url(path)), self.fs.open_output_stream(str(path)) as out:
             out.write(data)
 
     def write_json(self, path: PurePosixPath, document: Any) -> None:
@@ -107,7 +108,7 @@ class TreeFS:
         The object appears when the stream closes: at the end, but also after a failure part-way,
         with what was sent (pyarrow completes an upload on every close; it cannot abort one).
         """
-        with self.fs.open_output_stream(str(path)) as out:
+        with file_errors("write", self.url(path)), self.fs.open_output_stream(str(path)) as out:
             unsettled, left = 0, size
             while chunk := _next_chunk(source, CHUNK if left is None else min(CHUNK, left)):
                 if left is not None:
@@ -134,7 +135,8 @@ class TreeFS:
 
     def size(self, path: PurePosixPath) -> int | None:
         """The object's size in bytes, or None when it is absent."""
-        info = self.fs.get_file_info(str(path))
+        with file_errors("read", self.url(path)):
+            info = self.fs.get_file_info(str(path))
         return info.size if info.type == pafs.FileType.File else None
 
     def delete(self, path: PurePosixPath) -> None:
