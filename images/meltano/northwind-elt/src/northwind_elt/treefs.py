@@ -108,7 +108,7 @@ class TreeFS:
         The object appears when the stream closes: at the end, but also after a failure part-way,
         with what was sent (pyarrow completes an upload on every close; it cannot abort one).
         """
-        with file_errors("write", self.url(path)), self.fs.open_output_stream(str(path)) as out:
+        with self.fs.open_output_stream(str(path)) as out:
             unsettled, left = 0, size
             while chunk := _next_chunk(source, CHUNK if left is None else min(CHUNK, left)):
                 if left is not None:
