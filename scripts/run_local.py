@@ -247,8 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
     verbose = os.environ.get("VERBOSE", "") not in ("", "0")
-    log_dir = None if verbose else attempt_log_dir(state_dir / "logs", args.date)
-    console = open_console(log_dir)
+    try:
+        log_dir = None if verbose else attempt_log_dir(state_dir / "logs", args.date)
+        console = open_console(log_dir)
+    except OSError as error:  # a full disk or a read-only checkout: nothing has started yet
+        from northwind_elt.errors import one_line
+
+        print(f"run_local: cannot write the logs of {args.date} under {state_dir / 'logs'}: "
+              f"{one_line(error)}", file=sys.stderr)
+        return 1
     try:
         os.environ.update(airflow_settings(state_dir))
         dag_parts = parse_dag(args.date, args.task)

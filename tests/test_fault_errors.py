@@ -272,3 +272,17 @@ def test_an_unreachable_object_store_fails_the_extract_in_one_line_naming_the_bu
     reason = error_lines(result)[0]
     assert re.fullmatch(rf"cannot (read|write) {re.escape(root)}/\S+: AWS Error NETWORK_CONNECTION .*",
                         reason), reason
+
+
+def test_make_run_with_a_read_only_state_folder_fails_in_one_line_before_starting(small_disk):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    env = {**os.environ, "NORTHWIND_LOCAL_DIR": str(small_disk / "local")}
+    env.pop("VERBOSE", None)
+
+    result = subprocess.run([*RUN_LOCAL, f"--date={DAY}"], env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (f"run_local: cannot write the logs of {DAY} under {small_disk}/local/logs: "
+                             f"cannot use {small_disk}/local: read-only file system\n")

@@ -128,15 +128,17 @@ def _first_failure(error: BaseException) -> BaseException | None:
     """The failure that ``error`` was, in the end, raised while handling; None if none.
 
     ``raise A from B`` translates B (the same failure); an implicit context is an earlier one,
-    and the earliest of all is where things went wrong first (handled errors on the way, such as
-    a marker not found, are left out).
+    and the earliest of all is where things went wrong first. A file found missing or existing
+    is left out: code handles those on purpose (``mkdir(parents=True)``, a marker not there yet).
     """
     first = None
     seen: BaseException | None = error
     while seen is not None:
         context = seen.__context__
         if context is not None and context is not seen.__cause__ and not seen.__suppress_context__:
-            first = seen = context
+            if not isinstance(context, FileNotFoundError | FileExistsError):
+                first = context
+            seen = context
         else:
             seen = seen.__cause__
     return first
