@@ -18,7 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from northwind_elt import steps
-from pipeline import assert_ok, output, run_step, tree_digest
+from pipeline import MELTANO_RUN, assert_ok, output, run_step, tree_digest
+from psycopg import sql
+from settings import MELTANO_PROJECT
 from test_local_runs import RUN_LOCAL, local  # noqa: F401 (the fixture of a make run)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
@@ -174,13 +176,11 @@ def waiting_backends(conn: psycopg.Connection, application: str) -> list[int]:
 
 
 def run_and_terminate(step: str, env: dict[str, str], connect: Callable[..., psycopg.Connection],
-                      table: str, application: str) -> subprocess.CompletedProcess:
-    """Run ``step`` while ``table`` is locked; terminate its backend once it waits for the lock."""
+                      table: tuple[str, str], application: str) -> subprocess.CompletedProcess:
+    """Run ``step`` while ``table`` (schema, name) is locked; terminate its backend once it waits."""
     with connect() as lock, connect(autocommit=True) as watch:
-        lock.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        lock.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(*table)))
         full = {**os.environ, **env, "RUN_DATE": DAY}
-        from pipeline import MELTANO_RUN
-        from settings import MELTANO_PROJECT
         process = subprocess.Popen([*MELTANO_RUN, step], cwd=MELTANO_PROJECT, env=full, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
@@ -204,7 +204,7 @@ def test_the_warehouse_dropping_mid_load_fails_in_one_line_naming_the_warehouse(
     with databases.warehouse() as conn:
         loads = conn.execute("SELECT count(*) FROM snapshots._loads").fetchone()
 
-    result = run_and_terminate(steps.LOAD_WAREHOUSE, env, databases.warehouse, "snapshots.orders",
+    result = run_and_terminate(steps.LOAD_WAREHOUSE, env, databases.warehouse, ("snapshots", "orders"),
                                "northwind-warehouse")
 
     assert_one_line_failure(result, root, steps.LOAD_WAREHOUSE, "warehouse database",
@@ -217,8 +217,8 @@ def test_the_warehouse_dropping_mid_load_fails_in_one_line_naming_the_warehouse(
 def test_the_source_dropping_mid_extract_fails_in_one_line_naming_the_source(databases):
     env, root = databases.env, databases.data_root
 
-    result = run_and_terminate(steps.EXTRACT_POSTGRES, env, databases.source, "orders",
-                               "northwind-source")
+    result = run_and_terminate(steps.EXTRACT_POSTGRES, env, databases.source,
+                               ("public", "orders"), "northwind-source")
 
     assert_one_line_failure(result, root, steps.EXTRACT_POSTGRES, "source database",
                             f"/{env['SOURCE_PGDATABASE']}", "connection lost")
@@ -230,7 +230,7 @@ def test_the_warehouse_dropping_mid_report_fails_in_one_line_naming_the_warehous
     for step in steps.STEPS[:3]:
         assert_ok(run_step(step, DAY, env))
 
-    result = run_and_terminate(steps.PUBLISH_REPORT, env, databases.warehouse, "snapshots.orders",
+    result = run_and_terminate(steps.PUBLISH_REPORT, env, databases.warehouse, ("snapshots", "orders"),
                                "northwind-warehouse")
 
     assert_one_line_failure(result, root, steps.PUBLISH_REPORT, "warehouse database",
