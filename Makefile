@@ -7,6 +7,8 @@
 
 include dags/northwind/cluster.env
 include mk/cluster.mk
+# Last: it checks the variables of the requested goals (DATE, PORT, ...) before anything runs.
+include mk/user-vars.mk
 
 # Pinned tool versions; uv installs the rest from uv.lock.
 UV_VERSION := 0.13.9
@@ -45,7 +47,7 @@ $(SOURCES_STAMP): $(MELTANO_STAMP) $(OUR_SOURCES)
 	@touch $@
 
 run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)
-	$(UV) run --frozen python scripts/run_local.py --date $(DATE)
+	$(UV) run --frozen python scripts/run_local.py --date='$(DATE)'
 
 .PHONY: airflow
 airflow: install  ## Airflow 3 and its UI on this machine, no cluster (prints URL and login; Ctrl-C stops)

@@ -11,8 +11,11 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -137,7 +140,9 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     """``scripts/run_local.py`` (``make run``) with its own embedded server, Airflow home, data."""
     from northwind_elt import localdb
 
-    state_dir = tmp_path / "local"
+    # Not under pytest's folder, which another pytest session may close to the server's user.
+    state_dir = Path(tempfile.mkdtemp(prefix="northwind-local-")) / "local"
+    state_dir.parent.chmod(0o755)
     broken = tmp_path / "order_details.csv"
     broken.write_text("order_id,product_id,unit_price,quantity,discount\n10248,11,14,twelve,0\n")
     env = {
@@ -164,7 +169,7 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     assert len(output.splitlines()) < 30, output
     assert "Traceback" not in output
     reason = f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: {broken}: line 2, column quantity: "
-    log = state_dir / "logs" / DAY / "extract_csv.log"
+    log = (state_dir / "logs" / DAY / "latest").resolve() / "extract_csv.log"
     assert re.search(r"^  extract_postgres\s+success\s+\S+ -> \S+\s+[\d.]+ s\s+1,207 rows$", output, re.M)
     assert re.search(
         rf"^  extract_csv\s+failed\s+.*\n    {re.escape(reason)}'twelve' is not an integer\n    log: {log}$",
@@ -182,6 +187,7 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     assert any("tap-csvtyped: error: " in line for line in step_lines)
     assert not any("Traceback" in line for line in step_lines)
     assert (state_dir / "airflow" / "airflow.db").is_file()
+    shutil.rmtree(state_dir.parent)  # kept for a look when an assertion fails
 
 
 def test_a_manual_run_without_logical_date_processes_the_day_it_was_queued_for(databases):

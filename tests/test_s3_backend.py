@@ -238,8 +238,10 @@ def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(report, "_hand_over", breaking)
-    with pytest.raises(psycopg.OperationalError), contextlib.redirect_stdout(io.StringIO()):
-        cli.main(["report", "--date", DAY])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli.main(["report", "--date", DAY]) == 1
+    assert err.getvalue().startswith("northwind report: error: the warehouse database ")
+    assert err.getvalue().endswith(": connection lost: server closed the connection unexpectedly\n")
 
     found = objects(s3_server, root)
     assert [k for k in found if k.startswith("reports/")] == []  # no truncated object stays

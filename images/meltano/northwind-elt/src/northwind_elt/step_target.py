@@ -16,8 +16,8 @@ from singer_sdk import Target
 from singer_sdk.helpers._batch import BaseBatchFileEncoding
 from singer_sdk.sinks import BatchSink
 
-from northwind_elt import steps
-from northwind_elt.errors import InputError, PipelineError
+from northwind_elt import errors, steps
+from northwind_elt.errors import InputError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion, parse_kept
@@ -26,11 +26,8 @@ from northwind_elt.protocol import Completion, parse_completion, parse_kept
 STALE_STAGING_SECONDS = 24 * 3600
 
 
-def one_line(error: BaseException) -> str:
-    """A failure as one line: our errors speak for themselves, others get their type."""
-    if isinstance(error, PipelineError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+#: A failure as one line (kept here too: the plugins import it from this module).
+one_line = errors.one_line
 
 
 def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
