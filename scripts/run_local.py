@@ -188,7 +188,7 @@ def parse_dag(day: dt.date, only: str | None):
 
 def run_dag(
     day: dt.date, dag_parts, env: dict[str, str], console: TextIO, log_dir: Path | None,
-    only: str | None = None,
+    only: str | None = None, reextract: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """Run the DAG for ``day``, one console line per task as it ends; return run and task states.
 
@@ -199,6 +199,8 @@ def run_dag(
         console: Where the task lines go.
         log_dir: Where each task's log goes; None keeps everything on the console.
         only: Run just this task; the others are marked success without running.
+        reextract: The run's ``reextract`` param: read the sources again for a day whose
+            extracts already succeeded (they are kept otherwise).
     """
     from northwind.local_run import run_day
 
@@ -212,7 +214,7 @@ def run_dag(
 
     logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     state, outcomes = run_day(bag, DAG_ID, logical_date=logical_date, log_dir=log_dir, skip=skip,
-                              on_finish=report)
+                              on_finish=report, run_conf={"reextract": reextract})
     tasks = {task_id: outcome.state for task_id, outcome in outcomes.items()}
     if only is None:
         return state, tasks
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     today = dt.datetime.now(dt.UTC).date()
     parser.add_argument("--date", default=today.isoformat(), help="the day (default: today, UTC)")
     parser.add_argument("--task", help="rerun only this task id of the day (e.g. load_warehouse)")
+    parser.add_argument("--reextract", action="store_true",
+                        help="read the sources again for a day whose extracts already succeeded")
     args = parser.parse_args(argv)
     # Checked here, not by argparse: one line (no usage text), before anything starts.
     args.date = parse_date(args.date)
@@ -265,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(env)
             with airflow_db_lock(state_dir, console):
                 migrate_once(Path(env["AIRFLOW_HOME"]))
-            state, tasks = run_dag(args.date, dag_parts, env, console, log_dir, args.task)
+            state, tasks = run_dag(args.date, dag_parts, env, console, log_dir, args.task,
+                                   args.reextract)
     except KeyboardInterrupt:
         print(f"run_local: {DAG_ID} {args.date} interrupted", file=console, flush=True)
         return 130
