@@ -60,12 +60,18 @@ class StepTarget(Target):
     batch_folders: set[Path]
 
     def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
-        """Mark the step running (replacing an older outcome) and tidy old work files."""
+        """Mark the step running (replacing an older outcome), take its lease, tidy old files.
+
+        ``self.marker.commit`` names this attempt (its folder in the tree, see
+        :func:`northwind_elt.steps.start_attempt`).
+        """
         self.tree, self.step, self.day = tree, step, day
         self.batch_folders = set()
         self._failed = False
+        #: True once this attempt's commit is written: its files are then current, never removed.
+        self.committed = False
         remove_stale_staging(tree)
-        self.marker = steps.begin(tree, step, day)
+        self.marker, self.heartbeat = steps.start_attempt(tree, step, day)
 
     def fail_step(self, error: BaseException) -> None:
         """Mark the step failed with the reason, once (a reason the tap recorded first is kept)."""
@@ -77,9 +83,10 @@ class StepTarget(Target):
         self.logger.error("%s for %s FAILED: %s", self.step, self.day, reason)
 
     def succeed_step(self, rows: dict[str, int], details: dict) -> None:
-        """Mark the step successful with the rows per stream."""
+        """Mark the step successful with the rows per stream (after its commit)."""
         self.marker.rows = dict(rows)
         self.marker.details = details
+        self.heartbeat.stop()
         steps.finish(self.tree, self.marker)
         self._failed = True  # nothing left to record
         self.logger.info("%s for %s succeeded: %d streams, %d rows", self.step, self.day,
@@ -116,12 +123,19 @@ class StepTarget(Target):
             super().process_endofpipe()
             self.finish_step()
         except BaseException as error:
+            # Work files first: the failure may be a full disk, and the marker needs room.
+            self.discard_attempt()
             self.fail_step(error)
             raise
         finally:
+            self.heartbeat.stop()
             self.remove_batch_folders()
             # The tap has ended (its output did): the attempt's failure note served its purpose.
             steps.failure_note(self.tree, self.step, self.day).unlink(missing_ok=True)
+
+    def discard_attempt(self) -> None:
+        """Remove what a failed attempt wrote (never a committed attempt's files)."""
+        self.remove_batch_folders()
 
     def remove_batch_folders(self) -> None:
         """Remove the tap's batch folders that lie in the staging folder (Singer leaves them).
