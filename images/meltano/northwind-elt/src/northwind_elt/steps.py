@@ -297,6 +297,11 @@ def start_attempt(tree: DataTree, step: str, day: dt.date) -> tuple[StepMarker, 
     before = read_document(tree, tree.lease_file(step, day), "lease")
     marker = begin(tree, step, day)
     marker.commit = new_attempt()
+    current = read_marker(tree, step, day)
+    if current is not None and current.attempt == marker.attempt and current.status == RUNNING:
+        # The running marker names the commit to come: a load killed between its warehouse
+        # commit and its marker is found in snapshots._loads under this id.
+        write_marker(tree, marker)
     heartbeat = Heartbeat(tree, step, day, marker.attempt, marker.commit).start()
     if step in FOLDER_OF_STEP:
         keep = {marker.commit}
