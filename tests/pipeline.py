@@ -115,6 +115,24 @@ def committed_key(root: Path, relative: Path) -> str | None:
     return str(Path(*parts[:day + 1], *parts[day + 2:]))
 
 
+def committed_view(found: dict[str, bytes]) -> dict[str, bytes]:
+    """Objects by key relative to the root, as a reader sees them: the current attempts only,
+    keyed without their attempt folder; markers and commits as they are."""
+    attempts = {key: json.loads(value)["attempt"] for key, value in found.items()
+                if key.startswith("_commits/")}
+    view = {}
+    for key, value in found.items():
+        parts = tuple(key.split("/"))
+        day = _day_index(parts)
+        if parts[0] in STEP_OF_FOLDER:
+            commit = f"_commits/{parts[day]}/{STEP_OF_FOLDER[parts[0]]}.json" if day else ""
+            if day is None or len(parts) <= day + 2 or parts[day + 1] != attempts.get(commit):
+                continue
+            key = "/".join(parts[:day + 1] + parts[day + 2:])
+        view[key] = value
+    return view
+
+
 def tree_digest(root: Path, pattern: str = "**/*.parquet") -> dict[str, str]:
     """SHA-256 of every committed file under ``root`` matching ``pattern``, by its path without
     the attempt folder (what a reader of the day sees)."""

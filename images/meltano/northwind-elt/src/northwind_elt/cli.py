@@ -16,7 +16,13 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from northwind_elt import faults, logger, pgconn, steps
-from northwind_elt.commits import Commit, remove_attempt, remove_stale_attempts, write_commit
+from northwind_elt.commits import (
+    Commit,
+    Superseded,
+    remove_attempt,
+    remove_stale_attempts,
+    write_commit,
+)
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree
 from northwind_elt.prune import prune
@@ -103,10 +109,18 @@ def command_report(args: argparse.Namespace) -> int:
                                   rows={"orders_with_details": rows},
                                   details={"files": names, "load": load},
                                   inputs={steps.LOAD_WAREHOUSE: load["attempt"] or ""}))
+    except Superseded as superseded:  # a later run's evidence and marker stand
+        heartbeat.stop()
+        remove_attempt(tree, steps.PUBLISH_REPORT, day, marker.commit)
+        print(f"publish-report for {day}: {superseded}")
+        return 0
     except BaseException as error:
         heartbeat.stop()
         remove_attempt(tree, steps.PUBLISH_REPORT, day, marker.commit)  # uncommitted: unread
-        steps.record_failure(tree, steps.PUBLISH_REPORT, day, str(error), marker.attempt)
+        try:
+            steps.finish(tree, marker, error=str(error))
+        except OSError as unrecorded:  # the lease shows the attempt dead
+            logger.error("could not record the failure in its marker: %s", unrecorded)
         raise
     faults.point("after-commit")
     heartbeat.stop()

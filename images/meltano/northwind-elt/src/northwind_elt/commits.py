@@ -49,6 +49,10 @@ def read_document(tree: DataTree, path: PurePosixPath, what: str) -> dict[str, A
     raise PipelineError(f"{what} {tree.fs.url(path)} is not valid JSON: remove it and rerun")
 
 
+class Superseded(PipelineError):
+    """A later attempt of the step committed first: this one publishes nothing, and says so."""
+
+
 @dataclass
 class Commit:
     """Which attempt of ``step`` is current on ``run_date``, and what it holds."""
@@ -82,14 +86,14 @@ def write_commit(tree: DataTree, commit: Commit) -> None:
     """Make ``commit.attempt`` current: one object, replaced whole (the step's last publish).
 
     Raises:
-        PipelineError: if a newer attempt of the step committed meanwhile (two attempts ran at
-            once): this one then publishes nothing, and the newer one stands.
+        Superseded: if a later attempt of the step committed meanwhile (two attempts ran at
+            once): this one then publishes nothing, and the later one's outcome stands.
     """
     day = dt.date.fromisoformat(commit.run_date)
     current = read_commit(tree, commit.step, day)
     if current is not None and current.attempt > commit.attempt:
-        raise PipelineError(f"{commit.step} for {day}: attempt {current.attempt} started later and "
-                            f"committed first; this attempt ({commit.attempt}) publishes nothing")
+        raise Superseded(f"{commit.step} for {day}: attempt {current.attempt} started later and "
+                         f"committed first; this attempt ({commit.attempt}) publishes nothing")
     tree.fs.write_json(tree.commit_file(commit.step, day), asdict(commit))
 
 

@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from northwind_elt import faults, steps
 from northwind_elt.arrow_io import sha256_of
-from northwind_elt.commits import Commit, remove_attempt, remove_stale_attempts, write_commit
+from northwind_elt.commits import (
+    Commit,
+    Superseded,
+    remove_attempt,
+    remove_stale_attempts,
+    write_commit,
+)
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, Partition, check_source
 from northwind_elt.manifest import Manifest, describe_columns, write_manifest
@@ -118,9 +124,16 @@ class TargetDataTree(StepTarget):
         faults.point("before-commit")
         details = {"source": self.source, "streams": streams}
         attempt = self.marker.commit
-        write_commit(self.tree, Commit(step=self.step, run_date=self.day.isoformat(),
-                                       attempt=attempt, committed_at=steps.now(), rows=rows,
-                                       details=details))
+        try:
+            write_commit(self.tree, Commit(step=self.step, run_date=self.day.isoformat(),
+                                           attempt=attempt, committed_at=steps.now(),
+                                           rows=rows, details=details))
+        except Superseded as superseded:
+            # Two runs at once: the later one's commit and marker stand; this one leaves no trace.
+            self.logger.warning("%s", superseded)
+            remove_attempt(self.tree, self.step, self.day, attempt)
+            self._failed = True  # nothing to record
+            return
         self.committed = True
         self.logger.info("committed attempt %s of %s for %s", attempt, self.step, self.day)
         faults.point("after-commit")
