@@ -1,6 +1,7 @@
 """What our taps share: Parquet batch files in the staging folder and a closing completion message."""
 
 import functools
+import shutil
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,6 +81,9 @@ class BatchTap(Tap):
         except SettingError:
             return  # no valid day: there is no marker to write
         if run is not None:
+            # The batch files first: the failure may be a full disk, and the marker needs room.
+            if (folder := getattr(self, "_batch_folder", None)) is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             steps.record_failure(*run, one_line(error))
 
     @functools.cached_property
@@ -104,6 +108,7 @@ class BatchTap(Tap):
             root = Path(parsed.path)
         folder = root / f"{self.name}-{self.run_id}"
         folder.mkdir(parents=True, exist_ok=True)
+        self._batch_folder = folder
         return folder
 
     def report_progress(self, stream: str, rows: int) -> None:
