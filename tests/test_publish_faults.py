@@ -209,3 +209,53 @@ def test_a_report_killed_between_its_files_keeps_the_previous_pair(
         assert [p for p in Path(tree.root).rglob("*.tmp") if ".staging" not in p.parts] == []
     commit = json.loads(tree.fs.read_bytes(tree.commit_file(steps.PUBLISH_REPORT, D)))
     assert commit["details"]["files"] == ["orders_with_details.csv", "orders_with_details.json"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs of its own (mounting needs root: skipped, saying so, elsewhere)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` with a file of real bytes, leaving about ``leave`` bytes free."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb") as out:
+        out.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_a_full_disk_fails_an_extract_with_its_reason_and_the_previous_commit_stays(
+        databases, small_disk, tmp_path):
+    env = {**databases.env, "NORTHWIND_DATA_ROOT": str(small_disk / "data")}
+    assert_ok(run_step(steps.EXTRACT_CSV, DAY, env))
+    tree = tree_of(env)
+    before = view(tree, steps.EXTRACT_CSV, tmp_path / "before")
+    # The day grows past what is left of the disk: room to start, not for the day's files.
+    csv = Path(databases.env["ORDER_DETAILS_CSV"])
+    with open(csv, "a") as out:
+        out.writelines(f"{20_000 + n // 8},{n % 8 + 1},{n * 7919 % 100_003 / 100},{n % 97 + 1},0\n"
+                       for n in range(100_000))  # (order_id, product_id) stays a key
+    filler = fill(small_disk, leave=64 << 10)
+
+    failed = run_step(steps.EXTRACT_CSV, DAY, env)
+    assert failed.returncode != 0
+    marker = steps.read_marker(tree, steps.EXTRACT_CSV, D)
+    # Not stuck on running: the attempt freed its work files, then recorded why it failed.
+    assert marker.status == steps.FAILED, output(failed)[-4000:]
+    assert "No space left on device" in marker.error
+    assert view(tree, steps.EXTRACT_CSV, tmp_path / "during") == before
+    assert attempt_folders(tree, steps.EXTRACT_CSV) == {read_commit(tree, steps.EXTRACT_CSV,
+                                                                   D).attempt}
+
+    filler.unlink()
+    assert_healed(tree, steps.EXTRACT_CSV, env)
+    assert view(tree, steps.EXTRACT_CSV, tmp_path / "healed") != before

@@ -70,8 +70,14 @@ class StepTarget(Target):
         self._failed = False
         #: True once this attempt's commit is written: its files are then current, never removed.
         self.committed = False
-        remove_stale_staging(tree)
-        self.marker, self.heartbeat = steps.start_attempt(tree, step, day)
+        try:
+            remove_stale_staging(tree)
+            self.marker, self.heartbeat = steps.start_attempt(tree, step, day)
+        except BaseException as error:
+            # No message handler runs yet: say why here (if even that fails, the attempt's
+            # process is gone and ``status`` shows it dead).
+            steps.record_failure(tree, step, day, one_line(error))
+            raise
 
     def fail_step(self, error: BaseException) -> None:
         """Mark the step failed with the reason, once (a reason the tap recorded first is kept)."""
