@@ -157,7 +157,7 @@ def test_sigkill_mid_load_and_mid_extract_leaves_everything_intact_and_a_rerun_h
     with databases.warehouse() as wh:
         assert warehouse_digest(wh) == loaded
     # The day cannot be loaded from a killed extract ...
-    with pytest.raises(PrerequisiteError, match="extract-postgres is running"):
+    with pytest.raises(PrerequisiteError, match="extract-postgres is dead"):
         steps.require_prerequisites(DataTree(root), steps.LOAD_WAREHOUSE,
                                     dt.date.fromisoformat(DAY))
     # ... until a rerun heals it, with the very same data.
