@@ -207,4 +207,5 @@ def test_a_column_is_text_only_on_a_day_that_holds_a_special_value(databases, tm
         src.execute("DELETE FROM special WHERE id = 200001")
     shutil.rmtree(databases.data_root)
     extract_and_load(databases, ["special"], tmp_path)
+    path = committed(databases.data_root, "postgres", "special", DAY, "special.parquet")
     assert pq.read_schema(path).field("valid_to").type == pa.date32()
