@@ -146,7 +146,8 @@ def test_sigkill_mid_load_and_mid_extract_leaves_everything_intact_and_a_rerun_h
     # Kill the extract while it waits for the source's orders, earlier tables already in staging.
     with databases.source() as lock, databases.source(autocommit=True) as watch:
         lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        extract = start_step(steps.EXTRACT_POSTGRES, env, tmp_path / "killed-extract.log")
+        extract = start_step(steps.EXTRACT_POSTGRES, {**env, "NORTHWIND_REEXTRACT": "1"},
+                             tmp_path / "killed-extract.log")
         wait_for(lambda: any(kind == "Lock" for kind, _, _ in backends(watch, "northwind-source"))
                  and any((root / ".staging").rglob("*.parquet")),
                  "the extract to wait for orders with earlier tables staged")

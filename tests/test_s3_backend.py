@@ -164,7 +164,8 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
     categories = f"postgres/categories/{DAY}/categories.parquet"
     try:
         extract = start_step(steps.EXTRACT_POSTGRES, with_server(
-            databases.env, s3_server, root, proxy.endpoint), tmp_path / "killed-publish.log")
+            {**databases.env, "NORTHWIND_REEXTRACT": "1"}, s3_server, root, proxy.endpoint),
+            tmp_path / "killed-publish.log")
         wait_for(proxy.frozen.is_set, "the extract to upload orders", timeout=180)
         wait_for(lambda: sum(k.startswith(f"postgres/categories/{DAY}/") and
                              k.endswith("categories.parquet")
@@ -212,7 +213,8 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
     # Mid-extract: the extract waits for the source's orders; nothing is on the bucket yet.
     with databases.source() as lock, databases.source(autocommit=True) as watch:
         lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        killed = start_step(steps.EXTRACT_POSTGRES, env, tmp_path / "killed-extract.log")
+        killed = start_step(steps.EXTRACT_POSTGRES, {**env, "NORTHWIND_REEXTRACT": "1"},
+                            tmp_path / "killed-extract.log")
         staging = Path(env["NORTHWIND_STAGING_DIR"])
         wait_for(lambda: any(kind == "Lock" for kind, _, _ in backends(watch, "northwind-source"))
                  and any(staging.rglob("*.parquet")),

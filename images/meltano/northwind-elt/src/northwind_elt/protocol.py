@@ -6,7 +6,7 @@ one that crashed. Our taps therefore emit, as their very last message, a STATE w
 saw that message and received exactly those rows.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from singer_sdk.singerlib import StateMessage
@@ -14,9 +14,11 @@ from singer_sdk.singerlib import StateMessage
 COMPLETION_KEY = "northwind_complete"
 
 
-def completion_message(producer: str, rows: dict[str, int]) -> StateMessage:
-    """The closing STATE message of a complete run."""
-    return StateMessage(value={COMPLETION_KEY: {"producer": producer, "rows": dict(rows)}})
+def completion_message(producer: str, rows: dict[str, int], details: dict | None = None
+                       ) -> StateMessage:
+    """The closing STATE message of a complete run; ``details`` go into the step's marker."""
+    body = {"producer": producer, "rows": dict(rows), "details": dict(details or {})}
+    return StateMessage(value={COMPLETION_KEY: body})
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Completion:
 
     producer: str
     rows: dict[str, int]
+    #: What the tap wants the step's marker to record (skipped relations...).
+    details: dict = field(default_factory=dict)
 
 
 def parse_completion(state: Any) -> Completion | None:
@@ -32,5 +36,6 @@ def parse_completion(state: Any) -> Completion | None:
     if isinstance(state, dict) and isinstance(state.get(COMPLETION_KEY), dict):
         body = state[COMPLETION_KEY]
         rows = {str(k): int(v) for k, v in body.get("rows", {}).items()}
-        return Completion(str(body.get("producer", "unknown")), rows)
+        details = body.get("details") if isinstance(body.get("details"), dict) else {}
+        return Completion(str(body.get("producer", "unknown")), rows, details)
     return None

@@ -59,6 +59,22 @@ class StepTarget(Target):
     #: The folders of the tap's batch files (see :meth:`remove_batch_folders`).
     batch_folders: set[Path]
 
+    #: The step's earlier success this run keeps (an extract rerun without reextract).
+    kept: steps.StepMarker | None = None
+    #: This attempt's marker and lease (None when the run keeps an earlier success).
+    marker: steps.StepMarker | None = None
+    heartbeat: steps.Heartbeat | None = None
+    #: True once this attempt's commit is written: its files are then current, never removed.
+    committed = False
+
+    def keep_step(self, tree: DataTree, marker: steps.StepMarker) -> None:
+        """Leave the day's succeeded step as it is: its marker and output stay untouched."""
+        self.tree, self.step, self.day = tree, marker.step, dt.date.fromisoformat(marker.run_date)
+        self.batch_folders = set()
+        self._failed = True  # nothing of this run is recorded
+        self.kept = marker
+        self.logger.info(steps.kept_message(marker))
+
     def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
         """Mark the step running (replacing an older outcome), take its lease, tidy old files.
 
@@ -68,8 +84,6 @@ class StepTarget(Target):
         self.tree, self.step, self.day = tree, step, day
         self.batch_folders = set()
         self._failed = False
-        #: True once this attempt's commit is written: its files are then current, never removed.
-        self.committed = False
         try:
             remove_stale_staging(tree)
             self.marker, self.heartbeat = steps.start_attempt(tree, step, day)
@@ -127,6 +141,10 @@ class StepTarget(Target):
         """Drain the sinks and finish the step; any failure marks it failed."""
         try:
             super().process_endofpipe()
+            if self.kept is not None and self.completion is not None:
+                self._failed = False
+                raise PipelineError(f"{self.step} for {self.day}: the day's extract was kept, yet "
+                                    "its tap read the source (a concurrent run?): rerun the step")
             self.finish_step()
         except BaseException as error:
             # Work files first: the failure may be a full disk, and the marker needs room.
@@ -134,7 +152,8 @@ class StepTarget(Target):
             self.fail_step(error)
             raise
         finally:
-            self.heartbeat.stop()
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self.remove_batch_folders()
             # The tap has ended (its output did): the attempt's failure note served its purpose.
             steps.failure_note(self.tree, self.step, self.day).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from northwind_elt.pgtypes import Column, arrow_schema
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+from singer_sdk.singerlib import SchemaMessage
 
 from tap_pgcopy.catalog import Table
 
@@ -49,6 +50,21 @@ class TableStream(BatchStream):
         self.primary_keys = list(table.primary_key)
 
     @property
+    def selected_columns(self) -> list[Column]:
+        """The columns selected in the catalog (``meltano select``); all of them by default.
+
+        A column the catalog does not know (added at the source since discovery) is selected.
+        """
+        return [c for c in self.table.columns if self.mask.get(("properties", c.name), True)]
+
+    def _generate_schema_messages(self) -> t.Iterator[SchemaMessage]:
+        """The SCHEMA of the selected columns: the Parquet file holds exactly those."""
+        properties = self.schema["properties"]
+        schema = {**self.schema, "properties": {c.name: properties[c.name]
+                                                for c in self.selected_columns}}
+        yield SchemaMessage(self.name, schema, self.primary_keys, None)
+
+    @property
     def source_table(self) -> sql.Composed:
         """``"<schema>"."<table>"``."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.table.schema),
@@ -61,7 +77,7 @@ class TableStream(BatchStream):
         tap = t.cast("TapPgCopy", self._tap)
         destination = self.batch_file(batch_config)
         where = f"table {self.table.schema}.{self.table.name}"
-        columns = list(self.table.columns)
+        columns = self.selected_columns
         try:
             self.rows_written = self._write(columns, destination, where)
         except NeedsText:

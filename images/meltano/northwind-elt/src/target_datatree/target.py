@@ -56,6 +56,9 @@ class TargetDataTree(StepTarget):
                     description="Source name: the first folder under the root (postgres, csv)"),
         th.Property("step", th.StringType, required=True,
                     description="Step name, for the marker under _status/<date>/"),
+        th.Property("reextract", th.StringType,
+                    description="Replace a day whose extract already succeeded (true/1; default: "
+                                "keep it, as the tap does)"),
         th.Property("require_completion", th.BooleanType, default=True,
                     description="Publish only after the tap's completion message (our taps send "
                                 "it). Set false for stock Singer taps, which cannot: the end of "
@@ -70,7 +73,12 @@ class TargetDataTree(StepTarget):
         self.source = check_source(self.config["source"])
         tree = DataTree.from_setting(self.config.get("data_root"))
         self.max_parallelism = 1
-        self.start_step(tree, self.config["step"], day)
+        reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
+        kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
+        if kept is not None:
+            self.keep_step(tree, kept)
+        else:
+            self.start_step(tree, self.config["step"], day)
         self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
@@ -98,7 +106,7 @@ class TargetDataTree(StepTarget):
         """Remove the work files and, unless committed, what this attempt published."""
         super().discard_attempt()
         shutil.rmtree(self.staging, ignore_errors=True)
-        if not self.committed:
+        if self.marker is not None and not self.committed:
             remove_attempt(self.tree, self.step, self.day, self.marker.commit)
 
     def finish_step(self) -> None:
@@ -110,6 +118,8 @@ class TargetDataTree(StepTarget):
         both); the commit waits for them all and makes them current at once. A failed one fails
         the step, and the attempt's files are removed; the previous commit stays current.
         """
+        if self.kept:
+            return
         self._check_complete()
         extracted_at = steps.now()
         streams = sorted(self.staged)
@@ -122,7 +132,7 @@ class TargetDataTree(StepTarget):
             self.logger.info("published %s: %d rows -> %s", stream, rows[stream],
                              self.tree.fs.url(partition.data_file))
         faults.point("before-commit")
-        details = {"source": self.source, "streams": streams}
+        details = {**self.completion.details, "source": self.source, "streams": streams}
         attempt = self.marker.commit
         try:
             write_commit(self.tree, Commit(step=self.step, run_date=self.day.isoformat(),
@@ -173,6 +183,9 @@ class TargetDataTree(StepTarget):
                 "before finishing): nothing was published"
             )
         announced = self.completion.rows
+        if not announced:
+            raise PartitionError("the extractor announced no stream: an extract of nothing is "
+                                 "never published")
         missing = sorted(set(announced) - set(self.staged))
         if missing:
             raise PartitionError(f"streams announced but not received: {', '.join(missing)}")
