@@ -174,9 +174,10 @@ def test_an_unreachable_source_fails_clearly_and_publishes_nothing(databases, tm
     reason = f"cannot connect to the source database postgres@{tmp_path / 'no-server-here'}"
     assert reason in output(result)
     root = databases.data_root
-    # A marker (and the target's lease, if it had started); no data, no commit.
+    # A marker (and the target's lease, if it had started; work files); no data, no commit.
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and not p.name.endswith(".lease.json")) == [
+                  if p.is_file() and not p.name.endswith(".lease.json")
+                  and ".staging" not in p.parts) == [
         f"_status/{DAY}/extract-postgres.json"]
     found = marker(root, steps.EXTRACT_POSTGRES)
     assert found["status"] == steps.FAILED and reason in found["error"]
