@@ -15,8 +15,8 @@ DAY1, DAY2, DAY3, DAY4 = "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"
 
 
 def extract_and_load(day: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    for step in ("extract-postgres", "extract-csv"):
-        assert_ok(run_step(step, day, env))
+    for step in ("extract-postgres", "extract-csv"):  # the source changes between calls
+        assert_ok(run_step(step, day, {**env, "NORTHWIND_REEXTRACT": "1"}))
     return run_step("load-warehouse", day, env)
 
 
