@@ -20,7 +20,7 @@ from northwind_elt.commits import (
     Commit,
     Superseded,
     remove_attempt,
-    remove_stale_attempts,
+    remove_superseded,
     write_commit,
 )
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError
@@ -128,8 +128,7 @@ def command_report(args: argparse.Namespace) -> int:
     marker.details = {"files": [tree.fs.url(folder / name) for name in names], "load": load}
     marker.inputs = {steps.LOAD_WAREHOUSE: load["attempt"] or ""}
     steps.finish(tree, marker)
-    remove_stale_attempts(tree, steps.PUBLISH_REPORT, day, keep={marker.commit},
-                          older_than=marker.commit)
+    remove_superseded(tree, steps.PUBLISH_REPORT, day, marker.commit)
     print(f"publish-report for {day}: {rows} rows -> {tree.fs.url(folder)}")
     return 0
 

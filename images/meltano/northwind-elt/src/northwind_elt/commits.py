@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from northwind_elt import logger
 from northwind_elt.errors import PartitionError, PipelineError
 from northwind_elt.layout import REPORTS, DataTree, Partition, is_attempt
 
@@ -173,3 +174,15 @@ def remove_attempt(tree: DataTree, step: str, day: dt.date, attempt: str) -> Non
     for folder in tree.day_folders(FOLDER_OF_STEP[step], day):
         tree.fs.delete_tree(folder / attempt)
         tree.fs.remove_empty_folders(folder, tree.root)
+
+
+def remove_superseded(tree: DataTree, step: str, day: dt.date, attempt: str) -> None:
+    """After ``attempt`` committed: remove the attempts that started before it.
+
+    Those that started after it may be running and are left alone. A failure is only logged:
+    the commit stands, and the next start removes what is left.
+    """
+    try:
+        remove_stale_attempts(tree, step, day, keep={attempt}, older_than=attempt)
+    except OSError as error:
+        logger.warning("%s for %s: could not remove earlier attempts: %s", step, day, error)

@@ -20,7 +20,7 @@ from northwind_elt.commits import (
     Commit,
     Superseded,
     remove_attempt,
-    remove_stale_attempts,
+    remove_superseded,
     write_commit,
 )
 from northwind_elt.errors import PartitionError
@@ -148,8 +148,7 @@ class TargetDataTree(StepTarget):
         self.logger.info("committed attempt %s of %s for %s", attempt, self.step, self.day)
         faults.point("after-commit")
         self.succeed_step(rows, details)
-        # Earlier attempts are no longer current (a later one may be running: it is left alone).
-        remove_stale_attempts(self.tree, self.step, self.day, keep={attempt}, older_than=attempt)
+        remove_superseded(self.tree, self.step, self.day, attempt)
 
     def _publish(self, stream: str, extracted_at: str) -> Partition:
         """Publish ``stream``'s staged file into its partition: the data, then its manifest."""
