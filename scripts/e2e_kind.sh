@@ -63,7 +63,10 @@ done
 }
 
 say "evidence file on the host"
-evidence="data/reports/${DATE}/orders_with_details.csv"
+# The current attempt of the evidence, as its commit names it.
+attempt="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["attempt"])' \
+  "data/_commits/${DATE}/publish-report.json")" || fail "publish-report has no commit for ${DATE}"
+evidence="data/reports/${DATE}/${attempt}/orders_with_details.csv"
 [[ -s "$evidence" ]] || fail "$evidence is missing or empty"
 rows=$(($(wc -l <"$evidence") - 1))
 echo "  $evidence: ${rows} rows"

@@ -225,12 +225,17 @@ def print_summary(
     day: dt.date, env: dict[str, str], state: str, seconds: float, log_dir: Path | None, console: TextIO
 ) -> None:
     """Print the run's state, the evidence files and where the markers and logs are."""
+    from northwind_elt.commits import committed_files
+    from northwind_elt.layout import DataTree
+
     root = Path(env["NORTHWIND_DATA_ROOT"])
-    reports = root / "reports" / day.isoformat()
     lines = [f"=== {DAG_ID} {day}: {state} ({seconds:.1f} s) ===", "Evidence:"]
+    # The current attempt's files, as its commit names them.
+    current = committed_files(DataTree(root.resolve()), "publish-report", day)
     for name in REPORT_FILES:
-        path = reports / name
-        lines.append(f"  {path}" + ("" if path.is_file() else "  (missing)"))
+        found = [path for path in current if path.name == name]
+        path = found[0] if found else root / "reports" / day.isoformat() / name
+        lines.append(f"  {path}" + ("" if found else "  (missing)"))
     lines.append(f"Step markers: {root / '_status' / day.isoformat()}  (make status)")
     if log_dir is not None:
         lines.append(f"Logs: {log_dir}  ({AIRFLOW_LOG} and <task>.log; VERBOSE=1 prints them)")

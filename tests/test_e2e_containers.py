@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from kubernetes.client import ApiClient
-from pipeline import tree_digest, warehouse_digest
+from pipeline import committed, tree_digest, warehouse_digest
 from settings import ORDER_DETAILS_ROWS, ROOT, SOURCE_ROWS
 from test_names_in_step import cluster_env
 
@@ -239,10 +239,11 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
     tables = sorted(p.name for p in (data / "postgres").iterdir())
     assert tables == sorted(SOURCE_ROWS)
     for table, rows in SOURCE_ROWS.items():
-        assert pq.read_metadata(data / "postgres" / table / DAY / f"{table}.parquet").num_rows == rows
-    assert pq.read_metadata(data / "csv" / DAY / "order_details.parquet").num_rows == \
+        assert pq.read_metadata(committed(data, "postgres", table, DAY, f"{table}.parquet")
+                                ).num_rows == rows
+    assert pq.read_metadata(committed(data, "csv", DAY, "order_details.parquet")).num_rows == \
         ORDER_DETAILS_ROWS
-    with open(data / "reports" / DAY / "orders_with_details.csv", newline="") as handle:
+    with open(committed(data, "reports", DAY, "orders_with_details.csv"), newline="") as handle:
         assert len(list(csv.DictReader(handle))) == ORDER_DETAILS_ROWS
 
     source, warehouse = stack["source"], stack["warehouse"]

@@ -16,10 +16,11 @@ CREATE SCHEMA northwind AUTHORIZATION :"app_user";
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";
 -- The read-only role (publish-report, people who query the warehouse): it connects and reads
--- snapshots and the views, those there now and those the login role creates later; no writes.
+-- snapshots, the partitions, the load log and the views, those there now and those the login
+-- role creates later; no writes.
 CREATE ROLE :"reader_user" LOGIN PASSWORD :'reader_password'
   NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'reader_user') \gexec
-GRANT USAGE ON SCHEMA snapshots, public TO :"reader_user";
-ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user" IN SCHEMA snapshots, public
+GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, public TO :"reader_user";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user" IN SCHEMA snapshots, snapshot_days, northwind, public
   GRANT SELECT ON TABLES TO :"reader_user";

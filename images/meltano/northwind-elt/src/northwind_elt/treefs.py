@@ -4,8 +4,8 @@ Both backends offer the same few operations. What differs is how one object is r
 
 * local: write a temporary file beside it, flush, rename (:mod:`northwind_elt.atomic`);
 * S3: a PUT (or a completed multipart upload) makes an object appear whole or not at all, so
-  objects are written in place; nothing depends on a rename. What a set of objects means is decided
-  by the order they are written in (data, then manifest, then the step's marker), not by atomicity.
+  objects are written in place; nothing depends on a rename. A set of objects becomes current all
+  at once through one small object written last (the step's commit, :mod:`northwind_elt.commits`).
 
 A step's larger files are written locally first (:class:`Outbox`): on S3 a thread uploads each one
 while it is still being written, so the upload overlaps the writing instead of following it.
@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -143,6 +144,16 @@ class TreeFS:
         """Remove the object if it exists."""
         try:
             self.fs.delete_file(str(path))
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, folder: PurePosixPath) -> None:
+        """Remove ``folder`` and everything under it, if it exists."""
+        if self.is_local:
+            shutil.rmtree(Path(folder), ignore_errors=True)
+            return
+        try:
+            self.fs.delete_dir(str(folder))
         except FileNotFoundError:
             pass
 
