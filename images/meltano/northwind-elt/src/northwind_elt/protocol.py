@@ -6,7 +6,7 @@ one that crashed. Our taps therefore emit, as their very last message, a STATE w
 saw that message and received exactly those rows.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from singer_sdk.singerlib import StateMessage
@@ -14,9 +14,15 @@ from singer_sdk.singerlib import StateMessage
 COMPLETION_KEY = "northwind_complete"
 
 
-def completion_message(producer: str, rows: dict[str, int]) -> StateMessage:
-    """The closing STATE message of a complete run."""
-    return StateMessage(value={COMPLETION_KEY: {"producer": producer, "rows": dict(rows)}})
+def completion_message(producer: str, rows: dict[str, int], digests: dict[str, dict] | None = None,
+                       provenance: dict[str, Any] | None = None) -> StateMessage:
+    """The closing STATE message of a complete run (content digests and provenance optional)."""
+    body: dict[str, Any] = {"producer": producer, "rows": dict(rows)}
+    if digests:
+        body["digests"] = dict(digests)
+    if provenance:
+        body["provenance"] = dict(provenance)
+    return StateMessage(value={COMPLETION_KEY: body})
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,10 @@ class Completion:
 
     producer: str
     rows: dict[str, int]
+    #: Content digest of each stream that has one (see :mod:`northwind_elt.content_digest`).
+    digests: dict[str, dict] = field(default_factory=dict)
+    #: Where and when the run read its source (manifest ``provenance``).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_completion(state: Any) -> Completion | None:
@@ -32,5 +42,6 @@ def parse_completion(state: Any) -> Completion | None:
     if isinstance(state, dict) and isinstance(state.get(COMPLETION_KEY), dict):
         body = state[COMPLETION_KEY]
         rows = {str(k): int(v) for k, v in body.get("rows", {}).items()}
-        return Completion(str(body.get("producer", "unknown")), rows)
+        return Completion(str(body.get("producer", "unknown")), rows,
+                          dict(body.get("digests") or {}), dict(body.get("provenance") or {}))
     return None

@@ -122,4 +122,13 @@ class BatchTap(Tap):
             self.record_failure(error)
             raise
         rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()}
-        self.write_message(completion_message(self.name, rows))
+        self.write_message(completion_message(self.name, rows, self.content_digests(),
+                                              self.provenance()))
+
+    def content_digests(self) -> dict[str, dict]:
+        """The content digest of each stream, for the completion message (none by default)."""
+        return {}
+
+    def provenance(self) -> dict:
+        """Where and when the run read its source, for the manifests (nothing by default)."""
+        return {}

@@ -1,5 +1,6 @@
 """One stream per declared CSV file: parsed by Arrow into the declared types, checked, written once."""
 
+import datetime as dt
 import typing as t
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from northwind_elt.arrow_io import CSV_BLOCK_BYTES, PARQUET_COMPRESSION, csv_convert_options
+from northwind_elt.content_digest import ArrowDigest, digests_enabled
 from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import arrow_schema, declared_column, varchar_length
 from northwind_elt.step_tap import BatchStream
@@ -31,12 +33,20 @@ class CsvFileStream(BatchStream):
         schema = {"type": "object", "properties": {c.name: c.json_schema() for c in self.columns}}
         super().__init__(tap, schema=schema, name=spec["stream"])
         self.primary_keys = list(spec.get("key_properties", []))
+        #: The content digest of the rows written (manifest form), when digests are on.
+        self.content_digest: dict | None = None
+        #: The file read: path, size and modification time, for the manifest's provenance.
+        self.file_state: dict = {}
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
     ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
         """Validate the file, write it as one Parquet file and yield its URL."""
         source = self.checked_path()
+        stat = source.stat()
+        self.file_state = {"file": str(source), "file_bytes": stat.st_size,
+                           "file_modified_at": dt.datetime.fromtimestamp(
+                               stat.st_mtime, dt.UTC).isoformat(timespec="seconds")}
         destination = self.batch_file(batch_config)
         try:
             self.rows_written = self.convert(source, destination)
@@ -64,6 +74,7 @@ class CsvFileStream(BatchStream):
             if problem:
                 raise InputError(f"{source}: {problem}")
         schema = arrow_schema(self.columns)
+        digest = ArrowDigest(self.columns) if digests_enabled() else None
         keys: list[pa.Table] = []
         rows = 0
         with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
@@ -73,12 +84,15 @@ class CsvFileStream(BatchStream):
                 if self.primary_keys:
                     keys.append(pa.Table.from_batches([batch.select(self.primary_keys)]))
                 writer.write_batch(batch)
+                if digest is not None:
+                    digest.add(batch)
                 rows += batch.num_rows
         if rows == 0 and not self.allow_empty:
             raise InputError(f"{source}: the file has a header but no rows (set allow_empty to "
                              "accept an empty file)")
         if keys:
             self._check_unique(source, pa.concat_tables(keys))
+        self.content_digest = digest.digest().to_json() if digest is not None else None
         return rows
 
     def _parse(self, source: Path) -> t.Iterator[pa.RecordBatch]:

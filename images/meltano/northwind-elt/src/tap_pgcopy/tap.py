@@ -5,13 +5,14 @@ import functools
 
 import psycopg
 from northwind_elt import pgconn
+from northwind_elt.content_digest import digests_enabled
 from northwind_elt.errors import SettingError
 from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
-from tap_pgcopy.client import data_connection, open_snapshot
+from tap_pgcopy.client import DigestWorker, data_connection, open_snapshot, snapshot_provenance
 from tap_pgcopy.streams import TableStream
 
 
@@ -33,7 +34,22 @@ class TapPgCopy(BatchTap):
     @functools.cached_property
     def snapshot(self) -> tuple[psycopg.Connection, str]:
         """The catalog's connection in its read-only transaction, and the exported snapshot id."""
-        return open_snapshot(self.config)
+        conn, snapshot = open_snapshot(self.config)
+        self.source_state = snapshot_provenance(conn)
+        return conn, snapshot
+
+    @functools.cached_property
+    def digests(self) -> DigestWorker | None:
+        """Computes each table's content digest in the snapshot (None: NORTHWIND_CONTENT_DIGEST=off)."""
+        return DigestWorker(self.snapshot[0]) if digests_enabled() else None
+
+    def content_digests(self) -> dict[str, dict]:
+        """Every table's content digest, for the completion message."""
+        return self.digests.results() if self.digests is not None else {}
+
+    def provenance(self) -> dict:
+        """The source snapshot every manifest of the run records."""
+        return self.source_state
 
     @functools.cached_property
     def data(self):
@@ -65,6 +81,8 @@ class TapPgCopy(BatchTap):
         try:
             super().sync_all()
         finally:
+            if self.__dict__.get("digests") is not None:
+                self.digests.close()
             self._closing.close()
             self.snapshot[0].close()
 
