@@ -61,6 +61,7 @@ import pyarrow.parquet as pq
 import seaweed
 from northwind_elt import localdb, warehouse
 from northwind_elt.arrow_io import copy_parquet_into
+from northwind_elt.content_digest import DIGEST_VARIABLE
 from northwind_elt.layout import DataTree
 from northwind_elt.manifest import read_manifest
 from northwind_elt.pgtypes import columns_of
@@ -601,6 +602,65 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
     return measured
 
 
+#: The steps content digests cost something in: the extracts compute them, the load checks them.
+DIGEST_STEPS = ("extract-postgres", "extract-csv", "load-warehouse")
+
+
+def digest_cost(server: Server, source: str, counts: dict[str, int], csv_path: Path,
+                folder: Path, runs: int = STEP_RUNS) -> dict[str, dict[str, Measurement]]:
+    """Each extract and the (first) load with content digests ``off`` and ``on``, medians.
+
+    Each mode has its own data tree and warehouse (the load checks what its extract recorded);
+    the modes' runs alternate, so a drift of the machine moves both alike.
+    """
+    envs = {}
+    for mode in ("off", "on"):
+        warehouse_db = f"{source}_digests_{mode}"
+        server.create_database(warehouse_db)
+        envs[mode] = step_environment(server, source, warehouse_db, folder / f"digests-{mode}",
+                                      csv_path) | {DIGEST_VARIABLE: mode}
+    measured: dict[str, dict[str, Measurement]] = {"off": {}, "on": {}}
+    for step in DIGEST_STEPS:
+        found: dict[str, list[Measurement]] = {"off": [], "on": []}
+        for n in range(runs):
+            for mode in ("off", "on"):
+                if step == "load-warehouse":  # a first load each time
+                    server.create_database(envs[mode]["WAREHOUSE_PGDATABASE"])
+                server.checkpoint()
+                found[mode].append(run_meltano(f"{step}-digests-{mode}-{n}", [step],
+                                               step_rows(step, counts), envs[mode],
+                                               folder / "logs"))
+        for mode in found:
+            measured[mode][step] = median_of(found[mode])
+    for mode in envs:
+        shutil.rmtree(folder / f"digests-{mode}", ignore_errors=True)
+        with server.connect("postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(envs[mode]["WAREHOUSE_PGDATABASE"])))
+    return measured
+
+
+def digest_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
+    """What content digests cost each extract and the load (goal: within +20%)."""
+    if not main.digests:
+        return []
+    lines = ["", f"Content digests ({DIGEST_VARIABLE}; each mode its own tree and warehouse, "
+             "median of the alternating runs): wall s off -> on, and the data part's growth"]
+    for step in DIGEST_STEPS:
+        off, on = main.digests["off"].get(step), main.digests["on"].get(step)
+        if not (off and on):
+            continue
+        line = (f"  {step:<18} {off.wall:6.2f} -> {on.wall:6.2f} s  +{on.wall - off.wall:5.2f} s "
+                f"= {on.wall / off.wall - 1:+.0%} wall")
+        if start.get(step) and off.wall > start[step].wall:
+            data_off, data_on = off.wall - start[step].wall, on.wall - start[step].wall
+            line += f", {data_on / data_off - 1:+.0%} data part ({data_off:.2f} -> {data_on:.2f} s)"
+        if on.returncode != 0 or off.returncode != 0:
+            line += "  (a run FAILED: see its log)"
+        lines.append(line)
+    return lines
+
+
 # --- One scale --------------------------------------------------------------------------------
 
 
@@ -617,6 +677,8 @@ class ScaleResult:
     s3_steps: dict[str, Measurement] = dataclasses.field(default_factory=dict)
     #: Data parts measured without start-up (:func:`warehouse_in_process`), main scale only.
     in_process: dict | None = None
+    #: The extracts and the load with content digests off and on (:func:`digest_cost`).
+    digests: dict[str, dict[str, Measurement]] = dataclasses.field(default_factory=dict)
 
 
 #: Which raw baseline each step's data part is compared with.
@@ -628,7 +690,8 @@ STARTUP_OF = {RERUN: "load-warehouse"}
 
 
 def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
-              s3: seaweed.S3Server | None = None, in_process: bool = False) -> ScaleResult:
+              s3: seaweed.S3Server | None = None, in_process: bool = False,
+              digests: bool = False) -> ScaleResult:
     """Build the source at ``scale``, run the raw baselines and the steps on it (and on S3)."""
     folder.mkdir(parents=True, exist_ok=True)
     source = f"northwind_x{scale}"
@@ -662,6 +725,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     found = None
     if in_process and "publish-report" in steps:
         found = warehouse_in_process(server, source, folder / "data", raw_folder)
+    costs = digest_cost(server, source, counts, csv_path, folder, runs) if digests else {}
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
@@ -670,7 +734,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
     return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3[0] if on_s3 else {},
-                       in_process=found)
+                       in_process=found, digests=costs)
 
 
 def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STARTUP_RUNS,
@@ -882,6 +946,7 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
     lines += goal_lines(main, start)
     lines += warehouse_goal_lines(main, start)
     lines += in_process_lines(main)
+    lines += digest_lines(main, start)
     if main.s3_steps:
         lines += s3_lines(main, start, start_s3 or {})
     if stock:
@@ -1111,7 +1176,9 @@ def to_json(main: ScaleResult, start: dict, growth: list[ScaleResult], stock: di
         return {"scale": r.scale, "rows": r.counts, "build_seconds": r.build_seconds,
                 "steps": {k: dataclasses.asdict(v) for k, v in r.steps.items()},
                 "raw": {k: dataclasses.asdict(v) for k, v in r.raw.items()},
-                "s3_steps": {k: dataclasses.asdict(v) for k, v in r.s3_steps.items()}}
+                "s3_steps": {k: dataclasses.asdict(v) for k, v in r.s3_steps.items()},
+                "digests": {mode: {k: dataclasses.asdict(v) for k, v in found.items()}
+                            for mode, found in r.digests.items()}}
     return {
         "run_date": RUN_DATE, "measured_at": dt.datetime.now(dt.UTC).isoformat(),
         "cores": os.cpu_count(), "main": scale_dict(main),
@@ -1143,12 +1210,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work folder (logs, data trees) instead of removing it")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="folder of the JSON results (default bench-results/)")
+    parser.add_argument("--digests", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also run the extracts and the load with {DIGEST_VARIABLE}=off and on")
+    parser.add_argument("--digests-only", action="store_true",
+                        help="only the content digests' cost (and the start-ups it is charged)")
     parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
                         help="s3: also run the steps with the data tree on a local S3 server")
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
-    steps = ("extract-postgres",) if args.quick else STEPS
+    steps = ("extract-postgres",) if args.quick else DIGEST_STEPS if args.digests_only else STEPS
 
     # Outside /root: the server runs as its own system user, which must reach its folder.
     workdir = Path(tempfile.mkdtemp(prefix="northwind-bench-", dir="/tmp"))
@@ -1165,15 +1236,16 @@ def main(argv: list[str] | None = None) -> int:
         starts = [{} for _ in sides] if args.quick else startup(
             server, workdir / "startup", steps, args.startup_runs, sides)
         start, start_s3 = starts[0], starts[1] if s3 else {}
-        breakdown = {} if args.quick else startup_breakdown(workdir / "breakdown",
+        breakdown = {} if args.quick or args.digests_only else startup_breakdown(workdir / "breakdown",
                                                             args.startup_runs)
-        growth = [] if args.quick or not args.growth else [
+        growth = [] if args.quick or args.digests_only or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]
-        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps, s3,
-                                in_process=True)
+        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}",
+                                () if args.digests_only else steps, s3,
+                                in_process=True, digests=args.digests and not args.quick)
         stock = None
-        if not args.quick and args.stock_slice > 0:
+        if not args.quick and not args.digests_only and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
         lines = report(main_result, start, growth, stock, server.version(), start_s3, breakdown)
         print("\n" + "\n".join(lines))
