@@ -110,7 +110,8 @@ def digest_query(table: sql.Composable, expressions: Sequence[sql.Composable],
     text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(expressions))
     if not utf8:  # md5 hashes the server's bytes: hash UTF-8 like every other side
         text = sql.SQL("convert_to({}, 'UTF8')").format(text)
-    row_hash = sql.SQL("('x' || left(md5({}), 16))::bit(64)::bigint").format(text)
+    # The cast to bit(64) keeps the first 64 of the 128 bits (cheaper than left() first).
+    row_hash = sql.SQL("('x' || md5({}))::bit(64)::bigint").format(text)
     return sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {}{}").format(
         row_hash, table, sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""))
 

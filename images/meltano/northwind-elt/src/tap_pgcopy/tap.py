@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import time
 
 import psycopg
 from northwind_elt import pgconn
@@ -45,7 +46,13 @@ class TapPgCopy(BatchTap):
 
     def content_digests(self) -> dict[str, dict]:
         """Every table's content digest, for the completion message."""
-        return self.digests.results() if self.digests is not None else {}
+        if self.digests is None:
+            return {}
+        started = time.perf_counter()
+        results = self.digests.results()
+        self.logger.info("content digests of %d tables computed (%.2f s waited after the last "
+                         "COPY)", len(results), time.perf_counter() - started)
+        return results
 
     def provenance(self) -> dict:
         """The source snapshot every manifest of the run records."""
