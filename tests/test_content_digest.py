@@ -45,6 +45,11 @@ def test_csv_digest_equals_the_servers_over_the_same_values(databases: Databases
     computed = ArrowDigest(columns)
     computed.add(batch.slice(0, 3))
     computed.add(batch.slice(3))
+    in_background = ArrowDigest(columns, background=True)
+    for start in range(batch.num_rows):  # more batches than may wait
+        in_background.add(batch.slice(start, 1))
+    assert in_background.digest() == computed.digest()
+    in_background.close()
     with databases.source() as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE TABLE csv_values ({})").format(sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in columns)))

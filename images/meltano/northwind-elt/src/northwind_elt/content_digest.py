@@ -22,6 +22,7 @@ import decimal
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column
@@ -131,7 +133,7 @@ def text_settings(cur) -> Iterator[bool]:
     try:
         yield utf8
     finally:
-        if not cur.connection.closed and cur.connection.info.transaction_status == 2:  # INTRANS
+        if cur.connection.info.transaction_status == TransactionStatus.INTRANS:
             for name, value in zip(TEXT_SETTINGS, before, strict=True):
                 cur.execute("SELECT set_config(%s, %s, true)", (name, value))
 
@@ -188,10 +190,13 @@ def numeric_text(text: str) -> str:
 
 
 def _per_distinct(array: pa.Array, render) -> pa.Array:
-    """Render each distinct value in Python once (floats repeat a lot) and spread the results."""
+    """Render each distinct value in Python once (floats repeat a lot) and spread the results.
+
+    ``render`` gets the distinct values as Arrow renders them as strings.
+    """
     distinct = pc.unique(array)
-    rendered = pa.array([None if v is None else render(v) for v in distinct.to_pylist()],
-                        pa.string())
+    texts = distinct.cast(pa.string()).to_pylist()
+    rendered = pa.array([None if v is None else render(v) for v in texts], pa.string())
     return pc.take(rendered, pc.index_in(array, distinct))
 
 
@@ -199,7 +204,7 @@ def _field_text(column: Column, array: pa.Array) -> pa.Array:
     """A column's values as record output's fields: PostgreSQL's text, quoted where needed."""
     kind = column.type_name
     if kind in ("float4", "float8") and not pa.types.is_string(array.type):
-        text = _per_distinct(array.cast(pa.string()), lambda v: float_text(v, kind))
+        text = _per_distinct(array, lambda v: float_text(v, kind))
     elif kind == "numeric" and pa.types.is_string(array.type):
         text = _per_distinct(array, numeric_text)
     elif pa.types.is_boolean(array.type):
@@ -231,20 +236,45 @@ def row_texts(columns: Sequence[Column], batch: pa.RecordBatch) -> pa.Array:
 
 
 class ArrowDigest:
-    """The digest of typed Arrow batches, equal to :func:`table_digest` over the same rows."""
+    """The digest of typed Arrow batches, equal to :func:`table_digest` over the same rows.
 
-    def __init__(self, columns: Sequence[Column]):
+    With ``background``, batches are hashed by a thread of their own: MD5 of short texts holds the
+    GIL, but Arrow's parsing and Parquet writing release it, so the two overlap. At most
+    :data:`PENDING_BATCHES` wait, which bounds the memory they hold.
+    """
+
+    PENDING_BATCHES = 2
+
+    def __init__(self, columns: Sequence[Column], background: bool = False):
         self.columns = list(columns)
         self.rows = 0
         self.sum = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="digest") if background else None
+        self._pending: list[Future] = []
 
     def add(self, batch: pa.RecordBatch) -> None:
-        """Hash the rows of ``batch``."""
+        """Hash the rows of ``batch`` (or queue them, in the background)."""
+        if self._pool is None:
+            self._hash(batch)
+            return
+        if len(self._pending) >= self.PENDING_BATCHES:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._hash, batch))
+
+    def _hash(self, batch: pa.RecordBatch) -> None:
         md5, to_int = hashlib.md5, int.from_bytes
-        self.sum += sum(to_int(md5(text.encode()).digest()[:8], "big", signed=True)
-                        for text in row_texts(self.columns, batch).to_pylist())
+        texts = row_texts(self.columns, batch).cast(pa.binary())  # UTF-8 bytes, no re-encoding
+        self.sum += sum(to_int(md5(text).digest()[:8], "big", signed=True)
+                        for text in texts.to_pylist())
         self.rows += batch.num_rows
 
     def digest(self) -> Digest:
-        """The digest of every row added."""
+        """The digest of every row added (waits for the batches still being hashed)."""
+        while self._pending:
+            self._pending.pop(0).result()
         return Digest(self.rows, self.sum)
+
+    def close(self) -> None:
+        """End the background thread (after :meth:`digest`, or to give up)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -75,8 +75,21 @@ class CsvFileStream(BatchStream):
             if problem:
                 raise InputError(f"{source}: {problem}")
         schema = arrow_schema(self.columns)
-        digest = ArrowDigest(self.columns) if digests_enabled() else None
-        hashed = 0.0
+        digest = ArrowDigest(self.columns, background=True) if digests_enabled() else None
+        try:
+            rows = self._write(source, destination, schema, digest)
+            if digest is not None:
+                waited = time.perf_counter()
+                self.content_digest = digest.digest().to_json()
+                self.logger.info("%s: content digest of %d rows computed (%.2f s waited after the "
+                                 "last batch)", self.name, rows, time.perf_counter() - waited)
+        finally:
+            if digest is not None:
+                digest.close()
+        return rows
+
+    def _write(self, source: Path, destination: Path, schema: pa.Schema,
+               digest: ArrowDigest | None) -> int:
         keys: list[pa.Table] = []
         rows = 0
         with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
@@ -87,19 +100,13 @@ class CsvFileStream(BatchStream):
                     keys.append(pa.Table.from_batches([batch.select(self.primary_keys)]))
                 writer.write_batch(batch)
                 if digest is not None:
-                    hashing = time.perf_counter()
                     digest.add(batch)
-                    hashed += time.perf_counter() - hashing
                 rows += batch.num_rows
         if rows == 0 and not self.allow_empty:
             raise InputError(f"{source}: the file has a header but no rows (set allow_empty to "
                              "accept an empty file)")
         if keys:
             self._check_unique(source, pa.concat_tables(keys))
-        if digest is not None:
-            self.content_digest = digest.digest().to_json()
-            self.logger.info("%s: content digest of %d rows computed in %.2f s", self.name, rows,
-                             hashed)
         return rows
 
     def _parse(self, source: Path) -> t.Iterator[pa.RecordBatch]:
