@@ -13,11 +13,18 @@ from pipeline import assert_ok, output, run_step
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
 DAY = "2024-01-02"
+#: Digests for both extracts (the CSV's is off by default).
+ALL = {"NORTHWIND_CONTENT_DIGEST": "all"}
 
 
-def _extract(env) -> None:
+def _extract(env) -> str:
+    """Both extracts of DAY; their output."""
+    logs = ""
     for step in ("extract-postgres", "extract-csv"):
-        assert_ok(run_step(step, DAY, env))
+        result = run_step(step, DAY, env)
+        assert_ok(result)
+        logs += output(result)
+    return logs
 
 
 def _manifest_path(root, table: str):
@@ -33,12 +40,14 @@ def _verify(monkeypatch, capsys, env, *extra) -> tuple[int, str]:
 
 
 def test_manifests_carry_digest_and_source_snapshot(databases):
-    _extract(databases.env)
+    logs = _extract(databases.env | ALL)
+    assert logs.count("the extract for 2024-01-02 holds the source's state at") == 2
     orders = json.loads(_manifest_path(databases.data_root, "orders").read_text())
     assert orders["content_digest"]["rows"] == orders["rows"] == 830
     provenance = orders["provenance"]
     assert provenance["server_version"] and provenance["wal_lsn"].count("/") == 1
     assert ":" in provenance["snapshot"] and provenance["snapshot_taken_at"]
+    assert (provenance["schema"], provenance["table"]) == ("public", "orders")
     # 2024-01-02 is long past: the manifest says it holds the source's state when it ran.
     assert "holds the source's state at" in provenance["past_day"]
     details = json.loads(_manifest_path(databases.data_root, "order_details").read_text())
@@ -72,7 +81,7 @@ def test_consistently_tampered_partition_fails_the_load_naming_the_table(databas
 
 
 def test_verify_rechecks_a_loaded_day_and_reports_source_drift(databases, monkeypatch, capsys):
-    env = databases.env
+    env = databases.env | ALL
     _extract(env)
     loaded = run_step("load-warehouse", DAY, env)
     assert_ok(loaded)
@@ -99,7 +108,7 @@ def test_verify_rechecks_a_loaded_day_and_reports_source_drift(databases, monkey
 
 
 def test_manifests_without_digest_still_load_and_say_so(databases):
-    env = databases.env
+    env = databases.env | ALL
     _extract(env)
     for manifest_path in databases.data_root.glob("**/*.manifest.json"):
         manifest = json.loads(manifest_path.read_text())
@@ -108,6 +117,17 @@ def test_manifests_without_digest_still_load_and_say_so(databases):
     result = run_step("load-warehouse", DAY, env)
     assert_ok(result)
     assert output(result).count("checked by row count only") == 1
+
+
+def test_by_default_the_postgres_extract_has_digests_and_the_csv_not(databases):
+    _extract(databases.env)
+    root = databases.data_root
+    assert json.loads(_manifest_path(root, "orders").read_text())["content_digest"]["rows"] == 830
+    assert json.loads(_manifest_path(root, "order_details").read_text())["content_digest"] is None
+    result = run_step("load-warehouse", DAY, databases.env)
+    assert_ok(result)
+    assert "content digests of 13 tables match their manifests" in output(result)
+    assert "no content digest in the manifests of order_details (" in output(result)
 
 
 def test_digests_off_skips_them(databases):

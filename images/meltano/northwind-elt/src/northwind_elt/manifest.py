@@ -36,7 +36,7 @@ class Manifest:
     schema: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     #: The rows' content digest (:mod:`northwind_elt.content_digest`); None in older manifests
-    #: and with NORTHWIND_CONTENT_DIGEST=off: the load then checks the row count only.
+    #: and for extracts NORTHWIND_CONTENT_DIGEST leaves out: the load then checks the row count only.
     content_digest: dict[str, Any] | None = None
     #: What the extract read: the source snapshot (time, ``pg_current_snapshot()``, WAL position,
     #: server version) or the file (path, size, time), and whether it is a past day's state.

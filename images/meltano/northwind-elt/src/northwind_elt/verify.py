@@ -122,8 +122,10 @@ def verify_day(tree: DataTree, day: dt.date, conn: psycopg.Connection,
 
 def _drift(source: psycopg.Connection, stream: str, manifest: Manifest, columns: list[Column],
            wanted: Digest) -> Finding:
-    schema, _, name = stream.rpartition(".")
-    table = sql.SQL("{}.{}").format(sql.Identifier(schema or "public"), sql.Identifier(name))
+    schema, _, name = stream.rpartition(".")  # manifests before provenance: the stream's name
+    table = sql.SQL("{}.{}").format(
+        sql.Identifier(manifest.provenance.get("schema") or schema or "public"),
+        sql.Identifier(manifest.provenance.get("table") or name))
     try:
         with source.cursor() as cur:
             now = table_digest(cur, table, [source_expression(c) for c in columns])

@@ -75,7 +75,7 @@ class CsvFileStream(BatchStream):
             if problem:
                 raise InputError(f"{source}: {problem}")
         schema = arrow_schema(self.columns)
-        digest = ArrowDigest(self.columns, background=True) if digests_enabled() else None
+        digest = ArrowDigest(self.columns, background=True) if digests_enabled("csv") else None
         try:
             rows = self._write(source, destination, schema, digest)
             if digest is not None:

@@ -41,8 +41,8 @@ class TapPgCopy(BatchTap):
 
     @functools.cached_property
     def digests(self) -> DigestWorker | None:
-        """Computes each table's content digest in the snapshot (None: NORTHWIND_CONTENT_DIGEST=off)."""
-        return DigestWorker(self.snapshot[0]) if digests_enabled() else None
+        """Computes each table's content digest in the snapshot (None when NORTHWIND_CONTENT_DIGEST=off)."""
+        return DigestWorker(self.snapshot[0]) if digests_enabled("postgres") else None
 
     def content_digests(self) -> dict[str, dict]:
         """Every table's content digest, for the completion message."""
@@ -55,8 +55,10 @@ class TapPgCopy(BatchTap):
         return results
 
     def provenance(self) -> dict:
-        """The source snapshot every manifest of the run records."""
-        return self.source_state
+        """The source snapshot every manifest of the run records, and each stream's table."""
+        return self.source_state | {"streams": {
+            name: {"schema": stream.table.schema, "table": stream.table.name}
+            for name, stream in self.streams.items()}}
 
     @functools.cached_property
     def data(self):

@@ -137,7 +137,7 @@ class TargetPgCopy(StepTarget):
                          len(self.fresh) - len(unchecked), time.perf_counter() - started)
         if unchecked:
             self.logger.info("no content digest in the manifests of %s (extracted before digests, "
-                             "or with NORTHWIND_CONTENT_DIGEST=off): checked by row count only",
+                             "or not asked for by NORTHWIND_CONTENT_DIGEST): checked by row count only",
                              ", ".join(unchecked))
         for stream, fresh in sorted(self.fresh.items()):
             warehouse.swap_in(self.cursor, stream, self.day, fresh)
