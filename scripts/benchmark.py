@@ -612,24 +612,29 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
 DIGEST_STEPS = ("extract-postgres", "extract-csv", "load-warehouse")
 
 
+#: The values of NORTHWIND_CONTENT_DIGEST the benchmark compares (the default is ``postgres``).
+DIGEST_MODES = ("off", "postgres", "all")
+
+
 def digest_cost(server: Server, source: str, counts: dict[str, int], csv_path: Path,
-                folder: Path, runs: int = STEP_RUNS) -> dict[str, dict[str, Measurement]]:
-    """Each extract and the (first) load with content digests ``off`` and ``on``, medians.
+                folder: Path, runs: int = STEP_RUNS) -> dict[str, dict]:
+    """Each extract and the (first) load with each of :data:`DIGEST_MODES`, medians.
 
     Each mode has its own data tree and warehouse (the load checks what its extract recorded);
-    the modes' runs alternate, so a drift of the machine moves both alike.
+    the modes' runs alternate, so a drift of the machine moves them alike. ``work`` holds the
+    digests' own work, timed alone (:func:`digest_work`).
     """
     envs = {}
-    for mode in ("off", "on"):
+    for mode in DIGEST_MODES:
         warehouse_db = f"{source}_digests_{mode}"
         server.create_database(warehouse_db)
         envs[mode] = step_environment(server, source, warehouse_db, folder / f"digests-{mode}",
                                       csv_path) | {DIGEST_VARIABLE: mode}
-    measured: dict[str, dict] = {"off": {}, "on": {}}
+    measured: dict[str, dict] = {mode: {} for mode in DIGEST_MODES}
     for step in DIGEST_STEPS:
-        found: dict[str, list[Measurement]] = {"off": [], "on": []}
+        found: dict[str, list[Measurement]] = {mode: [] for mode in DIGEST_MODES}
         for n in range(runs):
-            for mode in ("off", "on"):
+            for mode in DIGEST_MODES:
                 if step == "load-warehouse":  # a first load each time
                     server.create_database(envs[mode]["WAREHOUSE_PGDATABASE"])
                 server.checkpoint()
@@ -638,8 +643,8 @@ def digest_cost(server: Server, source: str, counts: dict[str, int], csv_path: P
                                                folder / "logs"))
         for mode in found:
             measured[mode][step] = median_of(found[mode])
-    measured["work"] = digest_work(server, source, envs["on"]["WAREHOUSE_PGDATABASE"],
-                                   folder / "digests-on")
+    measured["work"] = digest_work(server, source, envs["all"]["WAREHOUSE_PGDATABASE"],
+                                   folder / "digests-all")
     for mode in envs:
         shutil.rmtree(folder / f"digests-{mode}", ignore_errors=True)
         with server.connect("postgres", autocommit=True) as admin:
@@ -689,20 +694,23 @@ def digest_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
     """What content digests cost each extract and the load (goal: within +20%)."""
     if not main.digests:
         return []
-    lines = ["", f"Content digests ({DIGEST_VARIABLE}; each mode its own tree and warehouse, "
-             "median of the alternating runs): wall s off -> on, and the data part's growth"]
+    lines = ["", f"Content digests ({DIGEST_VARIABLE}=off | postgres (the default) | all; each mode "
+             "its own tree and warehouse, median of the alternating runs): wall s, and over off "
+             "the wall's and the data part's growth"]
     for step in DIGEST_STEPS:
-        off, on = main.digests["off"].get(step), main.digests["on"].get(step)
-        if not (off and on):
+        runs = {mode: main.digests[mode].get(step) for mode in DIGEST_MODES}
+        if not all(runs.values()):
             continue
-        line = (f"  {step:<18} {off.wall:6.2f} -> {on.wall:6.2f} s  +{on.wall - off.wall:5.2f} s "
-                f"= {on.wall / off.wall - 1:+.0%} wall")
-        if start.get(step) and off.wall > start[step].wall:
-            data_off, data_on = off.wall - start[step].wall, on.wall - start[step].wall
-            line += f", {data_on / data_off - 1:+.0%} data part ({data_off:.2f} -> {data_on:.2f} s)"
-        if on.returncode != 0 or off.returncode != 0:
-            line += "  (a run FAILED: see its log)"
-        lines.append(line)
+        off = runs["off"]
+        cells = []
+        for mode in DIGEST_MODES[1:]:
+            on = runs[mode]
+            cell = f"{mode} {on.wall:.2f} s {on.wall / off.wall - 1:+.0%}"
+            if start.get(step) and off.wall > start[step].wall:
+                cell += f" ({(on.wall - start[step].wall) / (off.wall - start[step].wall) - 1:+.0%})"
+            cells.append(cell)
+        failed = "  (a run FAILED: see its log)" if any(m.returncode for m in runs.values()) else ""
+        lines.append(f"  {step:<18} off {off.wall:.2f} s; " + "; ".join(cells) + failed)
     work = main.digests.get("work") or {}
     if work:
         lines.append("  the digests' own work, timed alone: " + "; ".join(
@@ -1262,7 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="folder of the JSON results (default bench-results/)")
     parser.add_argument("--digests", action=argparse.BooleanOptionalAction, default=True,
-                        help=f"also run the extracts and the load with {DIGEST_VARIABLE}=off and on")
+                        help=f"also run the extracts and the load with each {DIGEST_VARIABLE}")
     parser.add_argument("--digests-only", action="store_true",
                         help="only the content digests' cost (and the start-ups it is charged)")
     parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
