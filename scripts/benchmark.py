@@ -663,7 +663,8 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
     work = {}
     with server.connect(source) as src, server.connect(warehouse_db) as wh, \
             src.cursor() as src_cur, wh.cursor() as wh_cur:
-        for label in ("source scan", "CSV hashing", "warehouse check"):
+        for label in ("source scan", "CSV hashing", "warehouse check (postgres tables)",
+                      "warehouse check (CSV)"):
             work[label] = {"seconds": 0.0, "rows": 0}
         for partition in tree.partitions_on("postgres", day):
             columns = columns_of(pq.read_schema(partition.data_file))
@@ -678,8 +679,10 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
             found = table_digest(wh_cur, warehouse.snapshot_table(partition.stream),
                                  [warehouse_expression(c) for c in columns],
                                  sql.SQL("snapshot_date = {}").format(sql.Literal(day)))
-            work["warehouse check"]["seconds"] += time.perf_counter() - started
-            work["warehouse check"]["rows"] += found.rows
+            kind = "CSV" if partition.source == "csv" else "postgres tables"
+            checked = work[f"warehouse check ({kind})"]
+            checked["seconds"] += time.perf_counter() - started
+            checked["rows"] += found.rows
             if partition.source == "csv":
                 hashing = ArrowDigest(columns)
                 started = time.perf_counter()
