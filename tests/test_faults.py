@@ -100,6 +100,7 @@ def contents(root: Path) -> dict[str, object]:
                  for p in root.glob("**/*.manifest.json") if ".staging" not in p.parts}
     for manifest in manifests.values():
         manifest.pop("extracted_at")
+        manifest.pop("provenance")  # when and from which source snapshot: a rerun's own
     return tree_digest(root) | manifests
 
 
