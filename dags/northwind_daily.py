@@ -28,6 +28,9 @@ image when `NORTHWIND_RUNTIME=kubernetes`, as a local process otherwise.
 **Date.** `D` is the `date` param when given, else the run's logical date, else (a manual trigger
 without a logical date) the day the run was queued for. Every step is idempotent per date.
 
+**Reruns.** A day whose extract succeeded keeps it: a rerun does not read today's source into
+a past day. Trigger with `reextract` on to read the sources again for that day.
+
 **Past days.** `catchup` is off: deploying never starts a burst of old runs. Use
 `airflow backfill create --dag-id northwind_daily --from-date A --to-date B` or
 `airflow dags trigger northwind_daily --logical-date D`.
@@ -66,8 +69,17 @@ with DAG(
         "date": Param(
             None,
             type=["null", "string"],
-            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            # ASCII digits, a month and a day in range, nothing after (maxLength: JSON Schema's $
+            # may match before a final newline): the raw value becomes a pod label.
+            pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+            maxLength=10,
             description="Day to process (YYYY-MM-DD); empty means the run's logical date.",
+        ),
+        "reextract": Param(
+            False,
+            type="boolean",
+            description="Read the sources again for a day whose extracts already succeeded "
+                        "(default: keep that day's extracts, the record of its sources).",
         ),
     },
     default_args={

@@ -59,7 +59,7 @@ import psutil
 import psycopg
 import pyarrow.parquet as pq
 import seaweed
-from northwind_elt import localdb, warehouse
+from northwind_elt import localdb, warehouse, warehouse_layout
 from northwind_elt.arrow_io import copy_parquet_into
 from northwind_elt.content_digest import (
     DIGEST_VARIABLE,
@@ -676,7 +676,7 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
         for partition in [*tree.partitions_on("postgres", day), *tree.partitions_on("csv", day)]:
             columns = columns_of(pq.read_schema(partition.data_file))
             started = time.perf_counter()
-            found = table_digest(wh_cur, warehouse.snapshot_table(partition.stream),
+            found = table_digest(wh_cur, warehouse_layout.snapshot_table(partition.stream),
                                  [warehouse_expression(c) for c in columns],
                                  sql.SQL("snapshot_date = {}").format(sql.Literal(day)))
             kind = "CSV" if partition.source == "csv" else "postgres tables"
@@ -1159,7 +1159,7 @@ def snapshots_bytes(conn: psycopg.Connection) -> int:
     (size,) = conn.execute(
         """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'snapshots' AND c.relkind = 'r' AND c.relispartition""").fetchone()
+           WHERE n.nspname = 'snapshot_days' AND c.relkind = 'r' AND c.relispartition""").fetchone()
     return int(size)
 
 

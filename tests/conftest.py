@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "dags"))  # the DAG's package, `northwind`
 
 from northwind_elt import localdb  # noqa: E402
 from pipeline import Databases  # noqa: E402

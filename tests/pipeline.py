@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from northwind.meltano_local import own_run_folder
 from settings import MELTANO_PROJECT
 
 STEPS = ("extract-postgres", "extract-csv", "load-warehouse", "publish-report")
@@ -48,9 +49,10 @@ def run_step(step: str, day: str | None, env: Mapping[str, str], timeout: float 
     full.pop("RUN_DATE", None)
     if day is not None:
         full["RUN_DATE"] = day
-    return subprocess.run([*MELTANO_RUN, *step.split()],
-                          cwd=MELTANO_PROJECT, env=full, text=True, capture_output=True,
-                          timeout=timeout, check=False)
+    with own_run_folder(MELTANO_PROJECT, full) as run_folder:
+        return subprocess.run([*MELTANO_RUN, *step.split()],
+                              cwd=MELTANO_PROJECT, env={**full, **run_folder}, text=True,
+                              capture_output=True, timeout=timeout, check=False)
 
 
 def run_day(day: str, env: Mapping[str, str]) -> dict[str, subprocess.CompletedProcess]:
@@ -82,8 +84,8 @@ def warehouse_digest(conn: psycopg.Connection) -> dict[str, str]:
     """An order-independent digest of every table and view of the warehouse's user schemas."""
     rows = conn.execute(
         """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname IN ('snapshots', 'public') AND c.relkind IN ('r', 'v')
-             AND c.relname <> '_loads' ORDER BY 1, 2""").fetchall()
+           WHERE n.nspname IN ('snapshots', 'snapshot_days', 'public') AND c.relkind IN ('r', 'v')
+           ORDER BY 1, 2""").fetchall()
     digest = {}
     for schema, name in rows:
         (value,) = conn.execute(psycopg.sql.SQL(

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt import cli
+from northwind_elt import cli, warehouse
 from northwind_elt.arrow_io import sha256_of
 from pipeline import assert_ok, output, run_step
 
@@ -76,8 +76,8 @@ def test_consistently_tampered_partition_fails_the_load_naming_the_table(databas
     assert result.returncode != 0
     assert "content differs from the extract's manifest" in output(result)
     assert "orders (loaded 830 rows" in output(result)
-    with databases.warehouse() as wh:
-        assert wh.execute("SELECT to_regclass('snapshots._loads')").fetchone()[0] is None
+    with databases.warehouse() as wh, wh.cursor() as cur:
+        assert warehouse.loaded_days(cur) == {}
 
 
 def test_verify_rechecks_a_loaded_day_and_reports_source_drift(databases, monkeypatch, capsys):

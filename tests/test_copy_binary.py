@@ -55,10 +55,10 @@ def load_both_ways(databases, tmp_path, monkeypatch, batch: pa.RecordBatch) -> t
     columns = columns_of(pq.read_schema(path))
     loaded = []
     with databases.warehouse() as wh, wh.cursor() as cur:
-        cur.execute("CREATE SCHEMA snapshots")
+        cur.execute("CREATE SCHEMA snapshot_days")
         for name, binary in (("as_binary", True), ("as_csv", False)):
             monkeypatch.setattr(copy_binary, "encodable", lambda _, binary=binary: binary)
-            cur.execute(sql.SQL("CREATE TABLE snapshots.{} ({})").format(
+            cur.execute(sql.SQL("CREATE TABLE snapshot_days.{} ({})").format(
                 sql.Identifier(name), sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
                     for c in columns)))
@@ -67,7 +67,7 @@ def load_both_ways(databases, tmp_path, monkeypatch, batch: pa.RecordBatch) -> t
             rows = arrow_io.copy_parquet_into(cur, statement, path, columns)
             assert rows == batch.num_rows
         wh.commit()
-        loaded = [as_text(wh, "snapshots", name)[1] for name in ("as_binary", "as_csv")]
+        loaded = [as_text(wh, "snapshot_days", name)[1] for name in ("as_binary", "as_csv")]
     return loaded[0], loaded[1]
 
 

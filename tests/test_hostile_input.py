@@ -134,6 +134,9 @@ BAD_CSV = {
                                              "line 4, column price: 1e39 is not a finite real"),
     "blank line": (HEADER + b"1,2,3.5,x\n\n2,3,4.5,y\n",
                    "line 3: expected 4 columns (id, qty, price, note), got 0"),
+    # Arrow refuses what PostgreSQL would trim; its message gave a 0-based column and no line.
+    "quoted newline in an integer": (HEADER + b'1,2,3.5,x\n2,"10\n",4.5,y\n',
+                                     "line 3, column qty: '10\\n' is not a valid smallint"),
 }
 
 
@@ -178,6 +181,9 @@ GOOD_CSV = {
     "no newline at the end": (HEADER + b"1,-32768,-0.5,z", [(1, -32768, -0.5, "z")]),
     "non-ASCII text": (HEADER + "1,32767,1.25e-1,Königlich Essen ✓\n".encode(),
                        [(1, 32767, 0.125, "Königlich Essen ✓")]),
+    # Past the record-by-record reader's default field limit (128 KiB), quoted and not.
+    "10 MB fields": (HEADER + b'1,2,3.5,"' + b"q" * (10 << 20) + b'"\n2,3,4.5,' + b"u" * (10 << 20)
+                     + b"\n", [(1, 2, 3.5, "q" * (10 << 20)), (2, 3, 4.5, "u" * (10 << 20))]),
 }
 
 

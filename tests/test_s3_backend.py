@@ -152,7 +152,8 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
         rb"(PUT|POST) /" + BUCKET.encode() + rb"/[^ ]*/postgres/orders/"))
     try:
         extract = start_step(steps.EXTRACT_POSTGRES, with_server(
-            databases.env, s3_server, root, proxy.endpoint), tmp_path / "killed-publish.log")
+            {**databases.env, "NORTHWIND_REEXTRACT": "1"}, s3_server, root, proxy.endpoint),
+            tmp_path / "killed-publish.log")
         wait_for(proxy.frozen.is_set, "the extract to upload orders", timeout=180)
         categories = f"postgres/categories/{DAY}/categories.parquet"
         wait_for(lambda: published(objects(s3_server, root))[categories] != before[categories],
@@ -239,8 +240,10 @@ def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(report, "_hand_over", breaking)
-    with pytest.raises(psycopg.OperationalError), contextlib.redirect_stdout(io.StringIO()):
-        cli.main(["report", "--date", DAY])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli.main(["report", "--date", DAY]) == 1
+    assert err.getvalue().startswith("northwind report: error: the warehouse database ")
+    assert err.getvalue().endswith(": connection lost: server closed the connection unexpectedly\n")
 
     found = objects(s3_server, root)
     assert [k for k in found if k.startswith("reports/")] == []  # no truncated object stays
@@ -341,7 +344,7 @@ def test_two_runs_of_one_day_at_once_end_as_one_verified_day(databases, s3_serve
     found = objects(s3_server, root)
     assert {marker(found, s)["status"] for s in steps.STEPS[:3]} == {steps.SUCCESS}
     with databases.warehouse() as wh:
-        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM snapshots._loads").fetchone()
+        (days,) = wh.execute("SELECT array_agg(snapshot_date::text) FROM northwind.loads").fetchone()
         assert days == [DAY]
         assert wh.execute("SELECT count(*) FROM snapshots.orders").fetchone() == (SOURCE_ROWS["orders"],)
 

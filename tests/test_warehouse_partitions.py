@@ -15,8 +15,9 @@ DAY1, DAY2, DAY3, DAY4 = "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"
 
 
 def extract_and_load(day: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    # These days are extracted again after the source changed: re-extraction is asked for.
     for step in ("extract-postgres", "extract-csv"):
-        assert_ok(run_step(step, day, env))
+        assert_ok(run_step(step, day, {**env, "NORTHWIND_REEXTRACT": "1"}))
     return run_step("load-warehouse", day, env)
 
 
@@ -24,17 +25,17 @@ def partition_digests(wh) -> dict[str, str]:
     """Content digest and row count of every partition of snapshots, by partition name."""
     names = [name for (name,) in wh.execute(
         """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'snapshots' AND c.relispartition
+           WHERE n.nspname = 'snapshot_days' AND c.relispartition
              AND c.relkind = 'r' ORDER BY 1""").fetchall()]
     return {name: wh.execute(sql.SQL(
         "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) || ':' || count(*) "
-        "FROM snapshots.{} AS t").format(sql.Identifier(name))).fetchone()[0] for name in names}
+        "FROM snapshot_days.{} AS t").format(sql.Identifier(name))).fetchone()[0] for name in names}
 
 
 def relation_ids(wh) -> dict[str, int]:
     return dict(wh.execute("""SELECT c.relname, c.oid::int FROM pg_class c
                               JOIN pg_namespace n ON n.oid = c.relnamespace
-                              WHERE n.nspname = 'snapshots' AND c.relispartition
+                              WHERE n.nspname = 'snapshot_days' AND c.relispartition
                                 AND c.relkind = 'r'""").fetchall())
 
 
@@ -70,7 +71,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         options = wh.execute("""SELECT DISTINCT c.reloptions, t.reloptions FROM pg_class c
                                 JOIN pg_namespace n ON n.oid = c.relnamespace
                                 LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
-                                WHERE n.nspname = 'snapshots' AND c.relispartition
+                                WHERE n.nspname = 'snapshot_days' AND c.relispartition
                                   AND c.relkind = 'r' ORDER BY 2""").fetchall()
         off = ["autovacuum_enabled=false"]
         assert options == [(off, off), (off, None)], options  # None: a table without TOAST
@@ -95,7 +96,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
     with databases.source(autocommit=True) as src:
         src.execute("ALTER TABLE us_states ALTER COLUMN state_abbr TYPE varchar(1) "
                     "USING left(state_abbr, 1)")
-    failed = extract_and_load(DAY2, env)
+    failed = extract_and_load(DAY2, {**env, "NORTHWIND_REEXTRACT": "1"})  # DAY2 read again
     assert failed.returncode != 0
     assert "table us_states, column state_abbr" in output(failed)
     marker = json.loads((root / "_status" / DAY2 / "load-warehouse.json").read_text())
@@ -127,7 +128,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         days = {n.rsplit("@", 1)[1] for n in relation_ids(wh)}
         assert days == {DAY2, DAY3}
         assert [d.isoformat() for (d,) in wh.execute(
-            "SELECT snapshot_date FROM snapshots._loads ORDER BY 1").fetchall()] == [DAY2, DAY3]
+            "SELECT snapshot_date FROM northwind.loads ORDER BY 1").fetchall()] == [DAY2, DAY3]
         assert wh.execute("SELECT count(*) FROM us_states").fetchone() == (50,)
     # Prune keeps DAY2 (its last load failed above), DAY4 (extracted, never loaded) and DAY3.
     assert_ok(run_step("extract-csv", DAY4, env))

@@ -55,7 +55,7 @@ def test_days_snapshots_deletes_no_regression_and_rollback(databases):
         in output(failed)
     with databases.warehouse() as wh:
         assert warehouse_digest(wh) == current
-        assert wh.execute("SELECT count(*) FROM snapshots._loads").fetchone() == (2,)
+        assert wh.execute("SELECT count(*) FROM northwind.loads").fetchone() == (2,)
     marker = (databases.data_root / "_status" / DAY3 / "load-warehouse.json").read_text()
     assert '"status": "failed"' in marker and "state_name" in marker
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from northwind.meltano_local import own_run_folder
+
 #: Selects where steps run: ``local`` or ``kubernetes``.
 RUNTIME_VARIABLE = "NORTHWIND_RUNTIME"
 LOCAL, KUBERNETES = "local", "kubernetes"
@@ -136,29 +138,32 @@ class MeltanoStepOperator(KubernetesPodOperator):
         reason = None
         # The project's Meltano system database is shared: `--no-state-update` keeps runs from
         # writing state or job records to it, so concurrent days never wait on each other.
-        self._process = subprocess.Popen(
-            command,
-            cwd=project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-        try:
-            for line in self._process.stdout:
-                line = line.rstrip()
-                tail.append(line)
-                self.log.info("%s", line)
-                # The first user error is the cause; a target's complaint about its tap follows it.
-                found = reason is None and USER_ERROR_LINE.search(line)
-                if found:
-                    reason = f"{found.group(1)}: {found.group(2).strip()}"
-            code = self._process.wait()
-        finally:
-            # A timeout or kill of the task must not leave the step running on its own.
-            self._stop_process()
+        # Its own Meltano run folder, as a pod has: see northwind/meltano_local.py.
+        with own_run_folder(project, env) as run_folder:
+            env = {**env, **run_folder}
+            self._process = subprocess.Popen(
+                command,
+                cwd=project,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+            try:
+                for line in self._process.stdout:
+                    line = line.rstrip()
+                    tail.append(line)
+                    self.log.info("%s", line)
+                    # The first user error is the cause; a target's complaint about its tap follows it.
+                    found = reason is None and USER_ERROR_LINE.search(line)
+                    if found:
+                        reason = f"{found.group(1)}: {found.group(2).strip()}"
+                code = self._process.wait()
+            finally:
+                # A timeout or kill of the task must not leave the step running on its own.
+                self._stop_process()
         if code != 0 and reason is not None:
             raise AirflowFailException(f"step {self.step} (RUN_DATE={env.get('RUN_DATE')}): {reason}")
         if code != 0:

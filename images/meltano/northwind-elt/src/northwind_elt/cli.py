@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from northwind_elt import logger, pgconn, steps
-from northwind_elt.errors import PipelineError, SettingError
+from northwind_elt.entry import is_user_error
+from northwind_elt.errors import SettingError, one_line
 from northwind_elt.layout import DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
@@ -72,7 +73,7 @@ def command_report(args: argparse.Namespace) -> int:
                 pgconn.connect(settings, "warehouse") as second:
             rows, names = write_evidence(conn, second, tree, day)
     except BaseException as error:
-        steps.finish(tree, marker, error=str(error))
+        steps.finish(tree, marker, error=one_line(error))
         raise
     marker.rows = {"orders_with_details": rows}
     marker.details = {"files": [tree.fs.url(folder / name) for name in names]}
@@ -192,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except PipelineError as error:
+    except Exception as error:
+        if not is_user_error(error):  # a bug keeps its traceback
+            raise
         logger.debug("failed", exc_info=True)
-        print(f"northwind {args.command}: error: {error}", file=sys.stderr)
+        print(f"northwind {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
 
 

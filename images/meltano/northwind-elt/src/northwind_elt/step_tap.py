@@ -1,7 +1,9 @@
 """What our taps share: Parquet batch files in the staging folder and a closing completion message."""
 
 import functools
+import json
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -12,7 +14,7 @@ from singer_sdk.helpers._batch import BatchConfig
 from northwind_elt import steps
 from northwind_elt.errors import PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree, path_segment
-from northwind_elt.protocol import completion_message
+from northwind_elt.protocol import completion_message, kept_message
 from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import one_line
 
@@ -21,6 +23,9 @@ STEP_SETTINGS = th.PropertiesList(
     th.Property("step", th.StringType, description="Step whose marker this tap keeps"),
     th.Property("run_date", th.StringType, description="Logical date (YYYY-MM-DD) of the step"),
     th.Property("data_root", th.StringType, description="Root of the data tree (markers)"),
+    th.Property("reextract", th.StringType,
+                description="Read the source again for a day whose extract already succeeded "
+                            "(true/1; default: keep that day's extract)"),
 ).to_dict()["properties"]
 
 
@@ -49,6 +54,8 @@ class BatchTap(Tap):
     """
 
     def __init__(self, *args, **kwargs):
+        #: What the step's marker records beside the rows (see :meth:`completion_details`).
+        self.extra_details: dict = {}
         try:
             super().__init__(*args, **kwargs)
         except BaseException as error:
@@ -112,21 +119,70 @@ class BatchTap(Tap):
         self.logger.info("%s: %d rows handed over (%d of %d streams)",
                          stream, rows, self._finished, len(self.streams))
 
+    def check_before_sync(self) -> None:
+        """Refuse, before any row is read, what the tap cannot extract whole (none here)."""
+
+    def completion_details(self) -> dict:
+        """What the step's marker should record beside the rows (skipped relations...)."""
+        return dict(self.extra_details)
+
+    def kept(self) -> steps.StepMarker | None:
+        """The day's succeeded extract this run keeps instead of reading the source, if any."""
+        if self.step_run is None:
+            return None
+        reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
+        marker = steps.kept_extract(*self.step_run, reextract=reextract)
+        if marker is not None:
+            self.logger.info(steps.kept_message(marker))
+        return marker
+
+    def run_discovery(self) -> str:
+        """Discover the streams (Meltano asks before every run), recording a failure as a sync would.
+
+        A kept day reads nothing of the source: its catalog is empty, and the run keeps the day.
+        Without a day (``meltano select --list``) the catalog is always read.
+        """
+        try:
+            kept = self.kept()
+        except SettingError:
+            kept = None
+        if kept is not None:
+            print(json.dumps({"streams": []}))  # noqa: T201 (the catalog goes to stdout)
+            return json.dumps({"streams": []})
+        try:
+            return super().run_discovery()
+        except BaseException as error:
+            self.record_failure(error)
+            # The run ends here, its target never starts: nobody else would remove the note.
+            if self.step_run is not None:
+                steps.failure_note(*self.step_run).unlink(missing_ok=True)
+            raise
+
     def sync_all(self) -> None:
-        """Sync every stream, then announce completion with the row count of each."""
+        """Sync every selected stream, then announce completion with the row count of each.
+
+        A day whose extract already succeeded is kept unless the ``reextract`` setting asks to
+        read the source again: nothing is read, and the one message sent tells the target so.
+        """
+        kept = self.kept()
+        if kept is not None:
+            self.write_message(kept_message(asdict(kept)))
+            return
         if self.step_run is not None:
             steps.begin(*self.step_run)
         try:
+            self.check_before_sync()
             super().sync_all()
         except BaseException as error:
             self.record_failure(error)
             raise
-        rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()}
-        self.write_message(completion_message(self.name, rows, self.content_digests(),
-                                              self.provenance()))
+        rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()
+                if stream.selected}
+        self.write_message(completion_message(self.name, rows, self.completion_details(),
+                                              self.content_digests(), self.provenance()))
 
     def content_digests(self) -> dict[str, dict]:
-        """The content digest of each stream, for the completion message (none by default)."""
+        """The content digest of each stream, for the manifests (none by default)."""
         return {}
 
     def provenance(self) -> dict:

@@ -16,21 +16,18 @@ from singer_sdk import Target
 from singer_sdk.helpers._batch import BaseBatchFileEncoding
 from singer_sdk.sinks import BatchSink
 
-from northwind_elt import steps
-from northwind_elt.errors import InputError, PipelineError
+from northwind_elt import errors, steps
+from northwind_elt.errors import InputError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
-from northwind_elt.protocol import Completion, parse_completion
+from northwind_elt.protocol import Completion, parse_completion, parse_kept
 
 #: Work files older than this are left over from killed runs and are removed at the next start.
 STALE_STAGING_SECONDS = 24 * 3600
 
 
-def one_line(error: BaseException) -> str:
-    """A failure as one line: our errors speak for themselves, others get their type."""
-    if isinstance(error, PipelineError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+#: A failure as one line (kept here too: the plugins import it from this module).
+one_line = errors.one_line
 
 
 def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
@@ -59,13 +56,32 @@ class StepTarget(Target):
     #: The folders of the tap's batch files (see :meth:`remove_batch_folders`).
     batch_folders: set[Path]
 
-    def start_step(self, tree: DataTree, step: str, day: dt.date) -> None:
-        """Mark the step running (replacing an older outcome) and tidy old work files."""
+    #: The marker of the day's earlier success that the tap kept (its only message), if it did.
+    kept: dict | None = None
+
+    def start_step(self, tree: DataTree, step: str, day: dt.date, *, may_keep: bool = False
+                   ) -> None:
+        """Mark the step running (replacing an older outcome) and tidy old work files.
+
+        With ``may_keep`` (the day's extract succeeded and is not to be read again) the marker is
+        left alone until the tap's first stream arrives: a tap that keeps the day sends none.
+        """
         self.tree, self.step, self.day = tree, step, day
         self.batch_folders = set()
         self._failed = False
         remove_stale_staging(tree)
-        self.marker = steps.begin(tree, step, day)
+        self._begun = not may_keep
+        if may_keep:
+            self.marker = steps.StepMarker(step=step, run_date=day.isoformat(),
+                                           status=steps.RUNNING, started_at=steps.now(),
+                                           attempt=steps.attempt_id())
+        else:
+            self.marker = steps.begin(tree, step, day)
+
+    def _begin_if_deferred(self) -> None:
+        if not getattr(self, "_begun", True):
+            self._begun = True
+            self.marker = steps.begin(self.tree, self.step, self.day)
 
     def fail_step(self, error: BaseException) -> None:
         """Mark the step failed with the reason, once (a reason the tap recorded first is kept)."""
@@ -93,6 +109,7 @@ class StepTarget(Target):
             raise
 
     def _process_schema_message(self, message_dict: dict) -> None:
+        self._begin_if_deferred()  # the tap reads the source: this attempt replaces the day
         self._guard(super()._process_schema_message, message_dict)
 
     def _process_record_message(self, message_dict: dict) -> None:
@@ -108,13 +125,17 @@ class StepTarget(Target):
         completion = parse_completion(message_dict.get("value"))
         if completion is not None:
             self.completion = completion
+        self.kept = parse_kept(message_dict.get("value")) or self.kept
         self._guard(super()._process_state_message, message_dict)
 
     def process_endofpipe(self) -> None:
         """Drain the sinks and finish the step; any failure marks it failed."""
         try:
             super().process_endofpipe()
-            self.finish_step()
+            if self.kept is not None and self.completion is None:
+                self.keep_step()
+            else:
+                self.finish_step()
         except BaseException as error:
             self.fail_step(error)
             raise
@@ -122,6 +143,13 @@ class StepTarget(Target):
             self.remove_batch_folders()
             # The tap has ended (its output did): the attempt's failure note served its purpose.
             steps.failure_note(self.tree, self.step, self.day).unlink(missing_ok=True)
+
+    def keep_step(self) -> None:
+        """The tap kept the day's earlier success: leave it, or put it back if this run began."""
+        if self._begun:  # this target's start replaced the marker before the tap decided
+            steps.write_marker(self.tree, steps.StepMarker(**self.kept))
+        self._failed = True  # nothing of this run is recorded
+        self.logger.info("%s for %s: kept the day's earlier extract", self.step, self.day)
 
     def remove_batch_folders(self) -> None:
         """Remove the tap's batch folders that lie in the staging folder (Singer leaves them).

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from northwind_elt import atomic
-from northwind_elt.errors import PipelineError, PrerequisiteError
+from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree
 
 EXTRACT_POSTGRES = "extract-postgres"
@@ -170,6 +170,42 @@ def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> N
     write_marker(tree, marker)
 
 
+def parse_flag(value: object, setting: str) -> bool:
+    """A yes/no setting: unset, empty, ``false``/``0``/``no`` are no; ``true``/``1``/``yes`` yes.
+
+    Example:
+        >>> parse_flag(None, "reextract"), parse_flag("1", "reextract"), parse_flag(True, "x")
+        (False, True, True)
+    """
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    raise SettingError(f"{setting} setting: {value!r} is not true or false")
+
+
+def kept_extract(tree: DataTree, step: str, day: dt.date, *, reextract: bool) -> StepMarker | None:
+    """The ``success`` marker of an extract that a rerun keeps; None when the step must run.
+
+    A day's extract is the record of the source on that day: rerunning a past day must not
+    replace it with today's source. Only ``reextract`` reads the source again.
+    """
+    if reextract or step not in SOURCE_OF_STEP:
+        return None
+    marker = read_marker(tree, step, day)
+    return marker if marker is not None and marker.status == SUCCESS else None
+
+
+def kept_message(marker: StepMarker) -> str:
+    """The one line a kept extract logs."""
+    return (f"{marker.step} for {marker.run_date}: kept the extract of {marker.finished_at} "
+            f"({sum(marker.rows.values())} rows in {len(marker.rows)} streams); the source is not "
+            "read again (set reextract to replace it)")
+
+
 def require_prerequisites(tree: DataTree, step: str, day: dt.date) -> list[StepMarker]:
     """Return the markers ``step`` depends on, or raise naming every one that is not a success."""
     markers, problems = [], []
@@ -180,6 +216,9 @@ def require_prerequisites(tree: DataTree, step: str, day: dt.date) -> list[StepM
         elif marker.status != SUCCESS:
             detail = f": {marker.error}" if marker.error else ""
             problems.append(f"{needed} is {marker.status} for {day}{detail}")
+        elif needed in SOURCE_OF_STEP and not marker.rows:
+            # Loading it would end every current view: an empty extract is never loaded.
+            problems.append(f"{needed} published no table for {day}")
         else:
             markers.append(marker)
     if problems:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from northwind_elt import atomic, logger
-from northwind_elt.errors import SettingError
+from northwind_elt.errors import SettingError, file_errors
 
 S3_SCHEME = "s3://"
 #: Objects are read and written in chunks of this size (one multipart part on S3).
@@ -66,7 +66,8 @@ class TreeFS:
         """The whole object; FileNotFoundError when it is absent."""
         if self.is_local:
             return Path(path).read_bytes()
-        with self.fs.open_input_stream(str(path)) as stream:
+        with file_errors("read", self.url(path), keep_missing=True), \
+                self.fs.open_input_stream(str(path)) as stream:
             return stream.read()
 
     def write_bytes(self, path: PurePosixPath, data: bytes) -> None:
@@ -74,7 +75,7 @@ class TreeFS:
         if self.is_local:
             atomic.write_bytes(Path(path), data)
             return
-        with self.fs.open_output_stream(str(path)) as out:
+        with file_errors("write", self.url(path)), self.fs.open_output_stream(str(path)) as out:
             out.write(data)
 
     def write_json(self, path: PurePosixPath, document: Any) -> None:
@@ -134,7 +135,8 @@ class TreeFS:
 
     def size(self, path: PurePosixPath) -> int | None:
         """The object's size in bytes, or None when it is absent."""
-        info = self.fs.get_file_info(str(path))
+        with file_errors("read", self.url(path)):
+            info = self.fs.get_file_info(str(path))
         return info.size if info.type == pafs.FileType.File else None
 
     def delete(self, path: PurePosixPath) -> None:
@@ -333,7 +335,7 @@ class Outbox:
         """
         path = self.folder / name
         local = Path(path) if self.fs.is_local else self.staging / name
-        with atomic.temporary_beside(local) as temporary:
+        with file_errors("write", self.fs.url(path)), atomic.temporary_beside(local) as temporary:
             staged = Staged(temporary)
             publisher = _Rename(staged, path) if self.fs.is_local else _Upload(self.fs, staged, path)
             try:

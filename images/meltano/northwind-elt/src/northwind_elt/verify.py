@@ -26,11 +26,12 @@ from northwind_elt.errors import PartitionError, SettingError
 from northwind_elt.layout import DataTree
 from northwind_elt.manifest import Manifest, read_manifest
 from northwind_elt.pgtypes import Column
+from northwind_elt.warehouse_layout import SNAPSHOT_DATE, partition_table, snapshot_table
 
 
 def check_loaded(cur: psycopg.Cursor, expected: Mapping[str, dict], tables: Mapping[str, str],
                  columns: Mapping[str, Sequence[Column]]) -> list[str]:
-    """Digest each loaded table (``snapshots.<tables[stream]>``) and compare with ``expected``.
+    """Digest each fresh partition (``tables[stream]``) and compare with ``expected``.
 
     Returns:
         The streams without a digest to check (older manifests, digests off): counted only.
@@ -44,7 +45,7 @@ def check_loaded(cur: psycopg.Cursor, expected: Mapping[str, dict], tables: Mapp
         if wanted is None:
             unchecked.append(stream)
             continue
-        found = table_digest(cur, warehouse.snapshot_table(table),
+        found = table_digest(cur, partition_table(table),
                              [warehouse_expression(c) for c in columns[stream]])
         if found != wanted:
             wrong.append(f"{stream} (loaded {found}; extracted {wanted})")
@@ -108,9 +109,9 @@ def verify_day(tree: DataTree, day: dt.date, conn: psycopg.Connection,
                                         f"no content digest in its manifest; rows {count} "
                                         f"loaded, {manifest.rows} extracted"))
                 continue
-            found = table_digest(cur, warehouse.snapshot_table(stream),
+            found = table_digest(cur, snapshot_table(stream),
                                  [warehouse_expression(c) for c in columns],
-                                 sql.SQL("{} = {}").format(sql.Identifier(warehouse.SNAPSHOT_DATE),
+                                 sql.SQL("{} = {}").format(sql.Identifier(SNAPSHOT_DATE),
                                                            sql.Literal(day)))
             findings.append(Finding(stream, "ok", f"{wanted}") if found == wanted else Finding(
                 stream, "mismatch", f"warehouse {found}; manifest {wanted}"))

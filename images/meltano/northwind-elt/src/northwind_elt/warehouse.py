@@ -1,13 +1,9 @@
 """The warehouse: one partition per table and loaded day, and views of the newest day.
 
-Layout in the warehouse database::
-
-    snapshots.<table>              partitioned by LIST (snapshot_date): the source columns (exact
-                                   source types) + snapshot_date; key (snapshot_date, pk), or an
-                                   index on snapshot_date for a table without a key
-    snapshots."<table>@YYYY-MM-DD" one partition per loaded day (a digest of the name when long)
-    snapshots._loads               one row per loaded day: when, rows and columns per table
-    public.<table>                 a view of <table>'s partition of the newest loaded day
+Layout (:mod:`northwind_elt.warehouse_layout`): ``snapshots.<table>`` partitioned by LIST
+(snapshot_date), the source columns (exact source types) + snapshot_date, key (snapshot_date, pk)
+or an index on snapshot_date for a table without a key; its partitions ``snapshot_days."<table>@
+<day>"``; the load log ``northwind.loads``; ``public.<table>`` a view of the newest loaded day.
 
 Loading day D fills a fresh table per stream and, at the end of the load's single transaction,
 drops D's old partition and attaches the fresh one: no DELETE, no dead rows, and readers see the
@@ -19,17 +15,18 @@ Schema changes between days (policy, checked before a table's rows are written):
 - a column added at the source is added to the table (older days hold NULL there);
 - a column dropped at the source stays (older days keep their values, newer days hold NULL); the
   views show the newest day's columns only;
-- a widened type (smallint → integer → bigint, varchar(n) → varchar(m > n) or text, numeric(p,s) →
-  numeric with room for as many digits on both sides of the point) is applied with ALTER TABLE;
-- any other type change is refused, naming the table, the column and both types;
+- a widened type is applied with ALTER TABLE; an older day's narrower type is widened on its way in
+  (:mod:`northwind_elt.warehouse_schema`); any other type change is refused, naming the table and
+  every such column with both types;
+- a column of a ``NOT NULL`` domain is nullable in the table (older days hold NULL) and ``NOT NULL``
+  in each partition of a day that has it (:mod:`northwind_elt.warehouse_types`);
+- enum labels added at the source are added before the load's transaction (same module);
 - a table added gets its own snapshot table; a table dropped keeps its history in
   ``snapshots.<table>`` and loses its view.
 """
 
 import datetime as dt
-import hashlib
 import json
-import re
 
 import psycopg
 from psycopg import sql
@@ -37,19 +34,34 @@ from psycopg import sql
 from northwind_elt import copy_binary
 from northwind_elt.errors import InputError, SettingError
 from northwind_elt.pgtypes import Column, check_sql_type
+from northwind_elt.warehouse_layout import (
+    CURRENT_SCHEMA,
+    LOADS_TABLE,
+    LOG_SCHEMA,
+    PARTITION_SCHEMA,
+    SNAPSHOT_DATE,
+    SNAPSHOT_SCHEMA,
+    derived_name,
+    ensure_schema,
+    existing_columns,
+    loads_table,
+    move_own_objects,
+    partition_name,
+    partition_table,
+    partitions,
+    relation_exists,
+    snapshot_table,
+    snapshot_tables,
+)
+from northwind_elt.warehouse_schema import plan_types
 from northwind_elt.warehouse_types import ensure_types
 
-SNAPSHOT_SCHEMA = "snapshots"
-CURRENT_SCHEMA = "public"
-LOADS_TABLE = "_loads"
-SNAPSHOT_DATE = "snapshot_date"
+__all__ = ["SNAPSHOT_DATE", "existing_columns", "snapshot_table", "loaded_days"]
+
 #: Serialises loads: a second load of any day waits for the first to commit.
 LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
 #: The retention setting: keep the partitions of this many newest loaded days (unset: all).
 KEEP_DAYS_VARIABLE = "NORTHWIND_KEEP_DAYS"
-#: PostgreSQL's identifier limit (bytes); longer names would be truncated silently.
-_MAX_IDENTIFIER_BYTES = 63
-_BOUND_DAY = re.compile(r"FOR VALUES IN \('(\d{4}-\d{2}-\d{2})'\)")
 #: Storage parameters of a partition (see :func:`start_day`).
 _NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
 
@@ -72,118 +84,59 @@ def begin_load(cur: psycopg.Cursor) -> list[str]:
     """Take the load lock (held until commit or rollback), create the fixed objects, migrate.
 
     Returns:
-        The snapshot tables migrated from the unpartitioned layout of earlier versions.
+        What was migrated from the layouts of earlier versions: the load log and partitions moved
+        out of ``snapshots``, then the snapshot tables turned into one partition per day.
     """
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK_KEY,))
-    # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
-    # schema exists, and the cluster's login role owns the schema made at init, nothing more.
-    cur.execute("SELECT to_regnamespace(%s) IS NULL", (SNAPSHOT_SCHEMA,))
-    if cur.fetchone()[0]:
-        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SNAPSHOT_SCHEMA)))
+    for schema in (SNAPSHOT_SCHEMA, PARTITION_SCHEMA, LOG_SCHEMA):
+        ensure_schema(cur, schema)
+    moved = move_own_objects(cur)
     cur.execute(sql.SQL(
         "CREATE TABLE IF NOT EXISTS {} (snapshot_date date PRIMARY KEY, "
         "loaded_at timestamptz NOT NULL DEFAULT now(), rows jsonb NOT NULL, columns jsonb)"
     ).format(loads_table()))
-    if "columns" not in existing_columns(cur, LOADS_TABLE):  # a log written by earlier versions
-        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN columns jsonb").format(loads_table()))
-    return migrate_unpartitioned(cur)
+    cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS columns jsonb").format(
+        loads_table()))  # a log written by earlier versions has none
+    return moved + migrate_unpartitioned(cur)
 
 
-def loads_table() -> sql.Composed:
-    """``snapshots._loads``."""
-    return snapshot_table(LOADS_TABLE)
+def reserved_columns(tables: dict[str, list[Column]]) -> None:
+    """Refuse, before anything is written, every table with a column named ``snapshot_date``.
 
-
-def snapshot_table(name: str) -> sql.Composed:
-    """``snapshots."<name>"``."""
-    return sql.SQL("{}.{}").format(sql.Identifier(SNAPSHOT_SCHEMA), sql.Identifier(name))
-
-
-def derived_name(table: str, tag: str) -> str:
-    """``<table>@<tag>``, or a digest of the table's name in its place when that is too long.
-
-    Example:
-        >>> derived_name("orders", "2024-01-02")
-        'orders@2024-01-02'
-        >>> len(derived_name("x" * 63, "2024-01-02").encode())
-        43
+    Raises:
+        InputError: naming every such table.
     """
-    name = f"{table}@{tag}"
-    if len(name.encode()) <= _MAX_IDENTIFIER_BYTES:
-        return name
-    return f"{hashlib.sha256(table.encode()).hexdigest()[:32]}@{tag}"
+    clashing = sorted(t for t, columns in tables.items() if any(c.name == SNAPSHOT_DATE
+                                                                 for c in columns))
+    if clashing:
+        raise InputError(f"table {', '.join(clashing)}: a source column is named {SNAPSHOT_DATE}, "
+                         "which the warehouse reserves for the day of each snapshot; rename it at "
+                         "the source or leave it out of the extract; nothing was loaded")
 
 
-def partition_name(table: str, day: dt.date) -> str:
-    """The name of ``table``'s partition of ``day``."""
-    return derived_name(table, day.isoformat())
+def newest_day(cur: psycopg.Cursor) -> dt.date | None:
+    """The newest loaded day, or None before the first load."""
+    return max(loaded_days(cur), default=None)
 
 
-def existing_columns(cur: psycopg.Cursor, table: str) -> dict[str, str]:
-    """The columns of ``snapshots.<table>`` and their ``format_type()``; empty if it does not exist."""
-    cur.execute(
-        """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-           FROM pg_attribute a
-           WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
-             AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-        (SNAPSHOT_SCHEMA, table),
-    )
-    return dict(cur.fetchall())
-
-
-_INTEGER_WIDTH = {"smallint": 1, "integer": 2, "bigint": 3}
-_VARCHAR = re.compile(r"character varying(?:\((\d+)\))?")
-_NUMERIC = re.compile(r"numeric(?:\((\d+),(\d+)\))?")
-
-
-def is_widening(old: str, new: str) -> bool:
-    """Whether every value of type ``old`` fits type ``new`` unchanged (both as ``format_type()``).
-
-    Example:
-        >>> is_widening("integer", "bigint"), is_widening("numeric(10,2)", "numeric(12,2)")
-        (True, True)
-        >>> is_widening("character varying(80)", "character varying(40)")
-        False
-    """
-    if old in _INTEGER_WIDTH and new in _INTEGER_WIDTH:
-        return _INTEGER_WIDTH[new] > _INTEGER_WIDTH[old]
-    if (was := _VARCHAR.fullmatch(old)) and (new == "text" or (now := _VARCHAR.fullmatch(new))):
-        return new == "text" or not now.group(1) or bool(
-            was.group(1) and int(now.group(1)) > int(was.group(1)))
-    if (was := _NUMERIC.fullmatch(old)) and (now := _NUMERIC.fullmatch(new)):
-        if not now.group(1):
-            return was.group(1) is not None
-        if not was.group(1):
-            return False
-        (p1, s1), (p2, s2) = map(int, was.groups()), map(int, now.groups())
-        return s2 >= s1 and p2 - s2 >= p1 - s1 and (p2, s2) != (p1, s1)
-    return old == "real" and new == "double precision"
-
-
-def type_changes(existing: dict[str, str], table: str, columns: list[Column]) -> list[Column]:
-    """The columns whose type widened; raise, naming table, column and types, for any other change."""
-    widened = []
-    for column in columns:
-        found = existing.get(column.name)
-        if found is None or found == column.sql_type:
-            continue
-        if not is_widening(found, column.sql_type):
-            raise InputError(f"table {table}, column {column.name}: the warehouse has type {found}, "
-                             f"the partition has {column.sql_type}; only widening type changes are "
-                             f"applied, this one needs a migration of snapshots.{table}")
-        widened.append(column)
-    return widened
-
-
-def prepare_table(cur: psycopg.Cursor, table: str, columns: list[Column], keys: list[str]) -> None:
+def prepare_table(cur: psycopg.Cursor, table: str, columns: list[Column], keys: list[str],
+                  day: dt.date | None = None) -> dict[str, str]:
     """Create ``snapshots.<table>`` partitioned by day, or evolve it to the day's columns.
 
     New columns are added, widened types are altered; any other type change is refused before
     anything of the table is written (see the module's policy).
+
+    Args:
+        cur: The load's cursor.
+        table: The stream.
+        columns: The day's columns.
+        keys: The day's key columns.
+        day: The day loaded (None: taken as the newest, so no day is widened on its way in).
+
+    Returns:
+        The columns whose older, narrower values are widened on their way in: name -> stored type.
     """
-    if any(c.name == SNAPSHOT_DATE for c in columns):
-        raise InputError(f"table {table}: a source column is named {SNAPSHOT_DATE}, which the "
-                         "warehouse reserves for the day of the snapshot")
+    reserved_columns({table: columns})
     ensure_types(cur, table, columns)
     existing = existing_columns(cur, table)
     definitions = {
@@ -202,40 +155,57 @@ def prepare_table(cur: psycopg.Cursor, table: str, columns: list[Column], keys: 
         else:  # no key: every row is kept, duplicates included
             cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(
                 snapshot_table(table), sql.Identifier(SNAPSHOT_DATE)))
-        return
-    widened = type_changes(existing, table, columns)
-    if widened:  # a view's column cannot change type; publish_views recreates it
+        return {}
+    newest = newest_day(cur)
+    plan = plan_types(existing, table, columns, day is not None and newest is not None
+                      and day < newest)
+    if plan.widen_table:  # a view's column cannot change type; publish_views recreates it
         drop_view(cur, table)
-    for column in widened:
-        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
-            snapshot_table(table), sql.Identifier(column.name), sql.SQL(column.sql_type)))
+    for column in plan.widen_table:
+        _alter(cur, table, column.name, sql.SQL("ALTER COLUMN {} TYPE {}").format(
+            sql.Identifier(column.name), sql.SQL(column.sql_type)))
     for column in columns:
         if column.name not in existing:
-            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
-                snapshot_table(table), definitions[column.name]))
+            _alter(cur, table, column.name, sql.SQL("ADD COLUMN {}").format(
+                definitions[column.name]))
+    return plan.widen_day
 
 
-def start_day(cur: psycopg.Cursor, table: str, day: dt.date) -> str:
+def _alter(cur: psycopg.Cursor, table: str, column: str, change: sql.Composable) -> None:
+    """``ALTER TABLE snapshots.<table> <change>``; a refusal names the table and column."""
+    try:
+        cur.execute(sql.SQL("ALTER TABLE {} {}").format(snapshot_table(table), change))
+    except psycopg.Error as error:
+        raise InputError(f"table {table}, column {column}: the warehouse cannot store this "
+                         f"change: {str(error).splitlines()[0]}; nothing was loaded") from None
+
+
+def start_day(cur: psycopg.Cursor, table: str, day: dt.date, not_null: tuple[str, ...] = ()
+              ) -> str:
     """Create the empty table that will become ``table``'s partition of ``day``; return its name.
 
     Its ``snapshot_date`` defaults to ``day`` (COPY leaves it out) and is checked to be ``day``,
-    so attaching it needs no scan. Autovacuum is off for it: a partition is never changed after its
-    load, which freezes (COPY FREEZE) and analyzes it; autovacuum would only analyze and scan it
-    again seconds after the load (its inserts reach the statistics at commit, after the ANALYZE),
-    competing with the next step. Vacuums against wraparound still run.
+    so attaching it needs no scan. The columns in ``not_null`` (those of a ``NOT NULL`` domain the
+    day has) are ``NOT NULL`` in this partition only. Autovacuum is off for it: a partition is never
+    changed after its load, which freezes (COPY FREEZE) and analyzes it; autovacuum would only
+    analyze and scan it again seconds after the load (its inserts reach the statistics at commit,
+    after the ANALYZE), competing with the next step. Vacuums against wraparound still run.
     """
     fresh = derived_name(table, f"{day.isoformat()}~loading")
     cur.execute(sql.SQL("CREATE TABLE {} (LIKE {}) WITH ({})").format(
-        snapshot_table(fresh), snapshot_table(table), _NO_AUTOVACUUM))
+        partition_table(fresh), snapshot_table(table), _NO_AUTOVACUUM))
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}, "
                         "ADD CHECK ({} = {})").format(
-        snapshot_table(fresh), sql.Identifier(SNAPSHOT_DATE), sql.Literal(day),
+        partition_table(fresh), sql.Identifier(SNAPSHOT_DATE), sql.Literal(day),
         sql.Identifier(SNAPSHOT_DATE), sql.Literal(day)))
+    for name in not_null:
+        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(
+            partition_table(fresh), sql.Identifier(name)))
     return fresh
 
 
 def copy_statement(fresh: str, columns: list[Column]) -> sql.Composed:
-    """``COPY snapshots.<fresh> (<columns>) FROM STDIN (FORMAT binary|csv, FREEZE)``.
+    """``COPY snapshot_days.<fresh> (<columns>) FROM STDIN (FORMAT binary|csv, FREEZE)``.
 
     Binary when :mod:`northwind_elt.copy_binary` encodes every column (the server reads it faster),
     else CSV; :func:`northwind_elt.arrow_io.copy_chunks` writes the matching bytes. FREEZE: the
@@ -244,20 +214,7 @@ def copy_statement(fresh: str, columns: list[Column]) -> sql.Composed:
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     form = sql.SQL("binary" if copy_binary.encodable(columns) else "csv")
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}, FREEZE)").format(
-        snapshot_table(fresh), names, form)
-
-
-def partitions(cur: psycopg.Cursor, table: str) -> dict[dt.date, str]:
-    """The partitions of ``snapshots.<table>`` by day."""
-    cur.execute("""SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
-                   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                   WHERE i.inhparent = to_regclass(format('%%I.%%I', %s::text, %s::text))""",
-                (SNAPSHOT_SCHEMA, table))
-    found = {}
-    for name, bound in cur.fetchall():
-        if match := _BOUND_DAY.fullmatch(bound):
-            found[dt.date.fromisoformat(match.group(1))] = name
-    return found
+        partition_table(fresh), names, form)
 
 
 def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
@@ -272,17 +229,17 @@ def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
         columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
         statement = ("ALTER TABLE {} ADD PRIMARY KEY ({})" if primary
                      else "CREATE INDEX ON {} ({})")
-        cur.execute(sql.SQL(statement).format(snapshot_table(fresh), columns))
+        cur.execute(sql.SQL(statement).format(partition_table(fresh), columns))
     # A fresh table has no statistics: without them the planner guesses a handful of rows.
-    cur.execute(sql.SQL("ANALYZE {}").format(snapshot_table(fresh)))
+    cur.execute(sql.SQL("ANALYZE {}").format(partition_table(fresh)))
     old = partitions(cur, table).get(day)
     if old is not None:
-        cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(old)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(old)))
     final = partition_name(table, day)
-    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(snapshot_table(fresh),
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(partition_table(fresh),
                                                              sql.Identifier(final)))
     cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES IN ({})").format(
-        snapshot_table(table), snapshot_table(final), sql.Literal(day)))
+        snapshot_table(table), partition_table(final), sql.Literal(day)))
 
 
 def drop_day_of_other_tables(cur: psycopg.Cursor, day: dt.date, loaded: set[str]) -> list[str]:
@@ -294,7 +251,7 @@ def drop_day_of_other_tables(cur: psycopg.Cursor, day: dt.date, loaded: set[str]
     dropped = []
     for table in snapshot_tables(cur):
         if table not in loaded and (old := partitions(cur, table).get(day)) is not None:
-            cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(old)))
+            cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(old)))
             dropped.append(table)
     return dropped
 
@@ -302,13 +259,14 @@ def drop_day_of_other_tables(cur: psycopg.Cursor, day: dt.date, loaded: set[str]
 def migrate_unpartitioned(cur: psycopg.Cursor) -> list[str]:
     """Turn every unpartitioned snapshot table (earlier versions) into one partition per day.
 
-    Runs in the load's transaction: rows are copied day by day into fresh partitions of a new
-    partitioned table with the same columns and key, then the old table is dropped.
+    Runs in the load's transaction, after :func:`~northwind_elt.warehouse_layout.move_own_objects`
+    (so every plain table left in ``snapshots`` is such a table): it moves to ``snapshot_days``,
+    its rows are copied day by day into fresh partitions of a new partitioned table with the same
+    columns and key, then it is dropped.
     """
     cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition
-                     AND c.relname <> %s AND c.relname NOT LIKE '%%@%%' ORDER BY 1""",
-                (SNAPSHOT_SCHEMA, LOADS_TABLE))
+                   WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition ORDER BY 1""",
+                (SNAPSHOT_SCHEMA,))
     tables = [row[0] for row in cur.fetchall()]
     for table in tables:
         cur.execute("""SELECT a.attname FROM pg_index i
@@ -321,8 +279,10 @@ def migrate_unpartitioned(cur: psycopg.Cursor) -> list[str]:
         drop_view(cur, table)
         cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(snapshot_table(table),
                                                                  sql.Identifier(legacy)))
+        cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+            snapshot_table(legacy), sql.Identifier(PARTITION_SCHEMA)))
         cur.execute(sql.SQL("CREATE TABLE {} (LIKE {}) PARTITION BY LIST ({})").format(
-            snapshot_table(table), snapshot_table(legacy), sql.Identifier(SNAPSHOT_DATE)))
+            snapshot_table(table), partition_table(legacy), sql.Identifier(SNAPSHOT_DATE)))
         if keys:
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 snapshot_table(table),
@@ -331,23 +291,15 @@ def migrate_unpartitioned(cur: psycopg.Cursor) -> list[str]:
             cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(
                 snapshot_table(table), sql.Identifier(SNAPSHOT_DATE)))
         cur.execute(sql.SQL("SELECT DISTINCT {} FROM {} ORDER BY 1").format(
-            sql.Identifier(SNAPSHOT_DATE), snapshot_table(legacy)))
+            sql.Identifier(SNAPSHOT_DATE), partition_table(legacy)))
         for (day,) in cur.fetchall():
             fresh = start_day(cur, table, day)
             cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE {} = {}").format(
-                snapshot_table(fresh), snapshot_table(legacy), sql.Identifier(SNAPSHOT_DATE),
+                partition_table(fresh), partition_table(legacy), sql.Identifier(SNAPSHOT_DATE),
                 sql.Literal(day)))
             swap_in(cur, table, day, fresh)
-        cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(legacy)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(legacy)))
     return tables
-
-
-def snapshot_tables(cur: psycopg.Cursor) -> list[str]:
-    """Every snapshot table (not its partitions, not the load log)."""
-    cur.execute("""SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                     AND c.relname <> %s ORDER BY c.relname""", (SNAPSHOT_SCHEMA, LOADS_TABLE))
-    return [row[0] for row in cur.fetchall()]
 
 
 def drop_view(cur: psycopg.Cursor, table: str) -> None:
@@ -410,7 +362,7 @@ def drop_old_days(cur: psycopg.Cursor, keep: int) -> list[dt.date]:
     for table in snapshot_tables(cur):
         for day, name in partitions(cur, table).items():
             if day < oldest_kept:
-                cur.execute(sql.SQL("DROP TABLE {}").format(snapshot_table(name)))
+                cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(name)))
                 dropped.add(day)
     cur.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date < %s RETURNING snapshot_date").format(
         loads_table()), (oldest_kept,))
@@ -420,9 +372,7 @@ def drop_old_days(cur: psycopg.Cursor, keep: int) -> list[dt.date]:
 
 def loaded_days(cur: psycopg.Cursor) -> dict[dt.date, dict[str, int]]:
     """Every loaded day with its rows per table; empty before the first load."""
-    cur.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-                (SNAPSHOT_SCHEMA, LOADS_TABLE))
-    if not cur.fetchone()[0]:
+    if not relation_exists(cur, LOG_SCHEMA, LOADS_TABLE):
         return {}
     cur.execute(sql.SQL("SELECT snapshot_date, rows FROM {} ORDER BY 1").format(loads_table()))
     return dict(cur.fetchall())

@@ -6,10 +6,20 @@ import psycopg
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column, TypeDefinition
 
+from tap_pgcopy.coverage import (
+    Skipped,
+    check_schemas,
+    partition_relations,
+    read_relations,
+    relkinds,
+)
+
 #: The schema whose tables keep their plain names as stream (and warehouse table) names.
 DEFAULT_SCHEMA = "public"
 #: PostgreSQL's longest identifier (NAMEDATALEN - 1): a longer stream name would be truncated.
 MAX_NAME_BYTES = 63
+#: The relation kinds extracted by default: ordinary and partitioned tables.
+DEFAULT_RELKINDS = relkinds(None)
 
 _COLUMNS = """
 SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typname,
@@ -24,7 +34,7 @@ JOIN pg_namespace tn ON tn.oid = t.typnamespace
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_namespace en ON en.oid = et.typnamespace
 -- Partitions are read through their partitioned parent, never on their own.
-WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind = ANY(%(kinds)s) AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY n.nspname, c.relname, a.attnum
 """
@@ -71,6 +81,13 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
+    #: Whether row-level security filters what the source role reads of it.
+    row_security: bool = False
+
+    @property
+    def qualified(self) -> str:
+        """``schema.name``, for messages."""
+        return f"{self.schema}.{self.name}"
 
     @property
     def stream_name(self) -> str:
@@ -127,16 +144,24 @@ def _unique(definitions: list[TypeDefinition]) -> tuple[TypeDefinition, ...]:
     return tuple(d for d in definitions if not (d.name in seen or seen.add(d.name)))
 
 
-def discover_tables(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
-    """Every ordinary or partitioned table of ``schemas``, sorted by stream name.
+def discover_tables(conn: psycopg.Connection, schemas: list[str],
+                    kinds: tuple[str, ...] = DEFAULT_RELKINDS) -> tuple[list[Table], list[Skipped]]:
+    """Every relation of ``schemas`` of the ``kinds`` asked for, sorted by stream name.
+
+    Returns:
+        The tables, and every relation of the schemas that is not extracted with its reason.
 
     Raises:
-        SettingError: If two tables would share a stream name, or a name is too long.
+        SettingError: If a schema is missing or has nothing to extract, if two tables would share
+            a stream name, or a name is too long.
     """
+    check_schemas(conn, schemas)
+    wanted, skipped = partition_relations(read_relations(conn, schemas), schemas, kinds)
+    row_security = {(r.schema, r.name): r.row_security for r in wanted}
     types = TypeCatalog(conn)
     columns: dict[tuple[str, str], list[Column]] = {}
     for schema, table, name, sql_type, typname, typmod, nullable, oid, user_type in conn.execute(
-        _COLUMNS, {"schemas": schemas}
+        _COLUMNS, {"schemas": schemas, "kinds": list(kinds)}
     ):
         definitions = types.definitions(oid) if user_type else ()
         columns.setdefault((schema, table), []).append(
@@ -144,7 +169,7 @@ def discover_tables(conn: psycopg.Connection, schemas: list[str]) -> list[Table]
     keys: dict[tuple[str, str], list[str]] = {}
     for schema, table, name in conn.execute(_PRIMARY_KEYS, {"schemas": schemas}):
         keys.setdefault((schema, table), []).append(name)
-    tables = [Table(s, t, tuple(cols), tuple(keys.get((s, t), ())))
+    tables = [Table(s, t, tuple(cols), tuple(keys.get((s, t), ())), row_security.get((s, t), False))
               for (s, t), cols in columns.items()]
     by_stream: dict[str, Table] = {}
     for table in tables:
@@ -157,4 +182,4 @@ def discover_tables(conn: psycopg.Connection, schemas: list[str]) -> list[Table]
             raise SettingError(f"table {table.schema}.{table.name}: stream name "
                                f"{table.stream_name!r} is longer than {MAX_NAME_BYTES} bytes, "
                                "PostgreSQL's limit for the warehouse table")
-    return sorted(tables, key=lambda t: t.stream_name)
+    return sorted(tables, key=lambda t: t.stream_name), skipped

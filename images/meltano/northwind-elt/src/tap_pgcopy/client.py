@@ -84,10 +84,16 @@ class DigestWorker:
 
 
 @contextlib.contextmanager
-def data_connection(config: Mapping[str, Any], snapshot: str) -> Iterator[adbc.Connection]:
-    """An ADBC connection reading in ``snapshot`` (the catalog's), closed at the end."""
+def data_connection(config: Mapping[str, Any], snapshot: str, row_security: bool = False
+                    ) -> Iterator[adbc.Connection]:
+    """An ADBC connection reading in ``snapshot`` (the catalog's), closed at the end.
+
+    Unless ``row_security`` (the user's opt-in), ``row_security=off`` makes the server fail a
+    read that row-level security would filter, as pg_dump does, instead of returning less.
+    """
     kwargs = pgconn.connection_kwargs(config, "source")
-    options = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in SESSION_SETTINGS.items())
+    settings = {**SESSION_SETTINGS, "row_security": "on" if row_security else "off"}
+    options = " ".join(f"-c {name}={value.replace(' ', '')}" for name, value in settings.items())
     conninfo = make_conninfo(**kwargs, options=options)
     try:
         conn = adbc.connect(conninfo, autocommit=True)

@@ -19,12 +19,14 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from northwind_elt import pgconn
 from northwind_elt.arrow_io import PARQUET_COMPRESSION, throttled_progress
-from northwind_elt.errors import InputError
+from northwind_elt.errors import StorageError, os_reason
 from northwind_elt.pgtypes import Column, arrow_schema
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
+from singer_sdk.singerlib import SchemaMessage
 
 from tap_pgcopy.catalog import Table
 
@@ -49,6 +51,21 @@ class TableStream(BatchStream):
         self.primary_keys = list(table.primary_key)
 
     @property
+    def selected_columns(self) -> list[Column]:
+        """The columns selected in the catalog (``meltano select``); all of them by default.
+
+        A column the catalog does not know (added at the source since discovery) is selected.
+        """
+        return [c for c in self.table.columns if self.mask.get(("properties", c.name), True)]
+
+    def _generate_schema_messages(self) -> t.Iterator[SchemaMessage]:
+        """The SCHEMA of the selected columns: the Parquet file holds exactly those."""
+        properties = self.schema["properties"]
+        schema = {**self.schema, "properties": {c.name: properties[c.name]
+                                                for c in self.selected_columns}}
+        yield SchemaMessage(self.name, schema, self.primary_keys, None)
+
+    @property
     def source_table(self) -> sql.Composed:
         """``"<schema>"."<table>"``."""
         return sql.SQL("{}.{}").format(sql.Identifier(self.table.schema),
@@ -61,7 +78,7 @@ class TableStream(BatchStream):
         tap = t.cast("TapPgCopy", self._tap)
         destination = self.batch_file(batch_config)
         where = f"table {self.table.schema}.{self.table.name}"
-        columns = list(self.table.columns)
+        columns = self.selected_columns
         if tap.digests is not None:  # queued first: it runs while the rows are copied out
             tap.digests.submit(self.name, self.source_table, columns)
         try:
@@ -186,7 +203,9 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
             if pending is not None:
                 pending.result()
     except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
-        raise InputError(f"{where}: {str(error).splitlines()[0]}") from None
+        raise pgconn.read_failure(error, where) from None
+    except OSError as error:  # the batch file (a full disk): name it
+        raise StorageError(f"cannot write {destination}: {os_reason(error)}") from None
     finally:
         cursor.close()
     return rows

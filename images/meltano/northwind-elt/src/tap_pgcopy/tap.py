@@ -10,10 +10,11 @@ from northwind_elt.content_digest import digests_enabled
 from northwind_elt.errors import SettingError
 from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
-from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
 from tap_pgcopy.client import DigestWorker, data_connection, open_snapshot, snapshot_provenance
+from tap_pgcopy.coverage import Relation, Skipped, check_extractable, relkinds
 from tap_pgcopy.streams import TableStream
 
 
@@ -22,7 +23,9 @@ class TapPgCopy(BatchTap):
 
     name = "tap-pgcopy"
     package_name = "northwind-elt"
-    capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT)
+    # CATALOG and DISCOVER: Meltano's `select` rules reach the tap as catalog metadata.
+    capabilities = (PluginCapabilities.BATCH, PluginCapabilities.ABOUT, TapCapabilities.CATALOG,
+                    TapCapabilities.DISCOVER)
     config_jsonschema = th.PropertiesList(
         *pgconn.CONNECTION_PROPERTIES,
         th.Property("schemas", th.ArrayType(th.StringType), default=[DEFAULT_SCHEMA],
@@ -30,6 +33,14 @@ class TapPgCopy(BatchTap):
                                 "<schema>.<table>"),
         th.Property("tables", th.ArrayType(th.StringType),
                     description="Extract only these streams (default: every table of the schemas)"),
+        th.Property("relation_kinds", th.ArrayType(th.StringType), default=["table"],
+                    description="Kinds of relation to snapshot: table (ordinary and partitioned), "
+                                "view, materialized_view, foreign_table; the others are listed "
+                                "as skipped in the log and the step's marker"),
+        th.Property("enable_row_security", th.BooleanType, default=False,
+                    description="Extract tables that row-level security filters for the source "
+                                "role, with only the rows its policies let through (default: "
+                                "refuse them, as pg_dump does)"),
     ).to_dict()
 
     @functools.cached_property
@@ -58,12 +69,13 @@ class TapPgCopy(BatchTap):
         """The source snapshot every manifest of the run records, and each stream's table."""
         return self.source_state | {"streams": {
             name: {"schema": stream.table.schema, "table": stream.table.name}
-            for name, stream in self.streams.items()}}
+            for name, stream in self.streams.items() if stream.selected}}
 
     @functools.cached_property
     def data(self):
         """The ADBC connection that reads every table in the catalog's snapshot."""
-        return self._closing.enter_context(data_connection(self.config, self.snapshot[1]))
+        return self._closing.enter_context(data_connection(
+            self.config, self.snapshot[1], bool(self.config.get("enable_row_security"))))
 
     @functools.cached_property
     def _closing(self) -> contextlib.ExitStack:
@@ -72,7 +84,12 @@ class TapPgCopy(BatchTap):
     def discover_streams(self) -> list[TableStream]:
         """One stream per table of the schemas (or of the ``tables`` setting)."""
         schemas = list(self.config.get("schemas") or [DEFAULT_SCHEMA])
-        tables = discover_tables(self.snapshot[0], schemas)
+        # self.skipped: the relations not extracted, with their reasons (for the marker).
+        tables, self.skipped = discover_tables(self.snapshot[0], schemas,
+                                               relkinds(self.config.get("relation_kinds")))
+        for skipped in self.skipped:
+            self.logger.info("not extracted: %s %s: %s", skipped.kind, skipped.relation,
+                             skipped.reason)
         wanted = self.config.get("tables")
         if wanted:
             known = {t.stream_name for t in tables}
@@ -85,14 +102,53 @@ class TapPgCopy(BatchTap):
                          ", ".join(t.stream_name for t in tables))
         return [TableStream(self, table) for table in tables]
 
+    def check_before_sync(self) -> None:
+        """Refuse, before reading any row, what cannot be extracted whole (see coverage.py)."""
+        selected = [s for s in self.streams.values() if s.selected]
+        if not selected:
+            raise SettingError("no table is selected for extraction (meltano select, or the "
+                               "tables setting): an extract of nothing is never published")
+        for stream in self.streams.values():
+            if not stream.selected:
+                self.skipped.append(Skipped(stream.table.qualified, "table",
+                                            "deselected (meltano select)"))
+                self.logger.info("not extracted: %s: deselected", stream.name)
+        tables = {s.table.qualified: s for s in selected}
+        relations = [Relation(s.table.schema, s.table.name, "r", 0, s.table.row_security)
+                     for s in selected]
+        filtered = check_extractable(
+            relations, {name: len(s.selected_columns) for name, s in tables.items()},
+            bool(self.config.get("enable_row_security")))
+        if filtered:
+            self.logger.warning("row-level security filters %s: extracting only the rows its "
+                                "policies show the source role (enable_row_security)",
+                                ", ".join(filtered))
+            self.extra_details["row_security_filtered"] = filtered
+
+    def completion_details(self) -> dict:
+        """Skipped relations (and tables read under row-level security) for the step's marker."""
+        return {**self.extra_details, "skipped": [s.as_dict() for s in self.skipped]}
+
+    def run_discovery(self) -> str:
+        """Discover the tables, then end the catalog's snapshot."""
+        try:
+            return super().run_discovery()
+        finally:
+            self.close()
+
     def sync_all(self) -> None:
         """Extract every table in one snapshot, announce completion, end the snapshot."""
         try:
             super().sync_all()
         finally:
-            if self.__dict__.get("digests") is not None:
-                self.digests.close()
-            self._closing.close()
+            self.close()
+
+    def close(self) -> None:
+        """End the digests' thread, close the data and catalog connections that were opened."""
+        if self.__dict__.get("digests") is not None:  # started (cached_property)
+            self.digests.close()
+        self._closing.close()
+        if "snapshot" in self.__dict__:  # opened (cached_property)
             self.snapshot[0].close()
 
 

@@ -54,6 +54,9 @@ class TargetDataTree(StepTarget):
                     description="Source name: the first folder under the root (postgres, csv)"),
         th.Property("step", th.StringType, required=True,
                     description="Step name, for the marker under _status/<date>/"),
+        th.Property("reextract", th.StringType,
+                    description="Replace a day whose extract already succeeded (true/1; default: "
+                                "keep it, as the tap does)"),
         th.Property("require_completion", th.BooleanType, default=True,
                     description="Publish only after the tap's completion message (our taps send "
                                 "it). Set false for stock Singer taps, which cannot: the end of "
@@ -68,7 +71,9 @@ class TargetDataTree(StepTarget):
         self.source = check_source(self.config["source"])
         tree = DataTree.from_setting(self.config.get("data_root"))
         self.max_parallelism = 1
-        self.start_step(tree, self.config["step"], day)
+        reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
+        kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
+        self.start_step(tree, self.config["step"], day, may_keep=kept is not None)
         self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
@@ -114,7 +119,8 @@ class TargetDataTree(StepTarget):
             self.logger.info("published %s: %d rows -> %s", stream, rows[stream],
                              self.tree.fs.url(partition.data_file))
         self._remove_stale_partitions()
-        self.succeed_step(rows, {"source": self.source, "streams": streams})
+        self.succeed_step(rows, {**self.completion.details, "source": self.source,
+                                 "streams": streams})
 
     def _publish(self, stream: str, extracted_at: str) -> Partition:
         """Publish ``stream``'s staged file into its partition: the data, then its manifest."""
@@ -145,6 +151,9 @@ class TargetDataTree(StepTarget):
                 "before finishing): nothing was published"
             )
         announced = self.completion.rows
+        if not announced:
+            raise PartitionError("the extractor announced no stream: an extract of nothing is "
+                                 "never published")
         missing = sorted(set(announced) - set(self.staged))
         if missing:
             raise PartitionError(f"streams announced but not received: {', '.join(missing)}")

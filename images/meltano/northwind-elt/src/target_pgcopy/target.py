@@ -2,11 +2,13 @@
 
 Before anything else the load checks that both extract steps of the day succeeded (so it refuses
 without touching the warehouse or its own marker), then that the warehouse has every type only an
-extension can create (naming table, column and type). Then, in one transaction holding the load lock:
-snapshot tables of earlier (unpartitioned) versions are migrated, each stream's snapshot table is
+extension can create (naming table, column and type) and that no table has a column the warehouse
+reserves; then, in a short transaction of its own, the enums gain the labels the day's source
+added (a label is usable only once committed). Then, in one transaction holding the load lock:
+warehouses of earlier layouts are migrated, each stream's snapshot table is
 created or evolved and its rows are streamed with COPY into a fresh table; when the tap's completion
 message has arrived and every row count matches, each fresh table replaces the day's partition, the
-day is recorded in ``snapshots._loads``, days beyond ``NORTHWIND_KEEP_DAYS`` are dropped, the views
+day is recorded in ``northwind.loads``, days beyond ``NORTHWIND_KEEP_DAYS`` are dropped, the views
 of the newest day are refreshed, and the transaction commits. Any failure rolls everything back.
 """
 
@@ -18,7 +20,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from northwind_elt import pgconn, steps, verify, warehouse, warehouse_types
+from northwind_elt import (
+    pgconn,
+    steps,
+    verify,
+    warehouse,
+    warehouse_layout,
+    warehouse_schema,
+    warehouse_types,
+)
 from northwind_elt.arrow_io import copy_chunks, copy_parquet_into, throttled_progress
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
@@ -72,44 +82,71 @@ class TargetPgCopy(StepTarget):
             self.conn = pgconn.connect(self.config, "warehouse")
             self.cursor = self.conn.cursor()
             self.start_step(tree, steps.LOAD_WAREHOUSE, day)
-            warehouse_types.require_external_types(self.cursor, day_columns(tree, markers, day))
+            tables = day_columns(tree, markers, day)
+            warehouse_types.require_external_types(self.cursor, tables)
+            warehouse.reserved_columns(tables)
+            self.add_enum_labels(tables)
             migrated = warehouse.begin_load(self.cursor)
         except BaseException as error:
             # No message handler runs yet, so nothing else would record why the load failed.
             steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, one_line(error))
             raise
         if migrated:
-            self.logger.info("migrated to one partition per day: %s", ", ".join(migrated))
+            self.logger.info("migrated to the current layout: %s", ", ".join(migrated))
         self.loaded: dict[str, int] = {}
         #: The fresh table of each stream, and its columns, swapped in at the end.
         self.fresh: dict[str, str] = {}
         self.columns: dict[str, list[str]] = {}
+        #: Each stream's columns as stored, where an older day's narrower types are widened.
+        self.stored: dict[str, list[Column]] = {}
+        #: Each stream's columns with their source types, as the content digest reads them.
         self.typed: dict[str, list[Column]] = {}
         self.logger.info("loading %s into %s", day,
                          pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")))
 
+    def add_enum_labels(self, tables: dict[str, list[Column]]) -> None:
+        """Add the enum labels new at the source, in a transaction committed before the load's."""
+        self.cursor.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.LOAD_LOCK_KEY,))
+        newest = warehouse.newest_day(self.cursor)
+        added = warehouse_types.add_enum_labels(self.cursor, tables,
+                                                newest is not None and self.day < newest)
+        self.conn.commit()
+        if added:
+            self.logger.info("enum labels added: %s", "; ".join(added))
+
     def prepare_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
         """Create or evolve the stream's snapshot table and start the fresh table of the day."""
-        warehouse.prepare_table(self.cursor, stream, columns, keys)
+        widen = warehouse.prepare_table(self.cursor, stream, columns, keys, self.day)
+        self.stored[stream] = warehouse_schema.stored_columns(
+            columns, widen, warehouse_layout.stored_types(self.cursor, stream) if widen else {})
+        if widen:
+            self.logger.info("%s: widening this older day's %s on the way in", stream,
+                             ", ".join(f"{n} to {t}" for n, t in sorted(widen.items())))
         if stream not in self.fresh:
-            self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day)
+            self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day,
+                                                     warehouse_types.not_null_columns(columns))
         self.columns[stream] = [c.name for c in columns]
         self.typed[stream] = columns
         self.loaded.setdefault(stream, 0)
 
     def copy_file(self, stream: str, columns: list[Column], path: Path) -> None:
         """COPY a Parquet partition into the stream's snapshot table."""
-        rows = copy_parquet_into(self.cursor, warehouse.copy_statement(self.fresh[stream], columns),
-                                 path, columns,
-                                 progress=throttled_progress(self.logger.info, f"loading {stream}"))
+        stored = self.stored[stream]
+        statement = warehouse.copy_statement(self.fresh[stream], stored)
+        progress = throttled_progress(self.logger.info, f"loading {stream}")
+        if stored == columns:
+            rows = copy_parquet_into(self.cursor, statement, path, columns, progress=progress)
+        else:
+            rows = warehouse_schema.copy_widened(self.cursor, statement, path, stored, progress)
         self.loaded[stream] += rows
         self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(self.loaded),
                          len(self.completion.rows) if self.completion else len(self.loaded))
 
     def copy_batch(self, stream: str, columns: list[Column], batch: pa.RecordBatch) -> None:
         """COPY a batch of rows converted from RECORD messages."""
-        with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], columns)) as copy:
-            for data, _ in copy_chunks([batch], columns):
+        stored = self.stored[stream]
+        with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], stored)) as copy:
+            for data, _ in copy_chunks(warehouse_schema.widened([batch], stored), stored):
                 copy.write(data)
         self.loaded[stream] += batch.num_rows
 
