@@ -59,9 +59,16 @@ import psutil
 import psycopg
 import pyarrow.parquet as pq
 import seaweed
-from northwind_elt import localdb, warehouse
+from northwind_elt import localdb, warehouse, warehouse_layout
 from northwind_elt.arrow_io import copy_parquet_into
 from northwind_elt.commits import committed_partitions
+from northwind_elt.content_digest import (
+    DIGEST_VARIABLE,
+    ArrowDigest,
+    source_expression,
+    table_digest,
+    warehouse_expression,
+)
 from northwind_elt.layout import DataTree
 from northwind_elt.manifest import read_manifest
 from northwind_elt.pgtypes import columns_of
@@ -602,6 +609,120 @@ def run_steps(server: Server, source: str, counts: dict[str, int], csv_path: Pat
     return measured
 
 
+#: The steps content digests cost something in: the extracts compute them, the load checks them.
+DIGEST_STEPS = ("extract-postgres", "extract-csv", "load-warehouse")
+
+
+#: The values of NORTHWIND_CONTENT_DIGEST the benchmark compares (the default is ``postgres``).
+DIGEST_MODES = ("off", "postgres", "all")
+
+
+def digest_cost(server: Server, source: str, counts: dict[str, int], csv_path: Path,
+                folder: Path, runs: int = STEP_RUNS) -> dict[str, dict]:
+    """Each extract and the (first) load with each of :data:`DIGEST_MODES`, medians.
+
+    Each mode has its own data tree and warehouse (the load checks what its extract recorded);
+    the modes' runs alternate, so a drift of the machine moves them alike. ``work`` holds the
+    digests' own work, timed alone (:func:`digest_work`).
+    """
+    envs = {}
+    for mode in DIGEST_MODES:
+        warehouse_db = f"{source}_digests_{mode}"
+        server.create_database(warehouse_db)
+        envs[mode] = step_environment(server, source, warehouse_db, folder / f"digests-{mode}",
+                                      csv_path) | {DIGEST_VARIABLE: mode}
+    measured: dict[str, dict] = {mode: {} for mode in DIGEST_MODES}
+    for step in DIGEST_STEPS:
+        found: dict[str, list[Measurement]] = {mode: [] for mode in DIGEST_MODES}
+        for n in range(runs):
+            for mode in DIGEST_MODES:
+                if step == "load-warehouse":  # a first load each time
+                    server.create_database(envs[mode]["WAREHOUSE_PGDATABASE"])
+                server.checkpoint()
+                found[mode].append(run_meltano(f"{step}-digests-{mode}-{n}", [step],
+                                               step_rows(step, counts), envs[mode],
+                                               folder / "logs"))
+        for mode in found:
+            measured[mode][step] = median_of(found[mode])
+    measured["work"] = digest_work(server, source, envs["all"]["WAREHOUSE_PGDATABASE"],
+                                   folder / "digests-all")
+    for mode in envs:
+        shutil.rmtree(folder / f"digests-{mode}", ignore_errors=True)
+        with server.connect("postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(envs[mode]["WAREHOUSE_PGDATABASE"])))
+    return measured
+
+
+def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path) -> dict:
+    """The digests' own work, timed in this process (seconds, and the rows each covered).
+
+    The source's scans, the CSV's hashing and the warehouse's check, without any step's start-up.
+    """
+    tree = DataTree.from_setting(str(data_root))
+    day = dt.date.fromisoformat(RUN_DATE)
+    work = {}
+    with server.connect(source) as src, server.connect(warehouse_db) as wh, \
+            src.cursor() as src_cur, wh.cursor() as wh_cur:
+        for label in ("source scan", "CSV hashing", "warehouse check (postgres tables)",
+                      "warehouse check (CSV)"):
+            work[label] = {"seconds": 0.0, "rows": 0}
+        for partition in tree.partitions_on("postgres", day):
+            columns = columns_of(pq.read_schema(partition.data_file))
+            started = time.perf_counter()
+            found = table_digest(src_cur, sql.Identifier(partition.stream),
+                                 [source_expression(c) for c in columns])
+            work["source scan"]["seconds"] += time.perf_counter() - started
+            work["source scan"]["rows"] += found.rows
+        for partition in [*tree.partitions_on("postgres", day), *tree.partitions_on("csv", day)]:
+            columns = columns_of(pq.read_schema(partition.data_file))
+            started = time.perf_counter()
+            found = table_digest(wh_cur, warehouse_layout.snapshot_table(partition.stream),
+                                 [warehouse_expression(c) for c in columns],
+                                 sql.SQL("snapshot_date = {}").format(sql.Literal(day)))
+            kind = "CSV" if partition.source == "csv" else "postgres tables"
+            checked = work[f"warehouse check ({kind})"]
+            checked["seconds"] += time.perf_counter() - started
+            checked["rows"] += found.rows
+            if partition.source == "csv":
+                hashing = ArrowDigest(columns)
+                started = time.perf_counter()
+                for batch in pq.ParquetFile(partition.data_file).iter_batches():
+                    hashing.add(batch)
+                work["CSV hashing"]["seconds"] += time.perf_counter() - started
+                work["CSV hashing"]["rows"] += hashing.rows
+    return work
+
+
+def digest_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]:
+    """What content digests cost each extract and the load (goal: within +20%)."""
+    if not main.digests:
+        return []
+    lines = ["", f"Content digests ({DIGEST_VARIABLE}=off | postgres (the default) | all; each mode "
+             "its own tree and warehouse, median of the alternating runs): wall s, and over off "
+             "the wall's and the data part's growth"]
+    for step in DIGEST_STEPS:
+        runs = {mode: main.digests[mode].get(step) for mode in DIGEST_MODES}
+        if not all(runs.values()):
+            continue
+        off = runs["off"]
+        cells = []
+        for mode in DIGEST_MODES[1:]:
+            on = runs[mode]
+            cell = f"{mode} {on.wall:.2f} s {on.wall / off.wall - 1:+.0%}"
+            if start.get(step) and off.wall > start[step].wall:
+                cell += f" ({(on.wall - start[step].wall) / (off.wall - start[step].wall) - 1:+.0%})"
+            cells.append(cell)
+        failed = "  (a run FAILED: see its log)" if any(m.returncode for m in runs.values()) else ""
+        lines.append(f"  {step:<18} off {off.wall:.2f} s; " + "; ".join(cells) + failed)
+    work = main.digests.get("work") or {}
+    if work:
+        lines.append("  the digests' own work, timed alone: " + "; ".join(
+            f"{label} {w['seconds']:.2f} s ({w['rows']:,} rows)" for label, w in work.items())
+            + " (the source scan runs beside the COPY, on the catalog's connection)")
+    return lines
+
+
 # --- One scale --------------------------------------------------------------------------------
 
 
@@ -618,6 +739,8 @@ class ScaleResult:
     s3_steps: dict[str, Measurement] = dataclasses.field(default_factory=dict)
     #: Data parts measured without start-up (:func:`warehouse_in_process`), main scale only.
     in_process: dict | None = None
+    #: The extracts and the load with content digests off and on (:func:`digest_cost`).
+    digests: dict[str, dict[str, Measurement]] = dataclasses.field(default_factory=dict)
 
 
 #: Which raw baseline each step's data part is compared with.
@@ -629,7 +752,8 @@ STARTUP_OF = {RERUN: "load-warehouse"}
 
 
 def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
-              s3: seaweed.S3Server | None = None, in_process: bool = False) -> ScaleResult:
+              s3: seaweed.S3Server | None = None, in_process: bool = False,
+              digests: bool = False) -> ScaleResult:
     """Build the source at ``scale``, run the raw baselines and the steps on it (and on S3)."""
     folder.mkdir(parents=True, exist_ok=True)
     source = f"northwind_x{scale}"
@@ -663,6 +787,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
     found = None
     if in_process and "publish-report" in steps:
         found = warehouse_in_process(server, source, folder / "data", raw_folder)
+    costs = digest_cost(server, source, counts, csv_path, folder, runs) if digests else {}
     shutil.rmtree(raw_folder, ignore_errors=True)
     shutil.rmtree(folder / "data", ignore_errors=True)
     csv_path.unlink(missing_ok=True)
@@ -671,7 +796,7 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
     return ScaleResult(scale, counts, build, measured, raw, s3_steps=on_s3[0] if on_s3 else {},
-                       in_process=found)
+                       in_process=found, digests=costs)
 
 
 def startup(server: Server, folder: Path, steps: Sequence[str], runs: int = STARTUP_RUNS,
@@ -883,6 +1008,7 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
     lines += goal_lines(main, start)
     lines += warehouse_goal_lines(main, start)
     lines += in_process_lines(main)
+    lines += digest_lines(main, start)
     if main.s3_steps:
         lines += s3_lines(main, start, start_s3 or {})
     if stock:
@@ -1112,7 +1238,10 @@ def to_json(main: ScaleResult, start: dict, growth: list[ScaleResult], stock: di
         return {"scale": r.scale, "rows": r.counts, "build_seconds": r.build_seconds,
                 "steps": {k: dataclasses.asdict(v) for k, v in r.steps.items()},
                 "raw": {k: dataclasses.asdict(v) for k, v in r.raw.items()},
-                "s3_steps": {k: dataclasses.asdict(v) for k, v in r.s3_steps.items()}}
+                "s3_steps": {k: dataclasses.asdict(v) for k, v in r.s3_steps.items()},
+                "digests": {mode: {k: v if isinstance(v, dict) else dataclasses.asdict(v)
+                                   for k, v in found.items()}
+                            for mode, found in r.digests.items()}}
     return {
         "run_date": RUN_DATE, "measured_at": dt.datetime.now(dt.UTC).isoformat(),
         "cores": os.cpu_count(), "main": scale_dict(main),
@@ -1144,12 +1273,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the work folder (logs, data trees) instead of removing it")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="folder of the JSON results (default bench-results/)")
+    parser.add_argument("--digests", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"also run the extracts and the load with each {DIGEST_VARIABLE}")
+    parser.add_argument("--digests-only", action="store_true",
+                        help="only the content digests' cost (and the start-ups it is charged)")
     parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
                         help="s3: also run the steps with the data tree on a local S3 server")
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
-    steps = ("extract-postgres",) if args.quick else STEPS
+    steps = ("extract-postgres",) if args.quick else DIGEST_STEPS if args.digests_only else STEPS
 
     # Outside /root: the server runs as its own system user, which must reach its folder.
     workdir = Path(tempfile.mkdtemp(prefix="northwind-bench-", dir="/tmp"))
@@ -1166,15 +1299,16 @@ def main(argv: list[str] | None = None) -> int:
         starts = [{} for _ in sides] if args.quick else startup(
             server, workdir / "startup", steps, args.startup_runs, sides)
         start, start_s3 = starts[0], starts[1] if s3 else {}
-        breakdown = {} if args.quick else startup_breakdown(workdir / "breakdown",
+        breakdown = {} if args.quick or args.digests_only else startup_breakdown(workdir / "breakdown",
                                                             args.startup_runs)
-        growth = [] if args.quick or not args.growth else [
+        growth = [] if args.quick or args.digests_only or not args.growth else [
             run_scale(server, s, workdir / f"x{s}", steps) for s in GROWTH_SCALES
             if s != args.scale]
-        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}", steps, s3,
-                                in_process=True)
+        main_result = run_scale(server, args.scale, workdir / f"x{args.scale}",
+                                () if args.digests_only else steps, s3,
+                                in_process=True, digests=args.digests and not args.quick)
         stock = None
-        if not args.quick and args.stock_slice > 0:
+        if not args.quick and not args.digests_only and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
         lines = report(main_result, start, growth, stock, server.version(), start_s3, breakdown)
         print("\n" + "\n".join(lines))

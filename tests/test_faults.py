@@ -112,6 +112,7 @@ def contents(root: Path) -> dict[str, object]:
                  and (key := committed_key(root, p.relative_to(root))) is not None}
     for manifest in manifests.values():
         manifest.pop("extracted_at")
+        manifest.pop("provenance")  # when and from which source snapshot: a rerun's own
     return tree_digest(root) | manifests
 
 

@@ -70,6 +70,7 @@ def published(found: dict[str, bytes]) -> dict[str, object]:
         elif key.endswith(".manifest.json"):
             manifest = json.loads(data)
             manifest.pop("extracted_at")
+            manifest.pop("provenance")  # when and from which source snapshot: each run's own
             result[key] = manifest
     return result
 
@@ -80,6 +81,7 @@ def local_published(root) -> dict[str, object]:
                  and (key := committed_key(root, p.relative_to(root))) is not None}
     for manifest in manifests.values():
         manifest.pop("extracted_at")
+        manifest.pop("provenance")
     return tree_digest(root) | manifests
 
 

@@ -2,6 +2,7 @@
 
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+northwind verify --date D [--source]   re-check a loaded day against its manifests (and the source)
 northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
 northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
 northwind local-env [--shell]          start the embedded PostgreSQL; print the step settings
@@ -150,6 +151,30 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date, folder: PurePosix
     return rows, sorted(outbox.published), load
 
 
+def command_verify(args: argparse.Namespace) -> int:
+    """Re-check a loaded day's partitions against their manifests (and the live source)."""
+    from northwind_elt.verify import verify_day
+
+    day = parse_run_date(args.date, "--date")
+    tree = DataTree.from_setting(args.data_root)
+    with pgconn.connect(settings_from_env("WAREHOUSE_PG"), "warehouse") as conn:
+        if args.source:
+            with pgconn.connect(settings_from_env("SOURCE_PG"), "source") as source:
+                findings = verify_day(tree, day, conn, source)
+        else:
+            findings = verify_day(tree, day, conn)
+    for finding in findings:
+        print(finding)
+    wrong = [f.stream for f in findings if f.status == "mismatch"]
+    drift = [f.stream for f in findings if f.status == "drift"]
+    summary = (f"verify {day}: " + (f"MISMATCH in {', '.join(wrong)}" if wrong else
+                                    "the warehouse holds exactly what was extracted"))
+    if args.source:
+        summary += "; source drift in " + ", ".join(drift) if drift else "; no source drift"
+    print(summary)
+    return 1 if wrong else 0
+
+
 def command_prune(args: argparse.Namespace) -> int:
     """Remove the data-tree days older than the newest N successfully loaded days."""
     keep = keep_days_setting(args.keep_days or os.environ.get(KEEP_DAYS_VARIABLE))
@@ -197,6 +222,11 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")
     report.set_defaults(run=command_report)
+    verifying = sub.add_parser("verify", help="re-check a loaded day against its manifests")
+    verifying.add_argument("--date", required=True, help="the loaded day (YYYY-MM-DD)")
+    verifying.add_argument("--source", action="store_true",
+                           help="also compare the live source (SOURCE_PG*) with the extract")
+    verifying.set_defaults(run=command_verify)
     pruning = sub.add_parser("prune", help="remove days beyond the newest N loaded days")
     pruning.add_argument("--keep-days", help=f"N (default: ${KEEP_DAYS_VARIABLE})")
     pruning.set_defaults(run=command_prune)

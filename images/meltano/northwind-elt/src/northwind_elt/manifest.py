@@ -1,5 +1,6 @@
 """The manifest beside every partition: what the file holds and how to check it is whole."""
 
+import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,33 @@ class Manifest:
     #: The Singer SCHEMA of the stream, as the tap sent it.
     schema: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: The rows' content digest (:mod:`northwind_elt.content_digest`); None in older manifests
+    #: and for extracts NORTHWIND_CONTENT_DIGEST leaves out: the load then checks the row count only.
+    content_digest: dict[str, Any] | None = None
+    #: What the extract read: the source snapshot (time, ``pg_current_snapshot()``, WAL position,
+    #: server version) or the file (path, size, time), and whether it is a past day's state.
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def stream_provenance(provenance: dict[str, Any], stream: str) -> dict[str, Any]:
+    """A run's provenance for one stream: the run's entries and the stream's own (a file's)."""
+    own = provenance.get("streams", {}).get(stream, {})
+    return {k: v for k, v in provenance.items() if k != "streams"} | own
+
+
+def past_day_note(day: dt.date, extracted_at: str) -> str | None:
+    """For a day older than yesterday, say the extract holds the source's state when it ran.
+
+    Example:
+        >>> past_day_note(dt.date(2024, 1, 2), "2026-12-07T18:00:00+00:00")[:50]
+        "the extract for 2024-01-02 holds the source's stat"
+        >>> past_day_note(dt.date(2026, 12, 6), "2026-12-07T18:00:00+00:00") is None
+        True
+    """
+    if day >= dt.datetime.fromisoformat(extracted_at).date() - dt.timedelta(days=1):
+        return None
+    return (f"the extract for {day} holds the source's state at {extracted_at} (when it ran), "
+            "not that day's")
 
 
 def describe_columns(columns: list[Column]) -> list[dict[str, Any]]:

@@ -17,10 +17,19 @@ COMPLETION_KEY = "northwind_complete"
 KEPT_KEY = "northwind_kept"
 
 
-def completion_message(producer: str, rows: dict[str, int], details: dict | None = None
-                       ) -> StateMessage:
-    """The closing STATE message of a complete run; ``details`` go into the step's marker."""
-    body = {"producer": producer, "rows": dict(rows), "details": dict(details or {})}
+def completion_message(producer: str, rows: dict[str, int], details: dict | None = None,
+                       digests: dict[str, dict] | None = None,
+                       provenance: dict[str, Any] | None = None) -> StateMessage:
+    """The closing STATE message of a complete run; ``details`` go into the step's marker.
+
+    ``digests`` (each stream's content digest) and ``provenance`` (what the run read) go into the
+    manifests.
+    """
+    body: dict[str, Any] = {"producer": producer, "rows": dict(rows), "details": dict(details or {})}
+    if digests:
+        body["digests"] = dict(digests)
+    if provenance:
+        body["provenance"] = dict(provenance)
     return StateMessage(value={COMPLETION_KEY: body})
 
 
@@ -32,6 +41,10 @@ class Completion:
     rows: dict[str, int]
     #: What the tap wants the step's marker to record (skipped relations...).
     details: dict = field(default_factory=dict)
+    #: Content digest of each stream that has one (see :mod:`northwind_elt.content_digest`).
+    digests: dict[str, dict] = field(default_factory=dict)
+    #: Where and when the run read its source (manifest ``provenance``).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_completion(state: Any) -> Completion | None:
@@ -40,7 +53,8 @@ def parse_completion(state: Any) -> Completion | None:
         body = state[COMPLETION_KEY]
         rows = {str(k): int(v) for k, v in body.get("rows", {}).items()}
         details = body.get("details") if isinstance(body.get("details"), dict) else {}
-        return Completion(str(body.get("producer", "unknown")), rows, details)
+        return Completion(str(body.get("producer", "unknown")), rows, details,
+                          dict(body.get("digests") or {}), dict(body.get("provenance") or {}))
     return None
 
 

@@ -183,4 +183,13 @@ class BatchTap(Tap):
             raise
         rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()
                 if stream.selected}
-        self.write_message(completion_message(self.name, rows, self.completion_details()))
+        self.write_message(completion_message(self.name, rows, self.completion_details(),
+                                              self.content_digests(), self.provenance()))
+
+    def content_digests(self) -> dict[str, dict]:
+        """The content digest of each stream, for the manifests (none by default)."""
+        return {}
+
+    def provenance(self) -> dict:
+        """Where and when the run read its source, for the manifests (nothing by default)."""
+        return {}

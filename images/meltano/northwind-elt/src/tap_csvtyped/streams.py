@@ -1,5 +1,7 @@
 """One stream per declared CSV file: parsed by Arrow into the declared types, checked, written once."""
 
+import datetime as dt
+import time
 import typing as t
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from northwind_elt.arrow_io import CSV_BLOCK_BYTES, PARQUET_COMPRESSION, csv_convert_options
+from northwind_elt.content_digest import ArrowDigest, digests_enabled
 from northwind_elt.errors import InputError, StorageError, file_errors, os_reason
 from northwind_elt.pgtypes import arrow_schema, declared_column, varchar_length
 from northwind_elt.step_tap import BatchStream
@@ -31,12 +34,20 @@ class CsvFileStream(BatchStream):
         schema = {"type": "object", "properties": {c.name: c.json_schema() for c in self.columns}}
         super().__init__(tap, schema=schema, name=spec["stream"])
         self.primary_keys = list(spec.get("key_properties", []))
+        #: The content digest of the rows written (manifest form), when digests are on.
+        self.content_digest: dict | None = None
+        #: The file read: path, size and modification time, for the manifest's provenance.
+        self.file_state: dict = {}
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
     ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
         """Validate the file, write it as one Parquet file and yield its URL."""
         source = self.checked_path()
+        stat = source.stat()
+        self.file_state = {"file": str(source), "file_bytes": stat.st_size,
+                           "file_modified_at": dt.datetime.fromtimestamp(
+                               stat.st_mtime, dt.UTC).isoformat(timespec="seconds")}
         destination = self.batch_file(batch_config)
         try:
             self.rows_written = self.convert(source, destination)
@@ -64,6 +75,21 @@ class CsvFileStream(BatchStream):
             if problem:
                 raise InputError(f"{source}: {problem}")
         schema = arrow_schema(self.columns)
+        digest = ArrowDigest(self.columns, background=True) if digests_enabled("csv") else None
+        try:
+            rows = self._write(source, destination, schema, digest)
+            if digest is not None:
+                waited = time.perf_counter()
+                self.content_digest = digest.digest().to_json()
+                self.logger.info("%s: content digest of %d rows computed (%.2f s waited after the "
+                                 "last batch)", self.name, rows, time.perf_counter() - waited)
+        finally:
+            if digest is not None:
+                digest.close()
+        return rows
+
+    def _write(self, source: Path, destination: Path, schema: pa.Schema,
+               digest: ArrowDigest | None) -> int:
         keys: list[pa.Table] = []
         rows = 0
         # The source's own read errors are named by _parse: an OSError left is the batch file's.
@@ -75,6 +101,8 @@ class CsvFileStream(BatchStream):
                 if self.primary_keys:
                     keys.append(pa.Table.from_batches([batch.select(self.primary_keys)]))
                 writer.write_batch(batch)
+                if digest is not None:
+                    digest.add(batch)
                 rows += batch.num_rows
         if rows == 0 and not self.allow_empty:
             raise InputError(f"{source}: the file has a header but no rows (set allow_empty to "

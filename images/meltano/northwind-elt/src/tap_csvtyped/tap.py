@@ -48,6 +48,16 @@ class TapCsvTyped(BatchTap):
             raise SettingError("tap-csvtyped: the files setting declares no file")
         return [CsvFileStream(self, spec) for spec in specs]
 
+    def content_digests(self) -> dict[str, dict]:
+        """The content digest of each file's rows (when digests are on)."""
+        return {name: stream.content_digest for name, stream in self.streams.items()
+                if getattr(stream, "content_digest", None)}
+
+    def provenance(self) -> dict:
+        """Each file's path, size and modification time, by stream."""
+        return {"streams": {name: getattr(stream, "file_state", {})
+                            for name, stream in self.streams.items()}}
+
 
 if __name__ == "__main__":
     TapCsvTyped.cli()

@@ -33,8 +33,11 @@ class PartitionStream(BatchStream):
     """One verified partition, sent as-is (the file is read in place, never moved)."""
 
     def __init__(self, tap: "TapDataTree", partition: Partition, local: Path,
-                 columns: list[Column], keys: list[str], rows: int):
+                 columns: list[Column], keys: list[str], rows: int,
+                 content_digest: dict | None = None):
         self.partition = partition
+        #: The manifest's content digest, which the loader checks the loaded rows against.
+        self.content_digest = content_digest
         #: The verified local file: the partition's own, or its checked copy.
         self.local = local
         schema = {"type": "object", "properties": {c.name: c.json_schema() for c in columns}}
@@ -95,7 +98,13 @@ class TapDataTree(BatchTap):
                                          f"{partition.source}")
                 manifest, columns, local = verify_partition(partition, copies)
                 streams[name] = PartitionStream(self, partition, local, columns,
-                                                manifest.key_properties, manifest.rows)
+                                                manifest.key_properties, manifest.rows,
+                                                manifest.content_digest)
+
+    def content_digests(self) -> dict[str, dict]:
+        """The manifests' content digests, passed on to the loader to check the loaded rows."""
+        return {name: stream.content_digest for name, stream in self.streams.items()
+                if getattr(stream, "content_digest", None)}
 
 
 if __name__ == "__main__":

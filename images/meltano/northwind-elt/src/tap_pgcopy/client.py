@@ -7,25 +7,32 @@ even while the source is being written to.
 """
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from northwind_elt import pgconn
-from northwind_elt.errors import SettingError
+from northwind_elt.content_digest import TEXT_SETTINGS, source_expression, table_digest
+from northwind_elt.errors import InputError, SettingError
+from northwind_elt.pgtypes import Column
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-# Make the text form of every non-native value (cast to text for transfer) unambiguous.
-SESSION_SETTINGS = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-    "client_encoding": "UTF8",
-}
+# Make the text form of every non-native value (cast to text for transfer) unambiguous: the
+# settings the content digest renders values with, so both read the same text.
+SESSION_SETTINGS = {**TEXT_SETTINGS, "client_encoding": "UTF8"}
+
+# Where the snapshot stands in the source's history. A standby has no current WAL position of its
+# own: the position it has replayed is the one its snapshot sees.
+_PROVENANCE = """
+SELECT now(), pg_current_snapshot()::text,
+       (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_lsn() END)::text,
+       pg_is_in_recovery(), current_setting('server_version'), current_database()
+"""
 
 
 def open_snapshot(config: Mapping[str, Any]) -> tuple[psycopg.Connection, str]:
@@ -34,6 +41,46 @@ def open_snapshot(config: Mapping[str, Any]) -> tuple[psycopg.Connection, str]:
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     (snapshot,) = conn.execute("SELECT pg_export_snapshot()").fetchone()
     return conn, snapshot
+
+
+def snapshot_provenance(conn: psycopg.Connection) -> dict[str, Any]:
+    """The source snapshot the extract reads, for every manifest: read at its start."""
+    started, snapshot, lsn, standby, version, database = conn.execute(_PROVENANCE).fetchone()
+    return {"snapshot_taken_at": started.isoformat(timespec="seconds"), "snapshot": snapshot,
+            "wal_lsn": lsn, "standby": standby, "server_version": version, "database": database}
+
+
+class DigestWorker:
+    """Content digests computed on the catalog's connection, in its snapshot, while COPY streams.
+
+    The catalog's connection is idle once the tables are known; its one thread digests each table
+    (a second scan on the server) while the data connection copies the next ones out.
+    """
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="digest")
+        self.futures: dict[str, Future] = {}
+
+    def submit(self, stream: str, table: sql.Composable, columns: Sequence[Column]) -> None:
+        """Queue the digest of ``table`` as stream ``stream``."""
+        self.futures[stream] = self.pool.submit(self._digest, stream, table, columns)
+
+    def _digest(self, stream: str, table: sql.Composable, columns: Sequence[Column]) -> dict:
+        try:
+            with self.conn.cursor() as cur:
+                return table_digest(cur, table, [source_expression(c) for c in columns]).to_json()
+        except psycopg.Error as error:
+            raise InputError(f"table {stream}: its content digest failed: "
+                             f"{str(error).strip().splitlines()[0]}") from None
+
+    def results(self) -> dict[str, dict]:
+        """Every stream's digest (waits for the last ones); the first failure raises."""
+        return {stream: future.result() for stream, future in sorted(self.futures.items())}
+
+    def close(self) -> None:
+        """Drop the digests not started yet (after a failure) and end the thread."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager

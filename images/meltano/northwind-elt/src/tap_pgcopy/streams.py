@@ -79,6 +79,8 @@ class TableStream(BatchStream):
         destination = self.batch_file(batch_config)
         where = f"table {self.table.schema}.{self.table.name}"
         columns = self.selected_columns
+        if tap.digests is not None:  # queued first: it runs while the rows are copied out
+            tap.digests.submit(self.name, self.source_table, columns)
         try:
             self.rows_written = self._write(columns, destination, where)
         except NeedsText:

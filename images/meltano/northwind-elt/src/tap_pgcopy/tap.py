@@ -2,16 +2,18 @@
 
 import contextlib
 import functools
+import time
 
 import psycopg
 from northwind_elt import pgconn
+from northwind_elt.content_digest import digests_enabled
 from northwind_elt.errors import SettingError
 from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
-from tap_pgcopy.client import data_connection, open_snapshot
+from tap_pgcopy.client import DigestWorker, data_connection, open_snapshot, snapshot_provenance
 from tap_pgcopy.coverage import Relation, Skipped, check_extractable, relkinds
 from tap_pgcopy.streams import TableStream
 
@@ -44,7 +46,30 @@ class TapPgCopy(BatchTap):
     @functools.cached_property
     def snapshot(self) -> tuple[psycopg.Connection, str]:
         """The catalog's connection in its read-only transaction, and the exported snapshot id."""
-        return open_snapshot(self.config)
+        conn, snapshot = open_snapshot(self.config)
+        self.source_state = snapshot_provenance(conn)
+        return conn, snapshot
+
+    @functools.cached_property
+    def digests(self) -> DigestWorker | None:
+        """Computes each table's content digest in the snapshot (None when NORTHWIND_CONTENT_DIGEST=off)."""
+        return DigestWorker(self.snapshot[0]) if digests_enabled("postgres") else None
+
+    def content_digests(self) -> dict[str, dict]:
+        """Every table's content digest, for the completion message."""
+        if self.digests is None:
+            return {}
+        started = time.perf_counter()
+        results = self.digests.results()
+        self.logger.info("content digests of %d tables computed (%.2f s waited after the last "
+                         "COPY)", len(results), time.perf_counter() - started)
+        return results
+
+    def provenance(self) -> dict:
+        """The source snapshot every manifest of the run records, and each stream's table."""
+        return self.source_state | {"streams": {
+            name: {"schema": stream.table.schema, "table": stream.table.name}
+            for name, stream in self.streams.items() if stream.selected}}
 
     @functools.cached_property
     def data(self):
@@ -119,7 +144,9 @@ class TapPgCopy(BatchTap):
             self.close()
 
     def close(self) -> None:
-        """Close the data and catalog connections that were opened."""
+        """End the digests' thread, close the data and catalog connections that were opened."""
+        if self.__dict__.get("digests") is not None:  # started (cached_property)
+            self.digests.close()
         self._closing.close()
         if "snapshot" in self.__dict__:  # opened (cached_property)
             self.snapshot[0].close()

@@ -25,7 +25,13 @@ from northwind_elt.commits import (
 )
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, Partition, check_source
-from northwind_elt.manifest import Manifest, describe_columns, write_manifest
+from northwind_elt.manifest import (
+    Manifest,
+    describe_columns,
+    past_day_note,
+    stream_provenance,
+    write_manifest,
+)
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion
 from northwind_elt.run_date import parse_run_date
@@ -117,6 +123,9 @@ class TargetDataTree(StepTarget):
         """
         self._check_complete()
         extracted_at = steps.now()
+        if note := past_day_note(self.day, extracted_at):
+            self.logger.warning("%s", note)
+            self.completion.provenance["past_day"] = note
         streams = sorted(self.staged)
         with ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="publish") as pool:
             published = [pool.submit(self._publish, stream, extracted_at) for stream in streams]
@@ -157,6 +166,8 @@ class TargetDataTree(StepTarget):
             columns=describe_columns(staged.columns), key_properties=staged.key_properties,
             producer=self.completion.producer, extracted_at=extracted_at,
             schema=self.schemas[stream],
+            content_digest=self.completion.digests.get(stream),
+            provenance=stream_provenance(self.completion.provenance, stream),
         )
         self.tree.fs.put_file(staged.path, partition.data_file)
         write_manifest(partition, manifest)
