@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from northwind_elt import pgconn, steps, warehouse, warehouse_layout, warehouse_schema, warehouse_types
+from northwind_elt import (
+    history,
+    pgconn,
+    steps,
+    warehouse,
+    warehouse_layout,
+    warehouse_schema,
+    warehouse_types,
+)
 from northwind_elt.arrow_io import copy_chunks, copy_parquet_into, throttled_progress
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree
@@ -67,6 +75,7 @@ class TargetPgCopy(StepTarget):
         tree = DataTree.from_setting(self.config.get("data_root"))
         markers = steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
         self.keep_days = warehouse.keep_days_setting(os.environ.get(warehouse.KEEP_DAYS_VARIABLE))
+        self.history = history.history_setting(os.environ.get(history.HISTORY_VARIABLE))
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
         try:
@@ -160,6 +169,8 @@ class TargetPgCopy(StepTarget):
             warehouse.swap_in(self.cursor, stream, self.day, fresh)
         # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
         warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
+        if self.history:  # in this transaction: a failed load leaves the history as it was
+            history.record_day(self.cursor, self.day)
         warehouse.record_load(self.cursor, self.day, self.loaded, self.columns)
         if self.keep_days is not None:
             dropped = warehouse.drop_old_days(self.cursor, self.keep_days)
