@@ -12,7 +12,7 @@ import datetime as dt
 import random
 
 import psycopg
-from northwind_elt import history, warehouse
+from northwind_elt import history, localdb, warehouse
 from northwind_elt.pgtypes import Column
 from psycopg import sql
 
@@ -112,3 +112,25 @@ def random_days(rng: random.Random, count: int, start: dt.date) -> dict[dt.date,
             day["notes"] = [(1, "always"), (2, f"note of day {n % 3}")]
         days[start + dt.timedelta(days=n)] = day
     return days
+
+
+def fresh_warehouses(pg_socket):
+    """Yield a factory of fresh empty databases on the session's server; drop them afterwards."""
+    admin = {"host": str(pg_socket), "dbname": "postgres", "user": localdb.SUPERUSER}
+    made, conns = [], []
+
+    def make() -> psycopg.Connection:
+        name = f"history_{id(made)}_{len(made)}"
+        with psycopg.connect(**admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append(name)
+        conns.append(psycopg.connect(**{**admin, "dbname": name}))
+        return conns[-1]
+
+    yield make
+    for conn in conns:
+        conn.close()
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

@@ -7,34 +7,15 @@ import random
 
 import psycopg
 import pytest
-from history_support import as_of_differences, history_digest, load_day, random_days
-from northwind_elt import localdb
-from psycopg import sql
+from history_support import (
+    as_of_differences,
+    fresh_warehouses,
+    history_digest,
+    load_day,
+    random_days,
+)
 
 START = dt.date(2024, 1, 1)
-
-
-@pytest.fixture
-def warehouses(pg_socket):
-    """A factory of fresh empty databases on the session's server (dropped at the end)."""
-    admin = {"host": str(pg_socket), "dbname": "postgres", "user": localdb.SUPERUSER}
-    made, conns = [], []
-
-    def make() -> psycopg.Connection:
-        name = f"history_{id(made)}_{len(made)}"
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        conns.append(psycopg.connect(**{**admin, "dbname": name}))
-        return conns[-1]
-
-    yield make
-    for conn in conns:
-        conn.close()
-    with psycopg.connect(**admin, autocommit=True) as conn:
-        for name in made:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -45,7 +26,7 @@ def test_any_load_order_with_reruns_gives_the_same_history(warehouses, seed):
     for day, tables in days.items():
         load_day(in_order, day, tables)
     expected = history_digest(in_order)
-    for day, tables in days.items():  # the as-of view of every day is that day's partition
+    for day in days:  # the as-of view of every day is that day's partition
         for table in ("items", "tags", "notes"):
             assert as_of_differences(in_order, table, day) == 0, (table, day)
     versions = in_order.execute("SELECT count(*) FROM history.items").fetchone()[0]
@@ -96,3 +77,9 @@ def test_same_day_twice_and_unchanged_rows_write_nothing(warehouses):
     ctids = wh.execute("SELECT array_agg(ctid ORDER BY ctid) FROM history.items").fetchone()
     load_day(wh, START + dt.timedelta(days=1), days[START + dt.timedelta(days=1)])
     assert wh.execute("SELECT array_agg(ctid ORDER BY ctid) FROM history.items").fetchone() == ctids
+
+
+@pytest.fixture
+def warehouses(pg_socket):
+    """A factory of fresh empty warehouses."""
+    yield from fresh_warehouses(pg_socket)
