@@ -12,6 +12,8 @@ CREATE SCHEMA snapshots AUTHORIZATION :"app_user";
 -- The warehouse's own objects, apart from the source's names: partitions and the load log.
 CREATE SCHEMA snapshot_days AUTHORIZATION :"app_user";
 CREATE SCHEMA northwind AUTHORIZATION :"app_user";
+-- The change-only history of every table and its as-of functions (northwind_elt/history.py).
+CREATE SCHEMA history AUTHORIZATION :"app_user";
 -- public holds the views (public.<table>); the role creates them, so it owns only those.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";

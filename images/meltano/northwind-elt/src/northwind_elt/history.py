@@ -113,12 +113,13 @@ def splice_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
 def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
     """Create ``history.<table>`` or give it the snapshot table's columns and types."""
     snapshot = {n: t[0] for n, t in stored_types(cur, table).items() if n != SNAPSHOT_DATE}
-    clashing = sorted(set(snapshot) & set(hs.META_COLUMNS))
+    keys = hs.source_key(cur, table)
+    reserved = hs.meta_types(keyed=bool(keys))
+    clashing = sorted(set(snapshot) & set(reserved))
     if clashing:
         raise InputError(f"table {table}: source column {', '.join(clashing)} has a name the "
-                         f"history reserves ({', '.join(hs.META_COLUMNS)}); rename it at the "
+                         f"history reserves ({', '.join(reserved)}); rename it at the "
                          f"source or set {HISTORY_VARIABLE}=off; nothing was loaded")
-    keys = hs.source_key(cur, table)
     plan = hs.Plan(table, list(snapshot), keys)
     if not relation_exists(cur, hs.HISTORY_SCHEMA, table):
         columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
@@ -149,17 +150,21 @@ def splice_table(cur: psycopg.Cursor, plan: hs.Plan, day: dt.date, following: dt
     Returns:
         How many identities (keys, or distinct rows of a keyless table) changed version on ``day``.
     """
-    cur.execute("DROP TABLE IF EXISTS pg_temp.history_changed, pg_temp.history_new")
     source = partition_table(partition) if partition else None
-    cur.execute(sql.SQL("CREATE TEMP TABLE history_changed ON COMMIT DROP AS {}").format(
-        hs.changed_identities(plan, source, day)))
+    changed_table, new_table = hs.work_table(hs.CHANGED), hs.work_table(hs.NEW)
+    # Plain tables of the warehouse's own schema: its role may not create temporary ones.
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
+        changed_table, hs.changed_identities(plan, source, day)))
     changed = cur.rowcount
-    if not changed:
-        return 0
-    cur.execute(sql.SQL("CREATE TEMP TABLE history_new ON COMMIT DROP AS {}").format(
-        hs.new_versions(plan, source, following)))
-    for statement in hs.splice_statements(plan, day, following):
-        cur.execute(statement)
+    if changed:
+        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))  # a few rows: index lookups
+        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
+            new_table, hs.new_versions(plan, source, following)))
+        cur.execute(sql.SQL("ANALYZE {}").format(new_table))
+        for statement in hs.splice_statements(plan, day, following):
+            cur.execute(statement)
+        cur.execute(sql.SQL("DROP TABLE {}").format(new_table))
+    cur.execute(sql.SQL("DROP TABLE {}").format(changed_table))
     return changed
 
 

@@ -1,11 +1,14 @@
 """The statements that keep ``history.<table>``: version digests, change detection, the splice.
 
-**What a version is.** A row's version digest (``row_hash``) covers its non-NULL values, each with
-its column's name, in the order of the names, as PostgreSQL prints them (with fixed DateStyle,
-TimeZone, float digits...: :func:`canonical_text`). So a column added at the source starts no
-version until a row has a value in it; a dropped column (NULL on the newer days) starts one new
-version for the rows that had a value in it; a widened type starts none unless it prints the
-value differently (``numeric`` with more decimals, ``real`` to ``double precision``).
+**What a version is.** A keyed table's row changes version when any value changes its binary
+image (``record_image_eq``, as ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` compares rows): exact
+for every type, with or without an equality operator (``1.0`` and ``1.00`` differ). A table
+without a key versions whole rows, identified by ``row_hash``, the digest of the row's text with
+its trailing NULLs left out (printed with fixed DateStyle, TimeZone, float digits...:
+:func:`canonical_text`), and ``copies``. Either way a column added at the source, NULL until a
+value arrives, starts no version (it is NULL in the history's older versions too, and added
+columns come last); a dropped column (NULL on the newer days) starts one new version for the rows
+that had a value in it; a widened type is applied to the history too and starts none.
 
 **The splice** of day D (next loaded day N, or none), for the identities whose version on D
 differs from the history's state as of D (``history_changed``) and their new versions
@@ -20,13 +23,14 @@ The history stays in one canonical form (no two adjacent equal versions), whatev
 """
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 HISTORY_SCHEMA = "history"
+#: The splice's work tables (in the warehouse's own schema, dropped by the splice).
+CHANGED, NEW = "history_changed", "history_new"
 ROW_HASH, COPIES, VALID_FROM, VALID_TO = "row_hash", "copies", "valid_from", "valid_to"
 #: The columns the history adds to the source's; a source column may not have these names.
 META_COLUMNS = (ROW_HASH, COPIES, VALID_FROM, VALID_TO)
@@ -49,14 +53,16 @@ class Plan:
         return self.keys or [ROW_HASH]
 
     @property
-    def version(self) -> str:
-        """What tells two versions of one identity apart."""
-        return ROW_HASH if self.keys else COPIES
-
-    @property
     def stored(self) -> list[str]:
         """Every column of a version but its interval."""
-        return [*self.columns, ROW_HASH] + ([] if self.keys else [COPIES])
+        return self.columns if self.keys else [*self.columns, ROW_HASH, COPIES]
+
+    def same_version(self, a: str, b: str) -> sql.Composed:
+        """Rows ``a`` and ``b`` of one identity are the same version."""
+        if not self.keys:
+            return sql.SQL("{} = {}").format(sql.Identifier(a, COPIES), sql.Identifier(b, COPIES))
+        return sql.SQL("record_image_eq(ROW({}), ROW({}))").format(names(self.columns, a),
+                                                                   names(self.columns, b))
 
     def identity_list(self) -> sql.Composable:
         """The identity columns, quoted."""
@@ -68,10 +74,19 @@ def history_table(table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(HISTORY_SCHEMA), sql.Identifier(table))
 
 
+def work_table(name: str) -> sql.Composed:
+    """``northwind.<name>``: a work table of the splice."""
+    return sql.SQL("{}.{}").format(sql.Identifier("northwind"), sql.Identifier(name))
+
+
+#: The work tables, as ``{changed}`` and ``{new}`` in the statements.
+WORK = {"changed": work_table(CHANGED), "new": work_table(NEW)}
+
+
 def meta_types(keyed: bool) -> dict[str, str]:
     """The history's own columns and their types."""
-    copies = {} if keyed else {COPIES: "bigint NOT NULL"}
-    return {ROW_HASH: "uuid NOT NULL", **copies, VALID_FROM: "date NOT NULL", VALID_TO: "date"}
+    rows = {} if keyed else {ROW_HASH: "uuid NOT NULL", COPIES: "bigint NOT NULL"}
+    return {**rows, VALID_FROM: "date NOT NULL", VALID_TO: "date"}
 
 
 def names(columns: list[str], alias: str | None = None) -> sql.Composable:
@@ -106,11 +121,9 @@ def canonical_text(cur: psycopg.Cursor) -> None:
 
 
 def row_hash(columns: list[str], alias: str) -> sql.Composed:
-    """The version digest of a row (see the module's docstring) as a uuid."""
-    parts = [sql.SQL("{} || quote_literal({}::text)").format(
-        sql.Literal(json.dumps(c) + "="), sql.Identifier(alias, c)) for c in sorted(columns)]
-    return sql.SQL("md5(array_to_string(ARRAY[{}]::text[], ','))::uuid").format(
-        sql.SQL(", ").join(parts) if parts else sql.SQL(""))
+    """The digest of a whole row (see the module's docstring) as a uuid."""
+    # Values holding a comma or a parenthesis are quoted, so only NULLs end in commas.
+    return sql.SQL("md5(rtrim(ROW({})::text, ',)'))::uuid").format(names(columns, alias))
 
 
 def covers(alias: str, day: dt.date) -> sql.Composed:
@@ -139,16 +152,18 @@ def changed_identities(plan: Plan, source: sql.Composable | None, day: dt.date) 
     if plan.keys:
         picked = sql.SQL(", ").join(sql.SQL("coalesce({}, {}) AS {}").format(
             sql.Identifier("n", k), sql.Identifier("h", k), sql.Identifier(k)) for k in plan.keys)
-        new = sql.SQL("SELECT {}, {} AS row_hash FROM {} p").format(
-            names(plan.keys, "p"), row_hash(plan.columns, "p"), source)
+        new, old = source, sql.SQL("SELECT * FROM {} h WHERE {}").format(hist, covers("h", day))
+        differ = sql.SQL("n.{k} IS NULL OR h.{k} IS NULL OR NOT ({same})").format(
+            k=sql.Identifier(plan.keys[0]), same=plan.same_version("n", "h"))
     else:
         picked = sql.SQL("coalesce(n.row_hash, h.row_hash) AS row_hash, n.copies, n.at")
-        new = sql.SQL("SELECT {} AS row_hash, count(*) AS copies, min(p.ctid) AS at "
-                      "FROM {} p GROUP BY 1").format(row_hash(plan.columns, "p"), source)
-    return sql.SQL("SELECT {picked} FROM ({new}) n FULL JOIN (SELECT {ident}, {v} FROM {hist} h "
-                   "WHERE {covers}) h ON {same} WHERE n.{v} IS DISTINCT FROM h.{v}").format(
-        picked=picked, new=new, ident=names(plan.identity, "h"), v=sql.Identifier(plan.version),
-        hist=hist, covers=covers("h", day), same=same("n", "h", plan.identity))
+        new = sql.SQL("(SELECT {} AS row_hash, count(*) AS copies, min(p.ctid) AS at "
+                      "FROM {} p GROUP BY 1)").format(row_hash(plan.columns, "p"), source)
+        old = sql.SQL("SELECT row_hash, copies FROM {} h WHERE {}").format(hist, covers("h", day))
+        differ = sql.SQL("n.copies IS DISTINCT FROM h.copies")
+    return sql.SQL("SELECT {picked} FROM {new} n FULL JOIN ({old}) h ON {same} "
+                   "WHERE {differ}").format(picked=picked, new=new, old=old,
+                                            same=same("n", "h", plan.identity), differ=differ)
 
 
 def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date | None
@@ -159,48 +174,50 @@ def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date |
         return sql.SQL("SELECT {}, {} FROM {} LIMIT 0").format(
             names(plan.stored), until, history_table(plan.table))
     if plan.keys:
-        return sql.SQL("SELECT {}, {} AS row_hash, {} FROM {} p JOIN history_changed c "
-                       "ON {}").format(names(plan.columns, "p"), row_hash(plan.columns, "p"),
-                                       until, source, same("p", "c", plan.keys))
-    return sql.SQL("SELECT {}, c.row_hash, c.copies, {} FROM history_changed c JOIN {} p "
-                   "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source)
+        return sql.SQL("SELECT {}, {} FROM {} p JOIN {changed} c ON {}").format(
+            names(plan.columns, "p"), until, source, same("p", "c", plan.keys), **WORK)
+    return sql.SQL("SELECT {}, c.row_hash, c.copies, {} FROM {changed} c JOIN {} p "
+                   "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source, **WORK)
 
 
 def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> list[sql.Composed]:
     """The statements of the splice (the module's steps 1 to 3), in order."""
     hist, ident = history_table(plan.table), plan.identity
-    d, v = sql.Literal(day), sql.Identifier(plan.version)
+    d = sql.Literal(day)
     interval = names([VALID_FROM, VALID_TO])
     statements = []
     if following is not None:
         n = sql.Literal(following)
         statements.append(sql.SQL(
             "INSERT INTO {hist} ({stored}, {interval}) SELECT {h_stored}, {n}, h.valid_to "
-            "FROM {hist} h JOIN history_changed c ON {same} "
+            "FROM {hist} h JOIN {changed} c ON {same} "
             "WHERE h.valid_from <= {d} AND (h.valid_to IS NULL OR h.valid_to > {n})").format(
             hist=hist, stored=names(plan.stored), interval=interval,
-            h_stored=names(plan.stored, "h"), n=n, same=same("h", "c", ident), d=d))
+            h_stored=names(plan.stored, "h"), n=n, same=same("h", "c", ident), d=d, **WORK))
     statements.append(sql.SQL(
-        "DELETE FROM {} h USING history_changed c WHERE {} AND h.valid_from = {}").format(
-        hist, same("h", "c", ident), d))
+        "DELETE FROM {} h USING {changed} c WHERE {} AND h.valid_from = {}").format(
+        hist, same("h", "c", ident), d, **WORK))
     statements.append(sql.SQL(
-        "UPDATE {} h SET valid_to = {d} FROM history_changed c WHERE {} AND h.valid_from < {d} "
-        "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(hist, same("h", "c", ident), d=d))
+        "UPDATE {} h SET valid_to = {d} FROM {changed} c WHERE {} AND h.valid_from < {d} "
+        "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(hist, same("h", "c", ident), d=d,
+                                                              **WORK))
     if following is not None:
         statements.append(sql.SQL(
-            "WITH gone AS (DELETE FROM {hist} h USING history_new n WHERE {same} "
-            "AND h.valid_from = {n} AND h.{v} = n.{v} RETURNING {h_ident}, h.valid_to) "
-            "UPDATE history_new n SET valid_to = g.valid_to FROM gone g WHERE {same_g}").format(
-            hist=hist, same=same("h", "n", ident), n=sql.Literal(following), v=v,
-            h_ident=names(ident, "h"), same_g=same("n", "g", ident)))
+            "WITH gone AS (DELETE FROM {hist} h USING {new} n WHERE {same} "
+            "AND h.valid_from = {n} AND {v} RETURNING {h_ident}, h.valid_to) "
+            "UPDATE {new} n SET valid_to = g.valid_to FROM gone g WHERE {same_g}").format(
+            hist=hist, same=same("h", "n", ident), n=sql.Literal(following),
+            v=plan.same_version("h", "n"),
+            h_ident=names(ident, "h"), same_g=same("n", "g", ident), **WORK))
     statements.append(sql.SQL(
-        "WITH extended AS (UPDATE {hist} h SET valid_to = n.valid_to FROM history_new n "
-        "WHERE {same} AND h.valid_to = {d} AND h.{v} = n.{v} RETURNING {h_ident}) "
+        "WITH extended AS (UPDATE {hist} h SET valid_to = n.valid_to FROM {new} n "
+        "WHERE {same} AND h.valid_to = {d} AND {v} RETURNING {h_ident}) "
         "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n.valid_to "
-        "FROM history_new n WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
-        hist=hist, same=same("h", "n", ident), d=d, v=v, h_ident=names(ident, "h"),
+        "FROM {new} n WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
+        hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
+        h_ident=names(ident, "h"),
         stored=names(plan.stored), interval=interval, n_stored=names(plan.stored, "n"),
-        same_e=same("e", "n", ident)))
+        same_e=same("e", "n", ident), **WORK))
     return statements
 
 
