@@ -112,7 +112,8 @@ def splice_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
 
 def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
     """Create ``history.<table>`` or give it the snapshot table's columns and types."""
-    snapshot = {n: t[0] for n, t in stored_types(cur, table).items() if n != SNAPSHOT_DATE}
+    types = {n: t for n, t in stored_types(cur, table).items() if n != SNAPSHOT_DATE}
+    snapshot = {n: t[0] for n, t in types.items()}
     keys = hs.source_key(cur, table)
     reserved = hs.meta_types(keyed=bool(keys))
     clashing = sorted(set(snapshot) & set(reserved))
@@ -120,7 +121,8 @@ def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
         raise InputError(f"table {table}: source column {', '.join(clashing)} has a name the "
                          f"history reserves ({', '.join(reserved)}); rename it at the "
                          f"source or set {HISTORY_VARIABLE}=off; nothing was loaded")
-    plan = hs.Plan(table, list(snapshot), keys)
+    plan = hs.Plan(table, list(snapshot), keys,
+                   frozenset(n for n, t in types.items() if t[1] in hs.EXACT_EQUALITY))
     if not relation_exists(cur, hs.HISTORY_SCHEMA, table):
         columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
                    for n, t in snapshot.items()]

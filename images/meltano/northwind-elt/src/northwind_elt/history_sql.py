@@ -2,7 +2,8 @@
 
 **What a version is.** A keyed table's row changes version when any value changes its binary
 image (``record_image_eq``, as ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` compares rows): exact
-for every type, with or without an equality operator (``1.0`` and ``1.00`` differ). A table
+for every type, with or without an equality operator (``1.0`` and ``1.00`` differ); types whose
+``=`` is already exact are compared with it. A table
 without a key versions whole rows, identified by ``row_hash``, the digest of the row's text with
 its trailing NULLs left out (printed with fixed DateStyle, TimeZone, float digits...:
 :func:`canonical_text`), and ``copies``. Either way a column added at the source, NULL until a
@@ -34,6 +35,9 @@ CHANGED, NEW = "history_changed", "history_new"
 ROW_HASH, COPIES, VALID_FROM, VALID_TO = "row_hash", "copies", "valid_from", "valid_to"
 #: The columns the history adds to the source's; a source column may not have these names.
 META_COLUMNS = (ROW_HASH, COPIES, VALID_FROM, VALID_TO)
+#: Types whose ``=`` holds only for identical values: compared with it (faster than images).
+EXACT_EQUALITY = frozenset({"int2", "int4", "int8", "text", "varchar", "date", "timestamp",
+                            "timestamptz", "bool", "uuid", "bytea", "time", "oid"})
 #: Settings that decide how values print, fixed so a digest never depends on the session.
 _CANONICAL_TEXT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
                    "extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C"}
@@ -46,6 +50,8 @@ class Plan:
     table: str
     columns: list[str]
     keys: list[str]
+    #: The columns of an :data:`EXACT_EQUALITY` type.
+    exact: frozenset[str] = frozenset()
 
     @property
     def identity(self) -> list[str]:
@@ -61,8 +67,14 @@ class Plan:
         """Rows ``a`` and ``b`` of one identity are the same version."""
         if not self.keys:
             return sql.SQL("{} = {}").format(sql.Identifier(a, COPIES), sql.Identifier(b, COPIES))
-        return sql.SQL("record_image_eq(ROW({}), ROW({}))").format(names(self.columns, a),
-                                                                   names(self.columns, b))
+        tests = [sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(a, c),
+                                                             sql.Identifier(b, c))
+                 for c in self.columns if c in self.exact]
+        others = [c for c in self.columns if c not in self.exact]
+        if others:
+            tests.append(sql.SQL("record_image_eq(ROW({}), ROW({}))").format(names(others, a),
+                                                                             names(others, b)))
+        return sql.SQL("({})").format(sql.SQL(" AND ").join(tests))
 
     def identity_list(self) -> sql.Composable:
         """The identity columns, quoted."""
