@@ -68,3 +68,18 @@ def test_a_source_column_with_a_history_name_is_refused_in_one_line(warehouses):
 def warehouses(pg_socket):
     """A factory of fresh empty warehouses."""
     yield from fresh_warehouses(pg_socket)
+
+
+def test_equal_values_that_differ_are_versions(warehouses):
+    wh = warehouses()
+    TABLES["amounts"] = ([Column("id", "integer", "int4"), Column("amount", "numeric", "numeric"),
+                          Column("ratio", "real", "float4"), Column("doc", "json", "json")], ["id"])
+    try:
+        for day, amount, ratio in ((D[0], "1.0", 0.0), (D[1], "1.00", 0.0), (D[2], "1.00", -0.0)):
+            load_day(wh, day, {"amounts": [(1, amount, ratio, '{"a": 1}'), (2, "5", None, None)]})
+    finally:
+        del TABLES["amounts"]
+    assert wh.execute("SELECT amount::text, ratio::text FROM history.amounts WHERE id = 1 "
+                      "ORDER BY valid_from").fetchall() == [("1.0", "0"), ("1.00", "0"),
+                                                            ("1.00", "-0")]
+    assert wh.execute("SELECT count(*) FROM history.amounts WHERE id = 2").fetchone() == (1,)

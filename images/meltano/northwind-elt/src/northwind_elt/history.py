@@ -122,7 +122,8 @@ def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
                          f"history reserves ({', '.join(reserved)}); rename it at the "
                          f"source or set {HISTORY_VARIABLE}=off; nothing was loaded")
     plan = hs.Plan(table, list(snapshot), keys,
-                   frozenset(n for n, t in types.items() if t[1] in hs.EXACT_EQUALITY))
+                   frozenset(n for n, t in types.items() if t[1] in hs.EXACT_EQUALITY),
+                   frozenset(n for n, t in types.items() if t[1] == "numeric"))
     if not relation_exists(cur, hs.HISTORY_SCHEMA, table):
         columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
                    for n, t in snapshot.items()]

@@ -50,8 +50,9 @@ class Plan:
     table: str
     columns: list[str]
     keys: list[str]
-    #: The columns of an :data:`EXACT_EQUALITY` type.
+    #: The columns of an :data:`EXACT_EQUALITY` type, and those of type numeric.
     exact: frozenset[str] = frozenset()
+    numeric: frozenset[str] = frozenset()
 
     @property
     def identity(self) -> list[str]:
@@ -69,8 +70,11 @@ class Plan:
             return sql.SQL("{} = {}").format(sql.Identifier(a, COPIES), sql.Identifier(b, COPIES))
         tests = [sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(a, c),
                                                              sql.Identifier(b, c))
-                 for c in self.columns if c in self.exact]
-        others = [c for c in self.columns if c not in self.exact]
+                 for c in self.columns if c in self.exact or c in self.numeric]
+        # Equal numerics print alike when their scales are equal too (1.0 = 1.00, not alike).
+        tests += [sql.SQL("scale({}) IS NOT DISTINCT FROM scale({})").format(
+            sql.Identifier(a, c), sql.Identifier(b, c)) for c in self.columns if c in self.numeric]
+        others = [c for c in self.columns if c not in self.exact and c not in self.numeric]
         if others:
             tests.append(sql.SQL("record_image_eq(ROW({}), ROW({}))").format(names(others, a),
                                                                              names(others, b)))
