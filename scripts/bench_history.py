@@ -53,7 +53,7 @@ def build_source(conn: psycopg.Connection, rows: int) -> None:
         "INSERT INTO {} SELECT g, 'CUST' || g %% 9000, g %% 9, DATE '2020-01-01' + g %% 1500, "
         "TIMESTAMP '2020-01-05' + g * INTERVAL '1 minute', (g %% 100000) / 100.0, "
         "'Ship ' || g %% 777, g || ' Obere Str. ' || g %% 57, 'Country ' || g %% 21 "
-        "FROM generate_series(1, %s) g").format(SOURCE), (rows,))
+        "FROM generate_series(1, %s::integer) g").format(SOURCE), (rows,))
     conn.commit()
 
 
@@ -64,9 +64,9 @@ def change(conn: psycopg.Connection, rows: int, seed: int) -> None:
                          "WHERE order_id %% %s = %s").format(SOURCE), (seed, step, seed % step))
     conn.execute(sql.SQL("DELETE FROM {} WHERE order_id %% %s = %s").format(SOURCE),
                  (step * 2, (seed * 7 + 1) % (step * 2)))
-    conn.execute(sql.SQL("INSERT INTO {} SELECT g, 'NEW', 1, DATE '2024-01-01', NULL, 1.00, "
-                         "'new', 'here', 'Country 1' FROM generate_series(%s, %s) g").format(
-        SOURCE), (rows + seed * rows // 400 + 1, rows + (seed + 1) * rows // 400))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT g, 'NEW', 1, DATE '2024-01-01', NULL, 1.00, 'new', "
+                         "'here', 'Country 1' FROM generate_series(%s::integer, %s::integer) g"
+                         ).format(SOURCE), (rows + seed * rows // 400 + 1, rows + (seed + 1) * rows // 400))
     conn.commit()
 
 

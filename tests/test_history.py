@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import sys
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ from history_support import (
     load_day,
     random_days,
 )
+from settings import ROOT
 
 START = dt.date(2024, 1, 1)
 
@@ -83,3 +85,13 @@ def test_same_day_twice_and_unchanged_rows_write_nothing(warehouses):
 def warehouses(pg_socket):
     """A factory of fresh empty warehouses."""
     yield from fresh_warehouses(pg_socket)
+
+
+def test_the_history_figures_run(warehouses):
+    """scripts/bench_history.py at a tiny size: no timing asserted, the figures are printed."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_history
+
+    lines = bench_history.history_lines(warehouses(), 2000, 4)
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "storage", "load", "out of order", "as-of"]
