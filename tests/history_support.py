@@ -28,7 +28,7 @@ Day = dict[str, list[tuple]]
 
 
 def load_day(conn: psycopg.Connection, day: dt.date, tables: Day, keep: int | None = None,
-             columns: dict[str, list[Column]] | None = None) -> None:
+             columns: dict[str, list[Column]] | None = None, with_history: bool = True) -> None:
     """Load ``tables`` as ``day`` (columns from :data:`TABLES` unless given), commit."""
     columns = columns or {}
     with conn.cursor() as cur:
@@ -44,7 +44,8 @@ def load_day(conn: psycopg.Connection, day: dt.date, tables: Day, keep: int | No
                     sql.SQL(", ").join(sql.Placeholder() * len(cols))), rows)
             warehouse.swap_in(cur, table, day, fresh)
         warehouse.drop_day_of_other_tables(cur, day, set(tables))
-        history.record_day(cur, day)
+        if with_history:
+            history.record_day(cur, day)
         warehouse.record_load(cur, day, {t: len(r) for t, r in tables.items()},
                               {t: [c.name for c in (columns.get(t) or TABLES[t][0])]
                                for t in tables})

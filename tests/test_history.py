@@ -71,6 +71,15 @@ def test_retention_keeps_the_history_and_a_failed_load_leaves_it(warehouses):
     assert history_digest(kept) == before
 
 
+def test_turning_history_on_keeps_the_days_the_warehouse_has(warehouses):
+    days = random_days(random.Random(5), 5, START)
+    later, always = warehouses(), warehouses()
+    for n, (day, tables) in enumerate(days.items()):
+        load_day(later, day, tables, with_history=n == 4)
+        load_day(always, day, tables)
+    assert history_digest(later) == history_digest(always)
+
+
 def test_same_day_twice_and_unchanged_rows_write_nothing(warehouses):
     days = random_days(random.Random(11), 3, START)
     wh = warehouses()
