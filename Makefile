@@ -7,6 +7,8 @@
 
 include dags/northwind/cluster.env
 include mk/cluster.mk
+# Last: it checks the variables of the requested goals (DATE, PORT, ...) before anything runs.
+include mk/user-vars.mk
 
 # Pinned tool versions; uv installs the rest from uv.lock.
 UV_VERSION := 0.13.9
@@ -44,8 +46,8 @@ $(SOURCES_STAMP): $(MELTANO_STAMP) $(OUR_SOURCES)
 	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/northwind-elt/src dags scripts >/dev/null
 	@touch $@
 
-run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC)
-	$(UV) run --frozen python scripts/run_local.py --date $(DATE)
+run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, UTC; REEXTRACT=1 reads the sources again)
+	$(UV) run --frozen python scripts/run_local.py --date='$(DATE)' $(if $(filter 1 true yes,$(REEXTRACT)),--reextract)
 
 .PHONY: airflow
 airflow: install  ## Airflow 3 and its UI on this machine, no cluster (prints URL and login; Ctrl-C stops)

@@ -69,7 +69,10 @@ with DAG(
         "date": Param(
             None,
             type=["null", "string"],
-            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            # ASCII digits, a month and a day in range, nothing after (maxLength: JSON Schema's $
+            # may match before a final newline): the raw value becomes a pod label.
+            pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+            maxLength=10,
             description="Day to process (YYYY-MM-DD); empty means the run's logical date.",
         ),
         "reextract": Param(

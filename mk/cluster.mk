@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version up-options
+.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version kind-version up-options
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -23,6 +23,9 @@ AIRFLOW_CHART_REPO := https://airflow.apache.org
 AIRFLOW_CHART_VERSION := 1.22.0
 # Oldest Helm the chart supports (its 1.22.0 release notes: 3.19+; Helm 4 works too).
 HELM_MIN_VERSION := 3.19.0
+# Oldest kind whose node image enforces NetworkPolicies (kindnet with policies, v0.24) and runs a
+# Kubernetes with ValidatingAdmissionPolicy (v1.30+): both hold the pipeline's fences.
+KIND_MIN_VERSION := 0.24.0
 # Secret of charts/northwind-pipeline with the SimpleAuthManager passwords (key passwords.json).
 AIRFLOW_PASSWORDS_SECRET := northwind-airflow-passwords
 AIRFLOW_DAG_ID := northwind_daily
@@ -43,6 +46,8 @@ DATABASES_SETS = \
 	--set-string warehouse.name=$(WAREHOUSE_DB_HOST) \
 	--set-string warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string warehouse.auth.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string warehouse.auth.readerSecretName=$(WAREHOUSE_READER_SECRET) \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set-string airflowMetadata.auth.secretName=$(AIRFLOW_DB_SECRET) \
 	--set-string networkPolicy.airflowRelease=$(AIRFLOW_RELEASE) \
 	--set ports.postgres=$(DB_PORT) \
@@ -61,6 +66,8 @@ PIPELINE_SETS = \
 	--set-string databases.warehouse.host=$(WAREHOUSE_DB_HOST) \
 	--set-string databases.warehouse.database=$(WAREHOUSE_DB_NAME) \
 	--set-string databases.warehouse.secretName=$(WAREHOUSE_DB_SECRET) \
+	--set-string databases.warehouse.readerSecretName=$(WAREHOUSE_READER_SECRET) \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set databases.port=$(DB_PORT) \
 	--set-string airflow.release=$(AIRFLOW_RELEASE) \
 	--set-string data.backend=$(DATA_BACKEND) \
@@ -79,6 +86,7 @@ EXECUTOR ?= LocalExecutor
 # The in-cluster S3 store (charts/northwind-objectstore), installed when DATA_BACKEND=s3 and
 # OBJECTSTORE_ENABLED=true; its names come from cluster.env like everything else.
 OBJECTSTORE_SETS = \
+	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set-string name=$(OBJECTSTORE_HOST) \
 	--set ports.s3=$(OBJECTSTORE_PORT) \
 	--set-string bucket.name=$(S3_BUCKET) \
@@ -92,6 +100,10 @@ AIRFLOW_EXTRA_VALUES = $(if $(filter s3,$(DATA_BACKEND)),-f charts/airflow/value
 # KubernetesExecutor: the worker pods' account starts the step pods too.
 LAUNCHER_ACCOUNTS = $(if $(filter KubernetesExecutor,$(EXECUTOR)),--set 'podLauncher.extraServiceAccounts={$(AIRFLOW_RELEASE)-worker}' \
 	--set podLauncher.kubernetesExecutor=true)
+
+# The Kubernetes API's addresses (the `kubernetes` Service's cluster IP and endpoints), looked up
+# once the cluster exists: the only addresses the launching pods' NetworkPolicy lets them reach.
+KUBE_API_ADDRESSES = $$($(KUBECTL) --context $(KUBE_CONTEXT) -n default get service kubernetes -o jsonpath='{.spec.clusterIP}'),$$($(KUBECTL) --context $(KUBE_CONTEXT) -n default get endpointslices -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[*].endpoints[*].addresses[*]}' | tr ' ' ',')
 
 # One clear line for a mistyped option, before anything is created.
 up-options:
@@ -110,24 +122,35 @@ helm-version:
 		exit 1; \
 	fi
 
+# The same for kind: an older one would run the charts with every NetworkPolicy ignored.
+kind-version:
+	@version=$$($(KIND) version 2>/dev/null | sed -n 's/^kind v\([0-9][0-9.]*\).*/\1/p'); \
+	oldest=$$(printf '%s\n%s\n' '$(KIND_MIN_VERSION)' "$$version" | sort -V | head -n 1); \
+	if [ -z "$$version" ] || [ "$$oldest" != '$(KIND_MIN_VERSION)' ]; then \
+		echo "make up needs kind $(KIND_MIN_VERSION) or newer (NetworkPolicies, admission policies); found: $${version:-no kind}" >&2; \
+		exit 1; \
+	fi
+
 image:
 	$(DOCKER) build -f images/meltano/Dockerfile -t $(IMAGE) .
 
 # Safe to rerun: every step is create-if-absent or upgrade.
-up: up-options helm-version image
+up: up-options helm-version kind-version image
 	@# The step pods (uid 10001) write into ./data through a hostPath volume: it must be writable.
 	mkdir -p data && chmod 0777 data
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
 		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config $(KIND_CONFIG) --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)
 	$(KUBECTL) --context $(KUBE_CONTEXT) apply -f k8s/namespace.yaml -f k8s/network-policies.yaml
-	$(KUBECTL_NS) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
+	@# Each manifest names its namespace: the data claim is the step pods' (STEP_NAMESPACE).
+	$(KUBECTL) --context $(KUBE_CONTEXT) apply $(if $(filter filesystem,$(DATA_BACKEND)),-f data-pvc.yaml) -f k8s/dags-pvc.yaml
 	$(if $(and $(filter s3,$(DATA_BACKEND)),$(filter true,$(OBJECTSTORE_ENABLED))),$(HELM_NS) upgrade --install \
 		$(OBJECTSTORE_RELEASE) charts/northwind-objectstore -f $(POD_SCHEDULING) $(OBJECTSTORE_SETS) --wait --timeout $(HELM_TIMEOUT))
 	$(HELM_NS) upgrade --install $(DATABASES_RELEASE) charts/northwind-databases \
 		-f $(POD_SCHEDULING) $(DATABASES_SETS) --wait --timeout $(HELM_TIMEOUT)
 	$(HELM_NS) upgrade --install $(PIPELINE_RELEASE) charts/northwind-pipeline \
-		-f $(POD_SCHEDULING) $(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) --wait --timeout $(HELM_TIMEOUT)
+		-f $(POD_SCHEDULING) $(PIPELINE_SETS) $(LAUNCHER_ACCOUNTS) \
+		--set "networkPolicy.kubeApi.addresses={$(KUBE_API_ADDRESSES)}" --wait --timeout $(HELM_TIMEOUT)
 	$(HELM) repo add apache-airflow $(AIRFLOW_CHART_REPO) --force-update
 	$(HELM_NS) upgrade --install $(AIRFLOW_RELEASE) apache-airflow/airflow \
 		--version $(AIRFLOW_CHART_VERSION) -f charts/airflow/values.yaml \
@@ -171,11 +194,12 @@ backfill:
 
 logs:
 	$(if $(and $(STEP),$(DATE)),,$(error STEP=<step> and DATE=YYYY-MM-DD are required (make logs STEP=extract-postgres DATE=2024-01-02)))
-	$(KUBECTL_NS) logs --prefix --all-containers --tail=-1 \
+	$(KUBECTL) --context $(KUBE_CONTEXT) --namespace $(STEP_NAMESPACE) logs --prefix --all-containers --tail=-1 \
 		-l app.kubernetes.io/part-of=northwind,northwind.io/step=$(STEP),northwind.io/run-date=$(DATE)
 
 cluster-status:
 	$(KUBECTL_NS) get pods,jobs,statefulsets,deployments,pvc,svc -o wide
+	$(KUBECTL) --context $(KUBE_CONTEXT) --namespace $(STEP_NAMESPACE) get pods,pvc -o wide
 	$(HELM_NS) list
 	-$(AIRFLOW_CLI) dags list-runs $(AIRFLOW_DAG_ID)
 

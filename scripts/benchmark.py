@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 import seaweed
 from northwind_elt import localdb, warehouse
 from northwind_elt.arrow_io import copy_parquet_into
+from northwind_elt.commits import committed_partitions
 from northwind_elt.layout import DataTree
 from northwind_elt.manifest import read_manifest
 from northwind_elt.pgtypes import columns_of
@@ -1009,8 +1010,8 @@ def load_in_process(conn: psycopg.Connection, tree: DataTree, extracted: dt.date
     with conn.cursor() as cur:
         warehouse.begin_load(cur)
         rows, columns, fresh = {}, {}, {}
-        for source in ("postgres", "csv"):
-            for partition in tree.partitions_on(source, extracted):
+        for step in ("extract-postgres", "extract-csv"):
+            for partition in committed_partitions(tree, step, extracted)[1]:
                 manifest = read_manifest(partition)
                 cols = columns_of(pq.read_schema(partition.data_file))
                 warehouse.prepare_table(cur, partition.stream, cols, manifest.key_properties)

@@ -63,17 +63,20 @@ done
 }
 
 say "evidence file on the host"
-evidence="data/reports/${DATE}/orders_with_details.csv"
+# The current attempt of the evidence, as its commit names it.
+attempt="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["attempt"])' \
+  "data/_commits/${DATE}/publish-report.json")" || fail "publish-report has no commit for ${DATE}"
+evidence="data/reports/${DATE}/${attempt}/orders_with_details.csv"
 [[ -s "$evidence" ]] || fail "$evidence is missing or empty"
 rows=$(($(wc -l <"$evidence") - 1))
 echo "  $evidence: ${rows} rows"
 ((rows > 0)) || fail "$evidence has no data rows"
 ls "data/postgres/orders/" >/dev/null 2>&1 || fail "data/postgres/orders/ is missing"
 
-# The socket asks for a password too (POSTGRES_INITDB_ARGS of the databases chart).
+# The socket asks for a password too (the chart's pg_hba.conf); the superuser's is a file.
 say "warehouse row counts"
 "${KCTL[@]}" exec "statefulset/${WAREHOUSE_DB_HOST}" -c postgres -- sh -c \
-  'PGPASSWORD="$POSTGRES_PASSWORD" psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -At -c "SELECT schemaname || '"'"'.'"'"' || relname, n_live_tup FROM pg_stat_user_tables ORDER BY 1"' \
+  'PGPASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")" psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -At -c "SELECT schemaname || '"'"'.'"'"' || relname, n_live_tup FROM pg_stat_user_tables ORDER BY 1"' \
   | tee /tmp/northwind-e2e-counts.txt
 [[ -s /tmp/northwind-e2e-counts.txt ]] || fail "the warehouse has no tables"
 

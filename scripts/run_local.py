@@ -5,10 +5,13 @@ No cluster: the DAG's tasks run their Meltano step commands as local processes
 upstreams are done run at the same time (both extracts), as on a cluster. Airflow keeps its
 metadata in ``.local/airflow``.
 
-The console gets one line per task (start, end, duration, rows, and for a failure its step, its
-one-line reason and its log), then the evidence files. Everything else (Airflow's own lines, each
-step's output) goes to log files under ``.local/logs/<date>/``; ``VERBOSE=1`` prints it all instead.
-The script exits non-zero, naming the failed tasks, when the run fails.
+The console gets one line per task (start, end, duration, the rows its step wrote in this run,
+and for a failure its step, its one-line reason and its log), then the evidence files. Everything
+else (Airflow's own lines, each step's output) goes to log files under
+``.local/logs/<date>/<attempt>/`` (``latest`` is the newest attempt); ``VERBOSE=1`` prints it all
+instead. The script exits non-zero, naming the failed tasks, when the run fails. Two runs of one
+day never overlap: the second waits for the first (:mod:`local_attempt`). A day before the DAG's
+``start_date`` is refused: Airflow would call such a run a success with nothing run.
 
 Usage::
 
@@ -27,6 +30,8 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
+from local_attempt import airflow_db_lock, attempt_log_dir, day_lock
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 DAG_ID = "northwind_daily"
 DAGS_FOLDER = REPOSITORY / "dags"
@@ -38,14 +43,24 @@ AIRFLOW_LOG = "airflow.log"
 
 
 def parse_date(value: str) -> dt.date:
-    """Return the day of ``value`` (``YYYY-MM-DD``) or raise an argparse error naming it."""
+    """Return the day of ``value`` (``YYYY-MM-DD``) or raise a SystemExit naming it in one line."""
     try:
         if len(value) != 10:
             raise ValueError("expected YYYY-MM-DD")
         return dt.date.fromisoformat(value)
     except ValueError as error:
-        message = f"DATE={value!r} is not a day (YYYY-MM-DD): {error}"
-        raise argparse.ArgumentTypeError(message) from None
+        raise SystemExit(f"run_local: DATE={value!r} is not a day (YYYY-MM-DD): {error}") from None
+
+
+def airflow_settings(state_dir: Path) -> dict[str, str]:
+    """Airflow's settings for a run: private to this checkout, never taken from the shell."""
+    return {
+        "NORTHWIND_RUNTIME": "local",
+        "AIRFLOW_HOME": str(state_dir / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{state_dir / 'airflow' / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
 
 
 def local_environment(state_dir: Path) -> dict[str, str]:
@@ -62,12 +77,7 @@ def local_environment(state_dir: Path) -> dict[str, str]:
         "ORDER_DETAILS_CSV": os.environ.get("ORDER_DETAILS_CSV")
         or str(REPOSITORY / "sources" / "order_details.csv"),
         **databases,
-        "NORTHWIND_RUNTIME": "local",
-        # Airflow is private to this checkout: its home and metadata DB never come from the shell.
-        "AIRFLOW_HOME": str(state_dir / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{state_dir / 'airflow' / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **airflow_settings(state_dir),
     }
 
 
@@ -104,15 +114,24 @@ def migrate_once(airflow_home: Path) -> None:
     stamp.write_text(airflow.__version__)
 
 
-def step_rows(env: dict[str, str], step: str | None, day: dt.date) -> int | None:
-    """Rows the step's marker reports for ``day`` (None without a marker)."""
-    from northwind_elt.layout import DataTree
-    from northwind_elt.steps import read_marker
+def step_rows(env: dict[str, str], step: str | None, day: dt.date, outcome) -> int | None:
+    """Rows the step's marker reports for ``day``, if this very task run wrote it as a success.
 
-    if step is None:
+    A failed task may have left an older attempt's marker standing (a load refused for a missing
+    extract does not touch it): its rows are not this run's.
+    """
+    from northwind_elt.layout import DataTree
+    from northwind_elt.steps import SUCCESS, read_marker
+
+    if step is None or outcome.state != "success" or outcome.start is None:
         return None
     marker = read_marker(DataTree(Path(env["NORTHWIND_DATA_ROOT"]).resolve()), step, day)
-    return sum(marker.rows.values()) if marker is not None and marker.rows else None
+    if marker is None or marker.status != SUCCESS or not marker.rows or not marker.finished_at:
+        return None
+    # Markers keep whole seconds.
+    if dt.datetime.fromisoformat(marker.finished_at) < outcome.start.replace(microsecond=0):
+        return None
+    return sum(marker.rows.values())
 
 
 def task_line(outcome, rows: int | None) -> str:
@@ -133,32 +152,29 @@ def task_line(outcome, rows: int | None) -> str:
     return line
 
 
-def run_dag(
-    day: dt.date, env: dict[str, str], console: TextIO, log_dir: Path | None, only: str | None = None
-) -> tuple[str, dict[str, str]]:
-    """Run the DAG for ``day``, one console line per task as it ends; return run and task states.
+def parse_dag(day: dt.date, only: str | None):
+    """Parse the DAG folder; return the bag, the DAG and the tasks to skip (``--task``).
 
-    Airflow reads its settings when first imported, so this runs after the environment is set.
-
-    Args:
-        day: The run's logical date.
-        env: The run's settings (data root for the markers).
-        console: Where the task lines go.
-        log_dir: Where each task's log goes; None keeps everything on the console.
-        only: Run just this task; the others are marked success without running.
+    Refuses, with a SystemExit of one line, a DAG that does not parse, an unknown ``--task`` and
+    a day outside the DAG's dates (Airflow would report such a run ``success`` with nothing run).
+    Airflow reads its settings when first imported: call this after they are in the environment.
     """
     from airflow.dag_processing.dagbag import BundleDagBag
 
     if str(DAGS_FOLDER) not in sys.path:
         sys.path.append(str(DAGS_FOLDER))  # as the DAG processor does: the DAG's own helpers
-    from northwind.local_run import run_day
-
-    migrate_once(Path(env["AIRFLOW_HOME"]))
     bag = BundleDagBag(dag_folder=DAGS_FOLDER, bundle_path=DAGS_FOLDER, bundle_name="dags-folder")
     if bag.import_errors or DAG_ID not in bag.dags:
-        errors = "\n".join(f"{path}: {error}" for path, error in bag.import_errors.items())
-        raise SystemExit(f"run_local: {DAG_ID} does not parse:\n{errors}")
+        errors = " | ".join(f"{path}: {' '.join(str(error).split())}"
+                            for path, error in bag.import_errors.items())
+        raise SystemExit(f"run_local: {DAG_ID} does not parse: {errors}")
     dag = bag.dags[DAG_ID]
+    if dag.start_date is not None and day < dag.start_date.date():
+        raise SystemExit(f"run_local: {day} is before the start_date of {DAG_ID} "
+                         f"({dag.start_date.date()}): there is no run of that day")
+    if dag.end_date is not None and day > dag.end_date.date():
+        raise SystemExit(f"run_local: {day} is after the end_date of {DAG_ID} "
+                         f"({dag.end_date.date()}): there is no run of that day")
     # Locally a failure is final: retries with backoff are for pods on a cluster.
     for task in dag.tasks:
         task.retries = 0
@@ -167,16 +183,38 @@ def run_dag(
         if only not in dag.task_ids:
             raise SystemExit(f"run_local: --task {only!r} is not one of {', '.join(dag.task_ids)}")
         skip = [task for task in dag.task_ids if task != only]
+    return bag, dag, skip
+
+
+def run_dag(
+    day: dt.date, dag_parts, env: dict[str, str], console: TextIO, log_dir: Path | None,
+    only: str | None = None, reextract: bool = False,
+) -> tuple[str, dict[str, str]]:
+    """Run the DAG for ``day``, one console line per task as it ends; return run and task states.
+
+    Args:
+        day: The run's logical date.
+        dag_parts: What :func:`parse_dag` returned.
+        env: The run's settings (data root for the markers).
+        console: Where the task lines go.
+        log_dir: Where each task's log goes; None keeps everything on the console.
+        only: Run just this task; the others are marked success without running.
+        reextract: The run's ``reextract`` param: read the sources again for a day whose
+            extracts already succeeded (they are kept otherwise).
+    """
+    from northwind.local_run import run_day
+
+    bag, dag, skip = dag_parts
 
     def report(outcome) -> None:
         if outcome.task_id in skip:
             return
         step = getattr(dag.task_dict[outcome.task_id], "step", None)
-        print(task_line(outcome, step_rows(env, step, day)), file=console, flush=True)
+        print(task_line(outcome, step_rows(env, step, day, outcome)), file=console, flush=True)
 
     logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     state, outcomes = run_day(bag, DAG_ID, logical_date=logical_date, log_dir=log_dir, skip=skip,
-                              on_finish=report)
+                              on_finish=report, run_conf={"reextract": reextract})
     tasks = {task_id: outcome.state for task_id, outcome in outcomes.items()}
     if only is None:
         return state, tasks
@@ -187,12 +225,17 @@ def print_summary(
     day: dt.date, env: dict[str, str], state: str, seconds: float, log_dir: Path | None, console: TextIO
 ) -> None:
     """Print the run's state, the evidence files and where the markers and logs are."""
+    from northwind_elt.commits import committed_files
+    from northwind_elt.layout import DataTree
+
     root = Path(env["NORTHWIND_DATA_ROOT"])
-    reports = root / "reports" / day.isoformat()
     lines = [f"=== {DAG_ID} {day}: {state} ({seconds:.1f} s) ===", "Evidence:"]
+    # The current attempt's files, as its commit names them.
+    current = committed_files(DataTree(root.resolve()), "publish-report", day)
     for name in REPORT_FILES:
-        path = reports / name
-        lines.append(f"  {path}" + ("" if path.is_file() else "  (missing)"))
+        found = [path for path in current if path.name == name]
+        path = found[0] if found else root / "reports" / day.isoformat() / name
+        lines.append(f"  {path}" + ("" if found else "  (missing)"))
     lines.append(f"Step markers: {root / '_status' / day.isoformat()}  (make status)")
     if log_dir is not None:
         lines.append(f"Logs: {log_dir}  ({AIRFLOW_LOG} and <task>.log; VERBOSE=1 prints them)")
@@ -203,19 +246,36 @@ def main(argv: list[str] | None = None) -> int:
     """Run the DAG for the requested day; return 0 on success, 1 naming the failed tasks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     today = dt.datetime.now(dt.UTC).date()
-    parser.add_argument("--date", type=parse_date, default=today, help="the day (default: today, UTC)")
+    parser.add_argument("--date", default=today.isoformat(), help="the day (default: today, UTC)")
     parser.add_argument("--task", help="rerun only this task id of the day (e.g. load_warehouse)")
+    parser.add_argument("--reextract", action="store_true",
+                        help="read the sources again for a day whose extracts already succeeded")
     args = parser.parse_args(argv)
+    # Checked here, not by argparse: one line (no usage text), before anything starts.
+    args.date = parse_date(args.date)
     started = time.monotonic()
     state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
     verbose = os.environ.get("VERBOSE", "") not in ("", "0")
-    log_dir = None if verbose else state_dir / "logs" / args.date.isoformat()
-    console = open_console(log_dir)
-    print(f"run_local: {DAG_ID} for {args.date}", file=console, flush=True)
     try:
-        env = local_environment(state_dir)
-        os.environ.update(env)
-        state, tasks = run_dag(args.date, env, console, log_dir, args.task)
+        log_dir = None if verbose else attempt_log_dir(state_dir / "logs", args.date)
+        console = open_console(log_dir)
+    except OSError as error:  # a full disk or a read-only checkout: nothing has started yet
+        from northwind_elt.errors import one_line
+
+        print(f"run_local: cannot write the logs of {args.date} under {state_dir / 'logs'}: "
+              f"{one_line(error)}", file=sys.stderr)
+        return 1
+    try:
+        os.environ.update(airflow_settings(state_dir))
+        dag_parts = parse_dag(args.date, args.task)
+        print(f"run_local: {DAG_ID} for {args.date}", file=console, flush=True)
+        with day_lock(state_dir, args.date, console):
+            env = local_environment(state_dir)
+            os.environ.update(env)
+            with airflow_db_lock(state_dir, console):
+                migrate_once(Path(env["AIRFLOW_HOME"]))
+            state, tasks = run_dag(args.date, dag_parts, env, console, log_dir, args.task,
+                                   args.reextract)
     except KeyboardInterrupt:
         print(f"run_local: {DAG_ID} {args.date} interrupted", file=console, flush=True)
         return 130
@@ -226,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         # A failure of the local server or of Airflow itself, around the tasks: its traceback is logged.
         traceback.print_exc()
         where = f"; details in {log_dir / AIRFLOW_LOG}" if log_dir is not None else ""
-        print(f"run_local: {DAG_ID} {args.date} could not run: {error}{where}", file=console, flush=True)
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"run_local: {DAG_ID} {args.date} could not run: {reason}{where}", file=console,
+              flush=True)
         return 1
     print_summary(args.date, env, state, time.monotonic() - started, log_dir, console)
     failed = [task for task, task_state in tasks.items() if task_state not in DONE]

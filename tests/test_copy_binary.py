@@ -13,6 +13,7 @@ import pytest
 from northwind_elt import arrow_io, copy_binary, warehouse
 from northwind_elt.errors import InputError
 from northwind_elt.pgtypes import Column, arrow_schema, columns_of
+from pipeline import committed
 from psycopg import sql
 from test_type_roundtrip import DAY, as_text, extract_and_load
 
@@ -40,7 +41,7 @@ def test_every_encoded_type_round_trips_exactly_through_binary_copy(databases, t
     with databases.source(autocommit=True) as src:
         src.execute(EVERY_ENCODED_TYPE)
     extract_and_load(databases, ["encoded"], tmp_path)
-    partition = databases.data_root / "postgres" / "encoded" / DAY / "encoded.parquet"
+    partition = committed(databases.data_root, "postgres", "encoded", DAY, "encoded.parquet")
     columns = columns_of(pq.read_schema(partition))
     assert copy_binary.encodable(columns), "every column should be stored natively or as text"
     assert b"FORMAT binary" in warehouse.copy_statement("x", columns).as_bytes(None)

@@ -11,13 +11,16 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from dag_support import TASK_IDS, run_dag
-from pipeline import tree_digest, warehouse_digest
+from pipeline import committed, tree_digest, warehouse_digest
 from settings import ORDER_DETAILS_ROWS, ROOT
 
 pytestmark = [
@@ -48,6 +51,7 @@ def marker_status(root, day: str) -> dict[str, str]:
     return {
         path.stem: json.loads(path.read_text())["status"]
         for path in sorted((root / "_status" / day).glob("*.json"))
+        if not path.name.endswith(".lease.json")  # a running attempt's heartbeat
     }
 
 
@@ -55,7 +59,7 @@ def evidence(root):
     return tree_digest(root) | tree_digest(root, "reports/**/*")
 
 
-def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
+def test_a_day_runs_end_to_end_a_rerun_keeps_it_and_reextract_reads_again(databases):
     root = databases.data_root
 
     first = run_dag(DAY, databases.env)
@@ -66,7 +70,7 @@ def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
     assert csv_task.start < pg_task.end and pg_task.start < csv_task.end
     load = first.outcomes["load_warehouse"]
     assert load.start >= max(csv_task.end, pg_task.end)
-    report = root / "reports" / DAY
+    report = committed(root, "reports", DAY, "orders_with_details.json").parent
     assert len(json.loads((report / "orders_with_details.json").read_text())) == ORDER_DETAILS_ROWS
     with open(report / "orders_with_details.csv", newline="") as file:
         assert len(list(csv.reader(file))) == ORDER_DETAILS_ROWS + 1  # and the header
@@ -76,6 +80,9 @@ def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
     with databases.warehouse() as conn:
         warehouse = warehouse_digest(conn)
 
+    # The source changes after the day: a rerun keeps the day's extracts (its record) ...
+    with databases.source(autocommit=True) as conn:
+        conn.execute("UPDATE customers SET company_name = 'Renamed after the day'")
     second = run_dag(DAY, databases.env)
 
     assert (second.state, second.task_states) == ("success", ALL_SUCCESS)
@@ -83,6 +90,13 @@ def test_a_day_runs_end_to_end_and_a_rerun_changes_no_data(databases):
     with databases.warehouse() as conn:
         assert warehouse_digest(conn) == warehouse
     assert loaded_days(databases) == [DAY]
+
+    # ... unless the run's reextract param asks to read the sources again.
+    third = run_dag(DAY, databases.env, conf={"reextract": True})
+    assert (third.state, third.task_states) == ("success", ALL_SUCCESS)
+    with databases.warehouse() as conn:
+        assert conn.execute("SELECT DISTINCT company_name FROM customers").fetchall() == [
+            ("Renamed after the day",)]
 
 
 def test_two_consecutive_days_both_land(databases):
@@ -94,9 +108,9 @@ def test_two_consecutive_days_both_land(databases):
     assert loaded_days(databases) == [DAY, NEXT_DAY]
     for day in (DAY, NEXT_DAY):
         assert set(marker_status(root, day).values()) == {"success"}
-        assert (root / "reports" / day / "orders_with_details.csv").is_file()
-        assert (root / "csv" / day / "order_details.parquet").is_file()
-        assert (root / "postgres" / "orders" / day / "orders.parquet").is_file()
+        assert committed(root, "reports", day, "orders_with_details.csv").is_file()
+        assert committed(root, "csv", day, "order_details.parquet").is_file()
+        assert committed(root, "postgres", "orders", day, "orders.parquet").is_file()
 
 
 def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(databases):
@@ -137,7 +151,9 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     """``scripts/run_local.py`` (``make run``) with its own embedded server, Airflow home, data."""
     from northwind_elt import localdb
 
-    state_dir = tmp_path / "local"
+    # Not under pytest's folder, which another pytest session may close to the server's user.
+    state_dir = Path(tempfile.mkdtemp(prefix="northwind-local-")) / "local"
+    state_dir.parent.chmod(0o755)
     broken = tmp_path / "order_details.csv"
     broken.write_text("order_id,product_id,unit_price,quantity,discount\n10248,11,14,twelve,0\n")
     env = {
@@ -164,7 +180,7 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     assert len(output.splitlines()) < 30, output
     assert "Traceback" not in output
     reason = f"step extract-csv (RUN_DATE={DAY}): tap-csvtyped: {broken}: line 2, column quantity: "
-    log = state_dir / "logs" / DAY / "extract_csv.log"
+    log = (state_dir / "logs" / DAY / "latest").resolve() / "extract_csv.log"
     assert re.search(r"^  extract_postgres\s+success\s+\S+ -> \S+\s+[\d.]+ s\s+1,207 rows$", output, re.M)
     assert re.search(
         rf"^  extract_csv\s+failed\s+.*\n    {re.escape(reason)}'twelve' is not an integer\n    log: {log}$",
@@ -182,6 +198,7 @@ def test_make_run_prints_a_line_per_task_and_the_failed_steps_reason_and_log(tmp
     assert any("tap-csvtyped: error: " in line for line in step_lines)
     assert not any("Traceback" in line for line in step_lines)
     assert (state_dir / "airflow" / "airflow.db").is_file()
+    shutil.rmtree(state_dir.parent)  # kept for a look when an assertion fails
 
 
 def test_a_manual_run_without_logical_date_processes_the_day_it_was_queued_for(databases):
@@ -201,4 +218,4 @@ def test_the_date_param_chooses_the_day_of_a_manual_run(databases):
 
     assert run.task_states["extract_csv"] == "success"
     assert marker_status(databases.data_root, "2024-02-29") == {"extract-csv": "success"}
-    assert (databases.data_root / "csv" / "2024-02-29" / "order_details.parquet").is_file()
+    assert committed(databases.data_root, "csv", "2024-02-29", "order_details.parquet").is_file()

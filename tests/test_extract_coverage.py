@@ -14,7 +14,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 from northwind_elt import localdb
-from pipeline import assert_ok, output, run_step, tree_digest
+from pipeline import assert_ok, committed, output, run_step, tree_digest
 from psycopg import sql
 from settings import MELTANO_PROJECT
 
@@ -30,9 +30,9 @@ def marker(env: dict[str, str], step: str = EXTRACT) -> dict:
 
 
 def published(env: dict[str, str]) -> list[str]:
-    root = Path(env["NORTHWIND_DATA_ROOT"]) / "postgres"
-    return sorted(p.parent.parent.name for p in root.glob(f"*/{DAY}/*.parquet")) if root.exists() \
-        else []
+    root = Path(env["NORTHWIND_DATA_ROOT"])  # the committed partitions of DAY
+    return sorted(Path(key).parent.parent.name for key in tree_digest(root)
+                  if key.startswith("postgres/") and f"/{DAY}/" in key) if root.exists() else []
 
 
 def source_sql(databases, statement: str) -> None:
@@ -167,7 +167,7 @@ def test_a_table_too_wide_for_the_warehouse_fails_naming_it_and_select_excludes_
     # Meltano's select, as for any Singer tap: all but one column of it loads.
     env = {**databases.env, "TAP_PGCOPY__SELECT": json.dumps(["*.*", "!wide.c1599"])}
     assert_ok(run_step(EXTRACT, DAY, env))
-    data = Path(env["NORTHWIND_DATA_ROOT"]) / "postgres" / "wide" / DAY / "wide.parquet"
+    data = committed(Path(env["NORTHWIND_DATA_ROOT"]), "postgres", "wide", DAY, "wide.parquet")
     assert pq.read_schema(data).names == [f"c{i}" for i in range(1599)]
 
 
@@ -214,7 +214,7 @@ def test_a_rerun_keeps_a_succeeded_extract_unless_reextract(databases):
     after = tree_digest(root)
     assert after["postgres/customers/2024-01-02/customers.parquet"] != \
         before["postgres/customers/2024-01-02/customers.parquet"]
-    assert pq.read_table(root / "csv" / DAY / "order_details.parquet").num_rows == 1
+    assert pq.read_table(committed(root, "csv", DAY, "order_details.parquet")).num_rows == 1
 
 
 def test_a_bad_reextract_value_is_one_line(databases):

@@ -29,7 +29,15 @@ from northwind_elt import steps
 from northwind_elt.errors import PartitionError, PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree
 from northwind_elt.warehouse import LOAD_LOCK_KEY
-from pipeline import assert_ok, output, run_step, tree_digest, warehouse_digest
+from pipeline import (
+    assert_ok,
+    committed,
+    committed_key,
+    output,
+    run_step,
+    tree_digest,
+    warehouse_digest,
+)
 from settings import MELTANO_PROJECT, ORDER_DETAILS_ROWS, SOURCE_ROWS
 from tap_datatree.tap import TapDataTree
 from target_pgcopy.target import TargetPgCopy
@@ -98,9 +106,10 @@ def partitions(root: Path) -> dict[str, str]:
 
 
 def contents(root: Path) -> dict[str, object]:
-    """Every published partition's data file digest and manifest, but for its extraction time."""
-    manifests = {str(p.relative_to(root)): json.loads(p.read_text())
-                 for p in root.glob("**/*.manifest.json") if ".staging" not in p.parts}
+    """Every committed partition's data file digest and manifest, but for its extraction time."""
+    manifests = {key: json.loads(p.read_text()) for p in root.glob("**/*.manifest.json")
+                 if ".staging" not in p.parts
+                 and (key := committed_key(root, p.relative_to(root))) is not None}
     for manifest in manifests.values():
         manifest.pop("extracted_at")
     return tree_digest(root) | manifests
@@ -153,7 +162,7 @@ def test_sigkill_mid_load_and_mid_extract_leaves_everything_intact_and_a_rerun_h
     with databases.warehouse() as wh:
         assert warehouse_digest(wh) == loaded
     # The day cannot be loaded from a killed extract ...
-    with pytest.raises(PrerequisiteError, match="extract-postgres is running"):
+    with pytest.raises(PrerequisiteError, match="extract-postgres is dead"):
         steps.require_prerequisites(DataTree(root), steps.LOAD_WAREHOUSE,
                                     dt.date.fromisoformat(DAY))
     # ... until a rerun heals it, with the very same data.
@@ -169,7 +178,10 @@ def test_an_unreachable_source_fails_clearly_and_publishes_nothing(databases, tm
     reason = f"cannot connect to the source database postgres@{tmp_path / 'no-server-here'}"
     assert reason in output(result)
     root = databases.data_root
-    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+    # A marker (and the target's lease, if it had started; work files); no data, no commit.
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not p.name.endswith(".lease.json")
+                  and ".staging" not in p.parts) == [
         f"_status/{DAY}/extract-postgres.json"]
     found = marker(root, steps.EXTRACT_POSTGRES)
     assert found["status"] == steps.FAILED and reason in found["error"]
@@ -202,7 +214,7 @@ def test_two_loads_of_a_day_at_once_end_as_one_load(databases, tmp_path):
 def test_a_partition_changed_after_its_extract_is_refused_naming_the_file(databases, tmp_path):
     env, root = databases.env, databases.data_root
     extract_day(env, tmp_path)
-    orders = root / "postgres" / "orders" / DAY / "orders.parquet"
+    orders = committed(root, "postgres", "orders", DAY, "orders.parquet")
     intact = orders.read_bytes()
 
     # One flipped byte: same size, so only the checksum can tell. The step refuses.

@@ -121,14 +121,18 @@ def test_rendered_pipeline_uses_the_names():
     docs = helm.render("northwind-pipeline")
     config = helm.by_kind(docs, "ConfigMap")[0]["data"]
     image_repository, _, image_tag = config["NORTHWIND_IMAGE"].rpartition(":")
-    assert_agrees("northwind-pipeline ConfigMap", {
+    # The step pods (STEP_NAMESPACE) name the databases' Services with their namespace.
+    service, _, namespace = config["SOURCE_PGHOST"].removesuffix(".svc").partition(".")
+    assert_agrees("northwind-pipeline ConfigMap and Role", {
+        "NAMESPACE": namespace,
+        "STEP_NAMESPACE": helm.by_kind(docs, "Role")[0]["metadata"]["namespace"],
         "IMAGE_REPOSITORY": image_repository,
         "IMAGE_TAG": image_tag,
         "DATA_PVC": config["NORTHWIND_DATA_PVC"],
         "DATA_MOUNT_PATH": config["NORTHWIND_DATA_ROOT"],
         "MELTANO_PROJECT_DIR": config["MELTANO_PROJECT_ROOT"],
-        "SOURCE_DB_HOST": config["SOURCE_PGHOST"],
-        "WAREHOUSE_DB_HOST": config["WAREHOUSE_PGHOST"],
+        "SOURCE_DB_HOST": service,
+        "WAREHOUSE_DB_HOST": config["WAREHOUSE_PGHOST"].partition(".")[0],
         "DB_PORT": config["SOURCE_PGPORT"],
         "SOURCE_DB_NAME": config["SOURCE_PGDATABASE"],
         "WAREHOUSE_DB_NAME": config["WAREHOUSE_PGDATABASE"],
@@ -150,7 +154,8 @@ def test_airflow_values_use_the_names():
 
 
 #: Every database with Secrets you create yourself: the path docs/kubernetes.md recommends.
-OWN_SECRETS = {db: {"auth": {"create": False}} for db in ("source", "warehouse", "airflowMetadata")}
+OWN_SECRETS = {**{db: {"auth": {"create": False}} for db in ("source", "warehouse", "airflowMetadata")},
+               "tls": {"create": False}}
 
 
 def _secret_refs(docs) -> set[str]:
@@ -196,19 +201,21 @@ def test_own_secrets_are_read_under_one_name_by_every_consumer():
 def test_plain_manifests_use_the_names():
     data = list(yaml.safe_load_all((ROOT / "data-pvc.yaml").read_text()))
     claim = next(d for d in data if d["kind"] == "PersistentVolumeClaim")
-    namespace = yaml.safe_load((ROOT / "k8s" / "namespace.yaml").read_text())
+    namespace, steps = yaml.safe_load_all((ROOT / "k8s" / "namespace.yaml").read_text())
     kind_config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
     assert_agrees("data-pvc.yaml, k8s/namespace.yaml, kind-config.yaml", {
         "DATA_PVC": claim["metadata"]["name"],
-        "NAMESPACE": claim["metadata"]["namespace"],
+        "STEP_NAMESPACE": claim["metadata"]["namespace"],
         "CLUSTER_NAME": kind_config["name"],
     })
-    assert_agrees("k8s/namespace.yaml", {"NAMESPACE": namespace["metadata"]["name"]})
+    assert_agrees("k8s/namespace.yaml", {"NAMESPACE": namespace["metadata"]["name"],
+                                         "STEP_NAMESPACE": steps["metadata"]["name"]})
+    truth = cluster_env()
     for path in sorted((ROOT / "k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and "namespace" in doc["metadata"]:
                 place = str(path.relative_to(ROOT))
-                assert_agrees(place, {"NAMESPACE": doc["metadata"]["namespace"]})
+                assert doc["metadata"]["namespace"] in (truth["NAMESPACE"], truth["STEP_NAMESPACE"]), place
 
 
 def test_disagreement_is_reported():

@@ -20,8 +20,14 @@ if str(dag_support.DAGS_FOLDER) not in sys.path:
 from northwind.pods import STEPS, step_pod_kwargs  # noqa: E402
 
 NS = helm.NAMESPACE
+#: The step pods' namespace (STEP_NAMESPACE): the DAG's pods and the `helm test` pod run there.
+STEPS_NS = step_pod_kwargs(STEPS[0])["namespace"]
 PG = 5432
-KUBE_API = Endpoint("kube-api", None)
+#: The API server's address on the pipeline chart's values below (make up looks it up).
+KUBE_API_ADDRESS = "172.18.0.2"
+KUBE_API = Endpoint("kube-api", None, address=KUBE_API_ADDRESS)
+ELSEWHERE_443 = Endpoint("any host on the internet", None, address="140.82.112.3")
+PIPELINE_VALUES = {"networkPolicy": {"kubeApi": {"addresses": [KUBE_API_ADDRESS, "10.96.0.1"]}}}
 DNS = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"})
 
 
@@ -36,7 +42,7 @@ def rendered():
     plain = [d for d in yaml.safe_load_all((helm.ROOT / "k8s" / "network-policies.yaml").read_text())
              if d]
     return {"plain": plain, "databases": _in_namespace(helm.render("northwind-databases")),
-            "pipeline": _in_namespace(helm.render("northwind-pipeline")),
+            "pipeline": _in_namespace(helm.render("northwind-pipeline", PIPELINE_VALUES)),
             "airflow": _in_namespace(render_airflow())}
 
 
@@ -50,7 +56,8 @@ def _pod(doc) -> Endpoint:
     template = doc if doc["kind"] == "Pod" else doc["spec"]["template"]
     ports = {p["name"]: p["containerPort"] for c in spec["containers"] for p in c.get("ports") or []
              if "name" in p}
-    return Endpoint(doc["metadata"]["name"], NS, template["metadata"].get("labels") or {}, ports)
+    return Endpoint(doc["metadata"]["name"], doc["metadata"]["namespace"],
+                    template["metadata"].get("labels") or {}, ports)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +68,9 @@ def pods(rendered):
             if helm.pod_spec(doc) is not None:
                 found[doc["metadata"]["name"]] = _pod(doc)
     for step in STEPS:
-        found[step] = Endpoint(step, NS, step_pod_kwargs(step)["labels"])
+        found[step] = Endpoint(step, STEPS_NS, step_pod_kwargs(step)["labels"])
     found["stranger"] = Endpoint("stranger", NS, {"app": "anything"})
+    found["step-stranger"] = Endpoint("step-stranger", STEPS_NS, {"app": "anything"})
     found["elsewhere"] = Endpoint("elsewhere", "default", {"northwind.io/source-client": "true"})
     return found
 
@@ -99,6 +107,9 @@ FLOWS = {
     ("stranger", METADATA, PG): False,
     ("stranger", API_SERVER, API_PORT): False,
     ("elsewhere", SOURCE, PG): False,
+    ("step-stranger", SOURCE, PG): False,
+    ("step-stranger", WAREHOUSE, PG): False,
+    ("step-stranger", API_SERVER, API_PORT): False,
     (SOURCE, WAREHOUSE, PG): False,  # nothing goes out of a database pod
     (SOURCE, API_SERVER, API_PORT): False,
 }
@@ -110,15 +121,30 @@ def test_flow(policies, pods, client, server, port):
 
 
 def test_only_the_scheduler_reaches_the_kubernetes_api(policies, pods):
-    reach = {name for name, pod in pods.items() if pod.namespace == NS
+    reach = {name for name, pod in pods.items() if pod.namespace in (NS, STEPS_NS)
              and allowed(policies, pod, KUBE_API, 6443)}
     assert reach == {"airflow-scheduler"}
 
 
-def test_every_pod_resolves_names(policies, pods):
+def test_the_scheduler_reaches_only_the_api_servers_addresses(policies, pods):
+    scheduler = pods["airflow-scheduler"]
+    assert allowed(policies, scheduler, KUBE_API, 443)
+    assert not allowed(policies, scheduler, ELSEWHERE_443, 443)
+    assert not allowed(policies, scheduler, KUBE_API, 22)
+    # Without the looked-up addresses the scheduler reaches no API at all (fail closed).
+    bare = [d for d in _in_namespace(helm.render("northwind-pipeline")) if d["kind"] == "NetworkPolicy"]
+    others = [p for p in policies if p["metadata"]["name"] != "northwind-pipeline-scheduler-kube-api"]
+    assert not allowed([*others, *bare], scheduler, KUBE_API, 443)
+    assert "kubeApi.addresses is empty" in helm.notes("northwind-pipeline")
+
+
+SERVERS = (SOURCE, WAREHOUSE, METADATA)
+
+
+def test_every_pod_but_the_servers_resolves_names(policies, pods):
     for name, pod in pods.items():
-        if pod.namespace == NS:
-            assert allowed(policies, pod, DNS, 53, "UDP"), name
+        if pod.namespace in (NS, STEPS_NS):
+            assert allowed(policies, pod, DNS, 53, "UDP") is (name not in SERVERS), name
             assert not allowed(policies, pod, DNS, 80), name
 
 
@@ -153,7 +179,8 @@ S3_PORT = helm.load_values_file(helm.chart_dir(OBJECTSTORE) / "values.yaml")["po
 def s3_world(rendered):
     """Policies and pods of `make up DATA_BACKEND=s3`: the object store chart, steps on S3."""
     store = _in_namespace(helm.render(OBJECTSTORE))
-    pipeline = _in_namespace(helm.render("northwind-pipeline", {"data": {"backend": "s3"}}))
+    pipeline = _in_namespace(helm.render("northwind-pipeline",
+                                         {**PIPELINE_VALUES, "data": {"backend": "s3"}}))
     world = [rendered["plain"], rendered["databases"], rendered["airflow"], pipeline, store]
     policies = [d for docs in world for d in docs if d["kind"] == "NetworkPolicy"]
     pods = {doc["metadata"]["name"]: _pod(doc) for docs in world
@@ -161,9 +188,9 @@ def s3_world(rendered):
     bucket_job = next(name for name in pods if name.startswith(f"{OBJECTSTORE}-create-bucket-"))
     pods["bucket-job"] = pods.pop(bucket_job)
     for step in STEPS:
-        pods[step] = Endpoint(step, NS, step_pod_kwargs(step, backend="s3")["labels"])
+        pods[step] = Endpoint(step, STEPS_NS, step_pod_kwargs(step, backend="s3")["labels"])
         pods[f"{step} (filesystem)"] = Endpoint(
-            step, NS, step_pod_kwargs(step, backend="filesystem")["labels"])
+            step, STEPS_NS, step_pod_kwargs(step, backend="filesystem")["labels"])
     pods["stranger"] = Endpoint("stranger", NS, {"app": "anything"})
     return policies, pods
 
@@ -184,6 +211,7 @@ def test_the_object_store_opens_no_connection(s3_world):
     for target, port in ((SOURCE, PG), (METADATA, PG), (API_SERVER, API_PORT)):
         assert not allowed(policies, pods[OBJECTSTORE], pods[target], port), target
     assert not allowed(policies, pods[OBJECTSTORE], KUBE_API, 443)
+    assert not allowed(policies, pods[OBJECTSTORE], DNS, 53, "UDP")
 
 
 def _airflow_kubernetes_executor() -> list[dict]:
@@ -200,7 +228,7 @@ def _worker(docs) -> Endpoint:
 @pytest.mark.parametrize("executor", [False, True], ids=["LocalExecutor", "KubernetesExecutor"])
 def test_with_kubernetes_executor_the_workers_reach_the_kubernetes_api(rendered, executor):
     # The scheduler starts the worker pods, the worker pods start the step pods.
-    pipeline = _in_namespace(helm.render("northwind-pipeline", {"podLauncher": {
+    pipeline = _in_namespace(helm.render("northwind-pipeline", {**PIPELINE_VALUES, "podLauncher": {
         "kubernetesExecutor": executor, "extraServiceAccounts": ["airflow-worker"] if executor else []}}))
     airflow = _airflow_kubernetes_executor()
     policies = [d for docs in (rendered["plain"], pipeline, airflow) for d in docs

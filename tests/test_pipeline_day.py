@@ -5,7 +5,15 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from pipeline import assert_ok, output, run_day, run_step, tree_digest, warehouse_digest
+from pipeline import (
+    assert_ok,
+    committed,
+    output,
+    run_day,
+    run_step,
+    tree_digest,
+    warehouse_digest,
+)
 from settings import ORDER_DETAILS_ROWS, SOURCE_ROWS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
@@ -33,11 +41,11 @@ def test_a_day_lands_exactly_and_a_rerun_changes_nothing(databases):
     tables = sorted(p.name for p in (root / "postgres").iterdir())
     assert tables == sorted(SOURCE_ROWS)
     for table, rows in SOURCE_ROWS.items():
-        data = root / "postgres" / table / DAY / f"{table}.parquet"
+        data = committed(root, "postgres", table, DAY, f"{table}.parquet")
         assert pq.read_metadata(data).num_rows == rows
         manifest = json.loads((data.parent / f"{table}.manifest.json").read_text())
         assert manifest["rows"] == rows and manifest["run_date"] == DAY
-    assert pq.read_metadata(root / "csv" / DAY / "order_details.parquet").num_rows == \
+    assert pq.read_metadata(committed(root, "csv", DAY, "order_details.parquet")).num_rows == \
         ORDER_DETAILS_ROWS
 
     with databases.source() as src, databases.warehouse() as wh:
@@ -61,7 +69,7 @@ def test_a_day_lands_exactly_and_a_rerun_changes_nothing(databases):
                           ).fetchone() == (1,)
         assert wh.execute("SELECT count(*) FROM employees WHERE photo = ''::bytea").fetchone() == (9,)
 
-    evidence = root / "reports" / DAY
+    evidence = committed(root, "reports", DAY, "orders_with_details.csv").parent
     with open(evidence / "orders_with_details.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == ORDER_DETAILS_ROWS

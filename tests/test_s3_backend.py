@@ -26,7 +26,16 @@ from northwind_elt import cli, report, steps, treefs
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
-from pipeline import assert_ok, output, run_day, run_step, tree_digest, warehouse_digest
+from pipeline import (
+    assert_ok,
+    committed_key,
+    committed_view,
+    output,
+    run_day,
+    run_step,
+    tree_digest,
+    warehouse_digest,
+)
 from psycopg import sql
 from s3server import BUCKET, FreezingProxy, with_server
 from settings import SOURCE_ROWS
@@ -39,8 +48,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 DAY = "2024-01-02"
 
 
-def objects(server, root: str) -> dict[str, bytes]:
-    """Every object under the ``s3://`` root, by key relative to it."""
+def objects(server, root: str, raw: bool = False) -> dict[str, bytes]:
+    """Every object under the ``s3://`` root a reader sees (or, ``raw``, every one), by key
+    relative to it, without attempt folders (see pipeline.committed_view)."""
     fs, base = server.filesystem(), root.removeprefix("s3://")
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     found = {}
@@ -48,7 +58,7 @@ def objects(server, root: str) -> dict[str, bytes]:
         if info.type == pafs.FileType.File:
             with fs.open_input_stream(info.path) as stream:
                 found[info.path.removeprefix(base + "/")] = stream.read()
-    return found
+    return found if raw else committed_view(found)
 
 
 def published(found: dict[str, bytes]) -> dict[str, object]:
@@ -65,8 +75,9 @@ def published(found: dict[str, bytes]) -> dict[str, object]:
 
 
 def local_published(root) -> dict[str, object]:
-    manifests = {str(p.relative_to(root)): json.loads(p.read_text())
-                 for p in root.glob("**/*.manifest.json") if ".staging" not in p.parts}
+    manifests = {key: json.loads(p.read_text()) for p in root.glob("**/*.manifest.json")
+                 if ".staging" not in p.parts
+                 and (key := committed_key(root, p.relative_to(root))) is not None}
     for manifest in manifests.values():
         manifest.pop("extracted_at")
     return tree_digest(root) | manifests
@@ -94,8 +105,8 @@ def test_a_day_on_s3_equals_the_day_on_the_file_system_and_a_rerun_changes_nothi
         assert_ok(result)
     local = databases.data_root
     expected = local_published(local)
-    evidence = {str(p.relative_to(local)): p.read_bytes() for p in local.glob("reports/**/*")
-                if p.is_file()}
+    evidence = {key: p.read_bytes() for p in local.glob("reports/**/*")
+                if p.is_file() and (key := committed_key(local, p.relative_to(local)))}
     with databases.warehouse() as wh:
         loaded = warehouse_digest(wh)
 
@@ -106,13 +117,15 @@ def test_a_day_on_s3_equals_the_day_on_the_file_system_and_a_rerun_changes_nothi
     assert published(found) == expected
     assert {k: v for k, v in found.items() if k.startswith("reports/")} == evidence
     assert {marker(found, step)["status"] for step in steps.STEPS} == {steps.SUCCESS}
+    attempt = json.loads(found[f"_commits/{DAY}/publish-report.json"])["attempt"]
     assert marker(found, steps.PUBLISH_REPORT)["details"]["files"] == [
-        f"{root}/reports/{DAY}/orders_with_details.csv",
-        f"{root}/reports/{DAY}/orders_with_details.json"]
+        f"{root}/reports/{DAY}/{attempt}/orders_with_details.csv",
+        f"{root}/reports/{DAY}/{attempt}/orders_with_details.json"]
     with databases.warehouse() as wh:
         assert warehouse_digest(wh) == loaded
     # Nothing but the tree's objects: no staging or batch files on the bucket ...
-    assert {k.split("/")[0] for k in found} == {"postgres", "csv", "reports", "_status"}
+    assert {k.split("/")[0] for k in found} == {"postgres", "csv", "reports", "_status",
+                                                "_commits"}
     # ... and the local work files are gone.
     staging = s3_env["NORTHWIND_STAGING_DIR"]
     assert [p for p in Path(staging).rglob("*") if p.is_file()] == []
@@ -141,38 +154,37 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
     with databases.warehouse() as wh:
         loaded = warehouse_digest(wh)
 
-    # Mid-publish: the source changed, the rerun has replaced categories (published beside the
-    # others) and is held, by a proxy, at the upload of orders; then killed. The old success must
-    # not stand.
+    # Mid-publish: the source changed, the rerun has uploaded categories into its attempt
+    # (published beside the others) and is held, by a proxy, at the upload of orders; then
+    # killed. Readers still see the previous commit, whole; the old success does not stand.
     with databases.source(autocommit=True) as src:
         src.execute("UPDATE categories SET description = description || ' (v2)'")
     proxy = FreezingProxy(s3_server.endpoint, re.compile(
         rb"(PUT|POST) /" + BUCKET.encode() + rb"/[^ ]*/postgres/orders/"))
+    categories = f"postgres/categories/{DAY}/categories.parquet"
     try:
         extract = start_step(steps.EXTRACT_POSTGRES, with_server(
             {**databases.env, "NORTHWIND_REEXTRACT": "1"}, s3_server, root, proxy.endpoint),
             tmp_path / "killed-publish.log")
         wait_for(proxy.frozen.is_set, "the extract to upload orders", timeout=180)
-        categories = f"postgres/categories/{DAY}/categories.parquet"
-        wait_for(lambda: published(objects(s3_server, root))[categories] != before[categories],
-                 "the extract to replace categories")
+        wait_for(lambda: sum(k.startswith(f"postgres/categories/{DAY}/") and
+                             k.endswith("categories.parquet")
+                             for k in objects(s3_server, root, raw=True)) == 2,
+                 "the extract to upload categories into its attempt")
         kill_group(extract)
     finally:
         proxy.close()
     found = objects(s3_server, root)
-    half = published(found)
-    assert half[categories] != before[categories]  # replaced ...
-    assert half[f"postgres/orders/{DAY}/orders.parquet"] == before[
-        f"postgres/orders/{DAY}/orders.parquet"]  # ... while orders is not yet
+    assert published(found) == before  # the new categories are not current: no mix
     assert marker(found, steps.EXTRACT_POSTGRES)["status"] == steps.RUNNING
     load = run_step(steps.LOAD_WAREHOUSE, DAY, env)
     assert load.returncode != 0
-    assert "extract-postgres is running" in output(load)
+    assert "extract-postgres is dead" in output(load)
     with databases.warehouse() as wh:
         assert warehouse_digest(wh) == loaded
     assert_ok(run_step(steps.EXTRACT_POSTGRES, DAY, env))
     healed = published(objects(s3_server, root))
-    assert healed[categories] == half[categories]
+    assert healed[categories] != before[categories]
     assert {k: v for k, v in healed.items() if "categories" not in k} == {
         k: v for k, v in before.items() if "categories" not in k}
     assert_ok(run_step(steps.LOAD_WAREHOUSE, DAY, env))
@@ -201,7 +213,8 @@ def test_kills_mid_extract_mid_publish_and_mid_load_leave_a_visible_state_a_reru
     # Mid-extract: the extract waits for the source's orders; nothing is on the bucket yet.
     with databases.source() as lock, databases.source(autocommit=True) as watch:
         lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-        killed = start_step(steps.EXTRACT_POSTGRES, env, tmp_path / "killed-extract.log")
+        killed = start_step(steps.EXTRACT_POSTGRES, {**env, "NORTHWIND_REEXTRACT": "1"},
+                            tmp_path / "killed-extract.log")
         staging = Path(env["NORTHWIND_STAGING_DIR"])
         wait_for(lambda: any(kind == "Lock" for kind, _, _ in backends(watch, "northwind-source"))
                  and any(staging.rglob("*.parquet")),
@@ -238,11 +251,15 @@ def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(report, "_hand_over", breaking)
-    with pytest.raises(psycopg.OperationalError), contextlib.redirect_stdout(io.StringIO()):
-        cli.main(["report", "--date", DAY])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli.main(["report", "--date", DAY]) == 1
+    assert err.getvalue().startswith("northwind report: error: the warehouse database ")
+    assert err.getvalue().endswith(": connection lost: server closed the connection unexpectedly\n")
 
     found = objects(s3_server, root)
-    assert [k for k in found if k.startswith("reports/")] == []  # no truncated object stays
+    # The previous evidence is still current, and no object of the failed attempt stays.
+    assert {k: v for k, v in found.items() if k.startswith("reports/")} == evidence
+    assert len([k for k in objects(s3_server, root, raw=True) if k.startswith("reports/")]) == 2
     failed = marker(found, steps.PUBLISH_REPORT)
     assert failed["status"] == steps.FAILED
     assert "server closed the connection unexpectedly" in failed["error"]
@@ -290,7 +307,10 @@ def test_a_corrupted_object_is_refused_naming_it(databases, s3_server, s3_env, m
     root, env = s3_env["NORTHWIND_DATA_ROOT"], s3_env
     for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV):
         assert_ok(run_step(step, DAY, env))
-    fs, key = s3_server.filesystem(), f"{root.removeprefix('s3://')}/postgres/orders/{DAY}/orders.parquet"
+    fs = s3_server.filesystem()
+    attempt = json.loads(objects(s3_server, root)[f"_commits/{DAY}/extract-postgres.json"])[
+        "attempt"]
+    key = f"{root.removeprefix('s3://')}/postgres/orders/{DAY}/{attempt}/orders.parquet"
     with fs.open_input_stream(key) as stream:
         intact = stream.read()
     corrupt = bytearray(intact)

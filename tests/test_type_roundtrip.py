@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pipeline import Databases
+from pipeline import Databases, committed
 from psycopg import sql
 from tap_csvtyped.tap import TapCsvTyped
 from tap_datatree.tap import TapDataTree
@@ -123,7 +123,7 @@ def test_exotic_types_round_trip_exactly(databases, tmp_path):
                           "snapshots.exotic WHERE id = 1").fetchone() == ('{"c": null}', True,
                                                                           "NULL")
 
-    schema = pq.read_schema(databases.data_root / "postgres" / "exotic" / DAY / "exotic.parquet")
+    schema = pq.read_schema(committed(databases.data_root, "postgres", "exotic", DAY, "exotic.parquet"))
     for field in schema:
         assert field.type == NATIVE.get(field.name, pa.string()), field.name
 
@@ -192,7 +192,7 @@ def test_a_column_is_text_only_on_a_day_that_holds_a_special_value(databases, tm
                        INSERT INTO special VALUES (200001, 'infinity', '0100-01-01 BC', 'NaN',
                                                    '2024-01-01')""")
     extract_and_load(databases, ["special"], tmp_path)
-    path = databases.data_root / "postgres" / "special" / DAY / "special.parquet"
+    path = committed(databases.data_root, "postgres", "special", DAY, "special.parquet")
     types = {f.name: f.type for f in pq.read_schema(path)}
     assert types == {"id": pa.int32(), "valid_to": pa.string(), "at": pa.string(),
                      "amount": pa.string(), "plain": pa.date32()}
@@ -207,4 +207,5 @@ def test_a_column_is_text_only_on_a_day_that_holds_a_special_value(databases, tm
         src.execute("DELETE FROM special WHERE id = 200001")
     shutil.rmtree(databases.data_root)
     extract_and_load(databases, ["special"], tmp_path)
+    path = committed(databases.data_root, "postgres", "special", DAY, "special.parquet")
     assert pq.read_schema(path).field("valid_to").type == pa.date32()

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from northwind_elt.report import report_query
-from pipeline import assert_ok, output, run_step
+from pipeline import assert_ok, committed, output, run_step
 from psycopg import sql
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
@@ -116,7 +116,7 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
         query = report_query(wh.cursor(), dt.date.fromisoformat(DAY1))
         lines = [r[0] for r in wh.execute(
             sql.SQL("SELECT row_to_json(r)::text FROM ({}) AS r").format(query)).fetchall()]
-    written = (root / "reports" / DAY1 / "orders_with_details.json").read_text(encoding="utf-8")
+    written = committed(root, "reports", DAY1, "orders_with_details.json").read_text(encoding="utf-8")
     assert written == "[\n" + ",\n".join(lines) + "\n]\n"
     document = json.loads(written)
     assert len(document) == 2155
@@ -137,10 +137,10 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
     assert pruned.returncode == 0, pruned.stderr
     assert f"removed {DAY1} from" in pruned.stdout
     assert not list(root.glob(f"**/{DAY1}"))
-    assert (root / "postgres" / "orders" / DAY2 / "orders.parquet").exists()
-    assert (root / "csv" / DAY3 / "order_details.parquet").exists()
-    assert (root / "postgres" / "orders" / DAY3 / "orders.parquet").exists()
-    assert (root / "csv" / DAY4 / "order_details.parquet").exists()
+    assert committed(root, "postgres", "orders", DAY2, "orders.parquet").exists()
+    assert committed(root, "csv", DAY3, "order_details.parquet").exists()
+    assert committed(root, "postgres", "orders", DAY3, "orders.parquet").exists()
+    assert committed(root, "csv", DAY4, "order_details.parquet").exists()
     bad = subprocess.run(["northwind", "--data-root", str(root), "prune", "--keep-days", "0"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1

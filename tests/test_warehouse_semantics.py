@@ -1,7 +1,7 @@
 """What users of the warehouse can rely on across days: deletes, older days, one current view."""
 
 import pytest
-from pipeline import assert_ok, output, run_day, run_step, warehouse_digest
+from pipeline import assert_ok, committed, output, run_day, run_step, warehouse_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -41,7 +41,7 @@ def test_days_snapshots_deletes_no_regression_and_rollback(databases):
 
     # The evidence of a day reflects that day's files, not the newest day.
     assert_ok(run_step("publish-report", DAY1, env))
-    report = (databases.data_root / "reports" / DAY1 / "orders_with_details.csv").read_text()
+    report = committed(databases.data_root, "reports", DAY1, "orders_with_details.csv").read_text()
     assert report.count("\n") == 2156
 
     # A column whose type changed at the source cannot load into the existing snapshot table:

@@ -61,15 +61,18 @@ class ClusterNames:
     """The names of ``cluster.env`` that the DAG uses; field names are the keys, lower-cased."""
 
     namespace: str
+    step_namespace: str
     image_repository: str
     image_tag: str
     data_pvc: str
     data_mount_path: str
     source_db_secret: str
     warehouse_db_secret: str
+    warehouse_reader_secret: str
     source_db_host: str
     warehouse_db_host: str
     db_port: str
+    db_ca_configmap: str
     source_db_name: str
     warehouse_db_name: str
     meltano_project_dir: str
@@ -79,6 +82,15 @@ class ClusterNames:
     def image(self) -> str:
         """The Meltano image reference, ``repository:tag``."""
         return f"{self.image_repository}:{self.image_tag}"
+
+    def service_host(self, service: str) -> str:
+        """The name a step pod (in ``step_namespace``) resolves a Service of ``namespace`` by.
+
+        Example:
+            >>> load().service_host("northwind-source-db")
+            'northwind-source-db.northwind.svc'
+        """
+        return f"{service}.{self.namespace}.svc"
 
     @classmethod
     def from_mapping(cls, values: dict[str, str], source: str = "cluster.env") -> "ClusterNames":

@@ -74,12 +74,19 @@ MELTANO_DATABASE_URI = (
 
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
+#: The databases' CA certificate (ConfigMap DB_CA_CONFIGMAP): every connection is TLS, the server
+#: checked by its Service name (libpq reads PGSSLMODE and PGSSLROOTCERT).
+DB_CA_VOLUME = "db-ca"
+DB_CA_PATH = "/etc/northwind/db-ca/ca.crt"
 
-#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small.
+#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small. Ephemeral storage
+#: holds the logs and /tmp (Meltano's logs, a partition staged for S3).
 RESOURCES = k8s.V1ResourceRequirements(
-    requests={"cpu": "250m", "memory": "512Mi"},
-    limits={"cpu": "1", "memory": "1Gi"},
+    requests={"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+    limits={"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"},
 )
+#: The cap of the /tmp emptyDir, within the ephemeral-storage limit.
+TMP_SIZE_LIMIT = "1Gi"
 
 
 def task_id(step: str) -> str:
@@ -112,20 +119,43 @@ def step_command(step: str) -> list[str]:
     return [*MELTANO_RUN, step]
 
 
+#: Where a step pod finds its database password: a file of the Secret, never an env variable
+#: (northwind_elt.pgconn reads <PREFIX>PASSWORD_FILE).
+CREDENTIALS_FOLDER = "/etc/northwind/secrets"
+
+
+def _login(prefix: str, secret: str) -> list[Secret]:
+    """The user name (env) and the password (a file) of one login Secret."""
+    folder = f"{CREDENTIALS_FOLDER}/{prefix.lower().removesuffix('_pg')}"
+    return [
+        Secret("env", f"{prefix}USER", secret, "username"),
+        Secret("volume", folder, secret, items=[k8s.V1KeyToPath(key="password", path="password")]),
+    ]
+
+
+def password_file_env(prefix: str) -> dict[str, str]:
+    """The variable naming the password file of a database's login (see :func:`_login`).
+
+    Example:
+        >>> password_file_env("SOURCE_PG")
+        {'SOURCE_PGPASSWORD_FILE': '/etc/northwind/secrets/source/password'}
+    """
+    return {f"{prefix}PASSWORD_FILE": f"{CREDENTIALS_FOLDER}/{prefix.lower().removesuffix('_pg')}/password"}
+
+
 def source_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the source's read-only login role, from its Kubernetes Secret."""
-    return [
-        Secret("env", "SOURCE_PGUSER", names.source_db_secret, "username"),
-        Secret("env", "SOURCE_PGPASSWORD", names.source_db_secret, "password"),
-    ]
+    return _login("SOURCE_PG", names.source_db_secret)
 
 
 def warehouse_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
     """Return the warehouse's login role (owner of its snapshots), from its Kubernetes Secret."""
-    return [
-        Secret("env", "WAREHOUSE_PGUSER", names.warehouse_db_secret, "username"),
-        Secret("env", "WAREHOUSE_PGPASSWORD", names.warehouse_db_secret, "password"),
-    ]
+    return _login("WAREHOUSE_PG", names.warehouse_db_secret)
+
+
+def warehouse_reader_secrets(names: ClusterNames = CLUSTER) -> list[Secret]:
+    """Return the warehouse's read-only role (SELECT on snapshots and views), from its Secret."""
+    return _login("WAREHOUSE_PG", names.warehouse_reader_secret)
 
 
 #: The databases each step logs in to: it gets their Secrets and their client label, nothing else.
@@ -136,6 +166,8 @@ STEP_DATABASES: dict[str, tuple[str, ...]] = {
     PUBLISH_REPORT: ("warehouse",),
 }
 _DATABASE_SECRETS = {"source": source_secrets, "warehouse": warehouse_secrets}
+#: Steps that only read a database log in as its read-only role: the report writes files only.
+_READ_ONLY_SECRETS = {PUBLISH_REPORT: {"warehouse": warehouse_reader_secrets}}
 
 
 def _databases_of(step: str) -> tuple[str, ...]:
@@ -152,8 +184,16 @@ def step_secrets(step: str, names: ClusterNames = CLUSTER) -> list[Secret]:
         ['northwind-source-db', 'northwind-source-db']
         >>> step_secrets("extract-csv")
         []
+        >>> [s.secret for s in step_secrets("publish-report")][0]
+        'northwind-warehouse-db-reader'
     """
-    return [secret for db in _databases_of(step) for secret in _DATABASE_SECRETS[db](names)]
+    logins = {**_DATABASE_SECRETS, **_READ_ONLY_SECRETS.get(step, {})}
+    return [secret for db in _databases_of(step) for secret in logins[db](names)]
+
+
+def step_password_env(step: str) -> dict[str, str]:
+    """The password-file variables of ``step``'s databases (cluster only: a local run keeps its own)."""
+    return {k: v for db in _databases_of(step) for k, v in password_file_env(f"{db.upper()}_PG").items()}
 
 
 def client_labels(step: str) -> dict[str, str]:
@@ -176,12 +216,15 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
         "ORDER_DETAILS_CSV": IMAGE_ORDER_DETAILS_CSV,
         "MELTANO_PROJECT_ROOT": names.meltano_project_dir,
         "MELTANO_DATABASE_URI": MELTANO_DATABASE_URI,
-        "SOURCE_PGHOST": names.source_db_host,
+        # The databases live in NAMESPACE, the step pods in STEP_NAMESPACE.
+        "SOURCE_PGHOST": names.service_host(names.source_db_host),
         "SOURCE_PGPORT": names.db_port,
         "SOURCE_PGDATABASE": names.source_db_name,
-        "WAREHOUSE_PGHOST": names.warehouse_db_host,
+        "WAREHOUSE_PGHOST": names.service_host(names.warehouse_db_host),
         "WAREHOUSE_PGPORT": names.db_port,
         "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": DB_CA_PATH,
     }
 
 
@@ -257,9 +300,10 @@ def step_pod_kwargs(
     kwargs = {
         "task_id": task_id(step),
         "step": step,
-        "cluster_only_env": frozenset(cluster_env(names)),
+        "cluster_only_env": frozenset(cluster_env(names)) | set(step_password_env(step)),
         "name": f"northwind-{step}",
-        "namespace": names.namespace,
+        # Their own namespace: the launcher may create pods there only, beside the step Secrets.
+        "namespace": names.step_namespace,
         "image": names.image,
         "image_pull_policy": "IfNotPresent",
         "cmds": command[:1],
@@ -269,6 +313,7 @@ def step_pod_kwargs(
             **({KEEP_DAYS_ENV: KEEP_DAYS_TEMPLATE} if step == LOAD_WAREHOUSE else {}),
             **({REEXTRACT_ENV: REEXTRACT_TEMPLATE} if step in EXTRACT_STEPS else {}),
             **cluster_env(names),
+            **step_password_env(step),
         },
         "secrets": step_secrets(step, names),
         "labels": {
@@ -282,11 +327,14 @@ def step_pod_kwargs(
                 name=DATA_VOLUME,
                 persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=names.data_pvc),
             ),
-            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()),
+            k8s.V1Volume(name=TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=TMP_SIZE_LIMIT)),
+            k8s.V1Volume(name=DB_CA_VOLUME,
+                         config_map=k8s.V1ConfigMapVolumeSource(name=names.db_ca_configmap)),
         ],
         "volume_mounts": [
             k8s.V1VolumeMount(name=DATA_VOLUME, mount_path=names.data_mount_path),
             k8s.V1VolumeMount(name=TMP_VOLUME, mount_path=TMP_PATH),
+            k8s.V1VolumeMount(name=DB_CA_VOLUME, mount_path=DB_CA_PATH.rpartition("/")[0], read_only=True),
         ],
         "container_resources": RESOURCES,
         "security_context": pod_security,

@@ -163,3 +163,37 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The login roles of one database as a list of {var, username, secretName, host, namespaces}: the
+login role (var app), the warehouse's read-only role (reader) and the source's owner, which the
+seed Job loads the tables as (owner). `var` names the init SQL's psql variables (<var>_user,
+<var>_password) and the server's env (NORTHWIND_<VAR>_USER, _PASSWORD). The steps' logins (source
+and warehouse app, reader) have their Secrets in this namespace ("": the server's init and probe)
+and in stepNamespace (the step pods), under the host name the step pods resolve.
+Args: dict "root" $ "key" <key>.
+*/}}
+{{- define "northwind-databases.logins" -}}
+{{- $db := index .root.Values .key -}}
+{{- $forSteps := ne .key "airflowMetadata" -}}
+{{- $namespaces := ternary (list "" .root.Values.stepNamespace) (list "") $forSteps -}}
+{{- $host := ternary (printf "%s.%s.svc" $db.name .root.Release.Namespace) $db.name $forSteps -}}
+{{- $logins := list (dict "var" "app" "username" $db.auth.username "secretName" $db.auth.secretName "host" $host "namespaces" $namespaces) -}}
+{{- if eq .key "warehouse" -}}
+{{- $logins = append $logins (dict "var" "reader" "username" $db.auth.readerUsername "secretName" $db.auth.readerSecretName "host" $host "namespaces" $namespaces) -}}
+{{- end -}}
+{{- if eq .key "source" -}}
+{{- $logins = append $logins (dict "var" "owner" "username" $db.auth.ownerUsername "secretName" $db.auth.ownerSecretName "host" $db.name "namespaces" (list "")) -}}
+{{- end -}}
+{{- toYaml $logins -}}
+{{- end -}}
+
+{{/* The TLS Secret (tls.crt, tls.key) of one database's server. Args: the database's values. */}}
+{{- define "northwind-databases.tlsSecretName" -}}
+{{- printf "%s-tls" .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the server and its clients find the TLS files, and the libpq settings of a client. */}}
+{{- define "northwind-databases.caPath" -}}
+/etc/northwind/db-ca/ca.crt
+{{- end -}}

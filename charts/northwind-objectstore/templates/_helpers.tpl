@@ -33,14 +33,14 @@ helm.sh/chart: {{ include "northwind-objectstore.chart" .root }}
 {{- end }}
 {{- end -}}
 
-{{/* The Secret the server and the Job read: the user-supplied one or the generated one. */}}
+{{/* The Secret the server and the bucket Job read (admin keys, s3.json): the user's or the generated one. */}}
 {{- define "northwind-objectstore.secretName" -}}
-{{- .Values.auth.existingSecret | default .Values.auth.secretName -}}
+{{- .Values.auth.existingSecret | default .Values.auth.adminSecretName -}}
 {{- end -}}
 
 {{/* The S3 endpoint inside the cluster (S3_ENDPOINT in cluster.env). */}}
 {{- define "northwind-objectstore.endpoint" -}}
-{{- printf "http://%s:%v" .Values.name .Values.ports.s3 -}}
+{{- printf "http://%s.%s.svc:%v" .Values.name .Release.Namespace .Values.ports.s3 -}}
 {{- end -}}
 
 {{/* The SeaweedFS image string. */}}
@@ -55,10 +55,10 @@ helm.sh/chart: {{ include "northwind-objectstore.chart" .root }}
 
 {{/*
 A random string generated once: the live Secret's value when it exists (read with lookup on
-upgrade), else a new one. Args: dict "root" $ "secret" <name> "key" <data key> "length" <n>.
+upgrade), else a new one. Args: dict "namespace" <ns> "secret" <name> "key" <data key> "length" <n>.
 */}}
 {{- define "northwind-objectstore.keptRandom" -}}
-{{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- $live := lookup "v1" "Secret" .namespace .secret -}}
 {{- if and $live $live.data (hasKey $live.data .key) -}}
 {{- index $live.data .key | b64dec -}}
 {{- else -}}

@@ -108,3 +108,56 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The step pods' namespace (STEP_NAMESPACE in cluster.env): steps, their Secrets, the launcher Role. */}}
+{{- define "northwind-pipeline.stepNamespace" -}}
+{{- .Values.stepNamespace -}}
+{{- end -}}
+
+{{/*
+A Service of this release's namespace as the step pods resolve it: they run in stepNamespace.
+Args: the Service name, via dict "root" $ "service" <name>.
+*/}}
+{{- define "northwind-pipeline.serviceHost" -}}
+{{- printf "%s.%s.svc" .service .root.Release.Namespace -}}
+{{- end -}}
+
+{{/*
+The databases of each pod kind the step namespace admits (dags/northwind/pods.py STEP_DATABASES
+for the four steps; the `helm test` pod opens both). Its Secrets and client labels follow.
+*/}}
+{{- define "northwind-pipeline.stepDatabases" -}}
+extract-postgres: [source]
+extract-csv: []
+load-warehouse: [warehouse]
+publish-report: [report]
+connection-test: [source, warehouse]
+{{- end -}}
+
+{{/* The Secret of a database key of stepDatabases (report: the warehouse's read-only role). */}}
+{{- define "northwind-pipeline.dbSecret" -}}
+{{- $db := index .root.Values.databases (ternary "warehouse" .db (eq .db "report")) -}}
+{{- ternary $db.readerSecretName $db.secretName (eq .db "report") -}}
+{{- end -}}
+
+{{/* The client label of a database key of stepDatabases (the report reaches the warehouse). */}}
+{{- define "northwind-pipeline.dbClientLabel" -}}
+{{- printf "northwind.io/%s-client" (ternary "warehouse" . (eq . "report")) -}}
+{{- end -}}
+
+{{/* The ServiceAccounts that start step pods, as the API server names them in requests. */}}
+{{- define "northwind-pipeline.launcherUsernames" -}}
+{{- range include "northwind-pipeline.launcherAccounts" . | fromYamlArray }}
+- {{ printf "system:serviceaccount:%s:%s" $.Release.Namespace . }}
+{{- end }}
+{{- end -}}
+
+{{/* Where step-like pods find the databases' CA certificate (dags/northwind/pods.py DB_CA_PATH). */}}
+{{- define "northwind-pipeline.caPath" -}}
+/etc/northwind/db-ca/ca.crt
+{{- end -}}
+
+{{/* The password file of a database's login in step-like pods (dags/northwind/pods.py). Args: source|warehouse. */}}
+{{- define "northwind-pipeline.passwordFile" -}}
+{{- printf "/etc/northwind/secrets/%s/password" . -}}
+{{- end -}}

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from northwind_elt.errors import file_errors
+
 #: Published files: readable by every uid that shares the data tree, written only by renames.
 PUBLISHED_FILE_MODE = 0o644
 
@@ -47,8 +49,8 @@ def temporary_beside(final: Path) -> Iterator[Path]:
 
 
 def write_bytes(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` atomically."""
-    with temporary_beside(final) as temporary:
+    """Write ``data`` to ``final`` atomically; a refusal of the disk names ``final``."""
+    with file_errors("write", final), temporary_beside(final) as temporary:
         temporary.write_bytes(data)
         publish(temporary, final)
 

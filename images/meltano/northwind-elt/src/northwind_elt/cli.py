@@ -13,10 +13,18 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from northwind_elt import logger, pgconn, steps
-from northwind_elt.errors import PipelineError, SettingError
+from northwind_elt import faults, logger, pgconn, steps
+from northwind_elt.commits import (
+    Commit,
+    Superseded,
+    remove_attempt,
+    remove_superseded,
+    write_commit,
+)
+from northwind_elt.entry import is_user_error
+from northwind_elt.errors import PrerequisiteError, SettingError, one_line
 from northwind_elt.layout import DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
@@ -36,52 +44,99 @@ def settings_from_env(prefix: str) -> dict[str, str]:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    """Print the markers of every day (or one day), one line per step."""
+    """Print the markers of every day (or one day), one line per step, with derived states.
+
+    ``dead``: the marker says running, but its process is gone or its lease expired. ``stale``:
+    a success whose prerequisites have been rerun since (their current success is not what it
+    read); rerunning the step refreshes it.
+    """
     tree = DataTree.from_setting(args.data_root)
     days = [parse_run_date(args.date, "--date")] if args.date else tree.status_days()
     markers = [m for day in days for step in steps.STEPS
                if (m := steps.read_marker(tree, step, day)) is not None]
+    states = [marker_state(tree, marker) for marker in markers]
     if args.json:
-        print(json.dumps([asdict(m) for m in markers], indent=2, sort_keys=True))
+        print(json.dumps([asdict(m) | {"state": state, "state_detail": why}
+                          for m, (state, why) in zip(markers, states, strict=True)],
+                         indent=2, sort_keys=True))
         return 0
     if not markers:
         print(f"no step has run yet under {tree.url}" + (f" for {args.date}" if args.date else ""))
         return 0
     print(f"{'date':<12}{'step':<18}{'status':<9}{'rows':>10}  detail")
-    for marker in markers:
-        detail = marker.error or ", ".join(f"{s}={n}" for s, n in sorted(marker.rows.items()))
+    for marker, (state, why) in zip(markers, states, strict=True):
+        detail = why or marker.error or ", ".join(
+            f"{s}={n}" for s, n in sorted(marker.rows.items()))
         if not args.date and len(detail) > 80:
             detail = f"{len(marker.rows)} streams"
-        print(f"{marker.run_date:<12}{marker.step:<18}{marker.status:<9}"
+        print(f"{marker.run_date:<12}{marker.step:<18}{state:<9}"
               f"{sum(marker.rows.values()):>10}  {detail}")
     return 0
 
 
+def marker_state(tree: DataTree, marker: steps.StepMarker) -> tuple[str, str]:
+    """The state ``status`` shows for ``marker`` (dead and stale derived), and why, if derived."""
+    state = steps.state_of(tree, marker)
+    if state == steps.DEAD:
+        return state, (f"attempt {marker.attempt} ended without a result (killed?): rerun "
+                       f"{marker.step}")
+    if state == steps.SUCCESS and (changed := steps.stale_inputs(tree, marker)):
+        return steps.STALE, (f"{' and '.join(changed)} changed since it ran: rerun "
+                             f"{marker.step}")
+    return state, ""
+
+
 def command_report(args: argparse.Namespace) -> int:
-    """Run the publish-report step for RUN_DATE."""
+    """Run the publish-report step for RUN_DATE: evidence in an attempt folder, then its commit."""
     day = parse_run_date(args.date or os.environ.get(RUN_DATE_VARIABLE))
     tree = DataTree.from_setting(args.data_root)
-    steps.require_prerequisites(tree, steps.PUBLISH_REPORT, day)
-    marker = steps.mark_running(tree, steps.PUBLISH_REPORT, day)
-    folder = tree.report_folder(day)
+    (load_marker,) = steps.require_prerequisites(tree, steps.PUBLISH_REPORT, day)
+    marker, heartbeat = steps.start_attempt(tree, steps.PUBLISH_REPORT, day)
+    folder = tree.report_folder(day, marker.commit)
     try:
         settings = settings_from_env("WAREHOUSE_PG")
         # Two connections: the CSV and the JSON stream at once, in one snapshot.
         with pgconn.connect(settings, "warehouse") as conn, \
                 pgconn.connect(settings, "warehouse") as second:
-            rows, names = write_evidence(conn, second, tree, day)
+            rows, names, load = write_evidence(conn, second, tree, day, folder)
+        if load["attempt"] != load_marker.commit:
+            raise PrerequisiteError(
+                f"the warehouse holds load {load['attempt']} of {day} (loaded at "
+                f"{load['loaded_at']}), its load-warehouse marker vouches for "
+                f"{load_marker.commit}: rerun load-warehouse for {day}")
+        faults.point("before-commit")
+        write_commit(tree, Commit(step=steps.PUBLISH_REPORT, run_date=day.isoformat(),
+                                  attempt=marker.commit, committed_at=steps.now(),
+                                  rows={"orders_with_details": rows},
+                                  details={"files": names, "load": load},
+                                  inputs={steps.LOAD_WAREHOUSE: load["attempt"] or ""}))
+    except Superseded as superseded:  # a later run's evidence and marker stand
+        heartbeat.stop()
+        remove_attempt(tree, steps.PUBLISH_REPORT, day, marker.commit)
+        print(f"publish-report for {day}: {superseded}")
+        return 0
     except BaseException as error:
-        steps.finish(tree, marker, error=str(error))
+        heartbeat.stop()
+        remove_attempt(tree, steps.PUBLISH_REPORT, day, marker.commit)  # uncommitted: unread
+        try:
+            steps.finish(tree, marker, error=one_line(error))
+        except OSError as unrecorded:  # the lease shows the attempt dead
+            logger.error("could not record the failure in its marker: %s", one_line(unrecorded))
         raise
+    faults.point("after-commit")
+    heartbeat.stop()
     marker.rows = {"orders_with_details": rows}
-    marker.details = {"files": [tree.fs.url(folder / name) for name in names]}
+    marker.details = {"files": [tree.fs.url(folder / name) for name in names], "load": load}
+    marker.inputs = {steps.LOAD_WAREHOUSE: load["attempt"] or ""}
     steps.finish(tree, marker)
+    remove_superseded(tree, steps.PUBLISH_REPORT, day, marker.commit)
     print(f"publish-report for {day}: {rows} rows -> {tree.fs.url(folder)}")
     return 0
 
 
-def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, list[str]]:
-    """Write the day's evidence into the tree; return its rows and file names.
+def write_evidence(conn, second, tree: DataTree, day: dt.date, folder: PurePosixPath
+                   ) -> tuple[int, list[str], dict]:
+    """Write the day's evidence into ``folder``; return its rows, file names and load read.
 
     Locally the report writes straight into the tree. For object storage it writes each file on
     local disk while a thread uploads it as it grows, so the two overlap: 1 GiB written in 7 s
@@ -89,9 +144,10 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date) -> tuple[int, lis
     which needs as much CPU as the report itself on the same 2 cores, 16.0 s became 14.2 s (the
     file system: 8 s). A failed report leaves no partial object (see treefs.Outbox).
     """
-    outbox = Outbox(tree.fs, tree.report_folder(day), tree.staging)
-    rows = write_report(conn, day, outbox, second)
-    return rows, sorted(outbox.published)
+    outbox = Outbox(tree.fs, folder, tree.staging)
+    load: dict = {}
+    rows = write_report(conn, day, outbox, second, load)
+    return rows, sorted(outbox.published), load
 
 
 def command_prune(args: argparse.Namespace) -> int:
@@ -162,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except PipelineError as error:
+    except Exception as error:
+        if not is_user_error(error):  # a bug keeps its traceback
+            raise
         logger.debug("failed", exc_info=True)
-        print(f"northwind {args.command}: error: {error}", file=sys.stderr)
+        print(f"northwind {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
 
 

@@ -20,9 +20,9 @@ PLUGINS = {
 
 def is_user_error(error: BaseException) -> bool:
     """Tell errors the user can fix (our own, a refused connection) from bugs."""
-    from northwind_elt.errors import PipelineError
+    from northwind_elt.errors import PipelineError, is_machine_error
 
-    if isinstance(error, PipelineError):
+    if isinstance(error, PipelineError) or is_machine_error(error):  # a full disk, a permission
         return True
     psycopg = sys.modules.get("psycopg")  # only loaded when the plugin talks to a database
     return psycopg is not None and isinstance(error, psycopg.OperationalError)
@@ -37,7 +37,7 @@ def run(script: str) -> None:
     except Exception as error:
         if not is_user_error(error):
             raise
-        from northwind_elt.step_target import one_line
+        from northwind_elt.errors import one_line
 
         print(f"{script}: error: {one_line(error)}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -2,13 +2,19 @@
 
 Layout under the data root (``./data`` locally, ``/data`` on the cluster's volume)::
 
-    postgres/<table>/<YYYY-MM-DD>/<table>.parquet       one partition per table and day
-    postgres/<table>/<YYYY-MM-DD>/<table>.manifest.json
-    csv/<YYYY-MM-DD>/<stream>.parquet                    one partition per CSV file and day
-    csv/<YYYY-MM-DD>/<stream>.manifest.json
-    reports/<YYYY-MM-DD>/orders_with_details.{csv,json}  the evidence of the load
-    _status/<YYYY-MM-DD>/<step>.json                     one marker per step and day
-    .staging/                                            work files, renamed into place when done
+    postgres/<table>/<YYYY-MM-DD>/<attempt>/<table>.parquet   one partition per table and day
+    postgres/<table>/<YYYY-MM-DD>/<attempt>/<table>.manifest.json
+    csv/<YYYY-MM-DD>/<attempt>/<stream>.parquet                one partition per CSV file and day
+    csv/<YYYY-MM-DD>/<attempt>/<stream>.manifest.json
+    reports/<YYYY-MM-DD>/<attempt>/orders_with_details.{csv,json}   the evidence of the load
+    _commits/<YYYY-MM-DD>/<step>.json          which attempt of the step is current that day
+    _status/<YYYY-MM-DD>/<step>.json           one marker per step and day
+    _status/<YYYY-MM-DD>/<step>.lease.json     the running attempt's heartbeat
+    .staging/                                  work files, renamed into place when done
+
+Every attempt of a step writes under its own ``<attempt>`` folder; the step's commit object,
+written last, makes one attempt current for the whole day at once (:mod:`northwind_elt.commits`).
+Readers resolve the commit and never look at any other attempt.
 
 The root is a local path or an ``s3://bucket/prefix`` URL (:mod:`northwind_elt.treefs`). On S3 the
 work files stay on local disk (``NORTHWIND_STAGING_DIR``, default: the temp folder) and only
@@ -19,6 +25,7 @@ import datetime as dt
 import os
 import re
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
@@ -41,7 +48,12 @@ SHARED_TREE_UMASK = 0o000
 PER_STREAM_FOLDER_SOURCES = frozenset({"postgres"})
 
 _SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+#: An attempt folder: when it started (UTC, to the microsecond, so names sort by start) and a
+#: random suffix (two attempts of one microsecond differ).
+_ATTEMPT_NAME = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 _SAFE_CHARS = "_-"
+#: The folder of the evidence, beside the sources' folders.
+REPORTS = "reports"
 
 
 def path_segment(name: str) -> str:
@@ -80,6 +92,22 @@ def stream_from_segment(segment: str) -> str:
     return unquote(segment)
 
 
+def new_attempt() -> str:
+    """Name a new attempt folder: its start time and a random suffix, sortable by start.
+
+    Example:
+        >>> is_attempt(new_attempt()), is_attempt("orders.parquet")
+        (True, False)
+    """
+    started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{started}-{uuid.uuid4().hex[:8]}"
+
+
+def is_attempt(name: str) -> bool:
+    """Whether ``name`` is an attempt folder's name (see :func:`new_attempt`)."""
+    return _ATTEMPT_NAME.fullmatch(name) is not None
+
+
 def check_source(source: str) -> str:
     """Return ``source`` if it is a valid source name, else raise an error naming it."""
     if not _SOURCE_NAME.fullmatch(source):
@@ -89,21 +117,30 @@ def check_source(source: str) -> str:
 
 @dataclass(frozen=True)
 class Partition:
-    """One stream of one source on one day: a Parquet file and its manifest."""
+    """One stream of one source on one day, as one attempt wrote it: a Parquet file, a manifest."""
 
     root: PurePosixPath
     source: str
     stream: str
     day: dt.date
     fs: TreeFS = LOCAL
+    #: The attempt folder under the day's folder (:func:`new_attempt`).
+    attempt: str = ""
 
     @property
-    def folder(self) -> PurePosixPath:
-        """The folder holding the partition's files."""
+    def day_folder(self) -> PurePosixPath:
+        """The folder of the stream's day: every attempt's folder lies in it."""
         base = self.root / check_source(self.source)
         if self.source in PER_STREAM_FOLDER_SOURCES:
             base = base / path_segment(self.stream)
         return base / self.day.isoformat()
+
+    @property
+    def folder(self) -> PurePosixPath:
+        """The folder holding the partition's files: its attempt's folder."""
+        if not is_attempt(self.attempt):
+            raise ValueError(f"partition {self.stream}: {self.attempt!r} is not an attempt name")
+        return self.day_folder / self.attempt
 
     @property
     def data_file(self) -> PurePosixPath:
@@ -139,25 +176,33 @@ class DataTree:
         """The root as a person would type it."""
         return self.fs.url(self.root)
 
-    def partition(self, source: str, stream: str, day: dt.date) -> Partition:
-        """The partition of ``stream`` from ``source`` on ``day``."""
-        return Partition(self.root, check_source(source), stream, day, self.fs)
+    def partition(self, source: str, stream: str, day: dt.date, attempt: str) -> Partition:
+        """The partition of ``stream`` from ``source`` on ``day``, as ``attempt`` wrote it."""
+        return Partition(self.root, check_source(source), stream, day, self.fs, attempt)
 
-    def partitions_on(self, source: str, day: dt.date) -> list[Partition]:
-        """Every partition of ``source`` on ``day`` found in the tree, by manifest, sorted by stream."""
+    def day_folders(self, source: str, day: dt.date) -> list[PurePosixPath]:
+        """The folders of ``source`` on ``day`` that hold attempt folders (one per stream or one).
+
+        ``source`` is a data source (``postgres``, ``csv``) or ``reports``.
+        """
         base = self.root / check_source(source)
         if source in PER_STREAM_FOLDER_SOURCES:
-            folders = [base / name / day.isoformat() for name in self.fs.children(base)]
-        else:
-            folders = [base / day.isoformat()]
-        streams = {stream_from_segment(name.removesuffix(".manifest.json"))
-                   for folder in folders for name in self.fs.children(folder)
-                   if name.endswith(".manifest.json")}
-        return [self.partition(source, s, day) for s in sorted(streams)]
+            return [base / name / day.isoformat() for name in self.fs.children(base)]
+        return [base / day.isoformat()]
 
-    def report_folder(self, day: dt.date) -> PurePosixPath:
-        """The folder of a day's evidence files."""
-        return self.root / "reports" / day.isoformat()
+    def report_folder(self, day: dt.date, attempt: str) -> PurePosixPath:
+        """The folder of a day's evidence files, as ``attempt`` wrote them."""
+        if not is_attempt(attempt):
+            raise ValueError(f"evidence of {day}: {attempt!r} is not an attempt name")
+        return self.root / REPORTS / day.isoformat() / attempt
+
+    def commit_file(self, step: str, day: dt.date) -> PurePosixPath:
+        """The commit object of ``step`` on ``day``: which attempt is current."""
+        return self.root / "_commits" / day.isoformat() / f"{path_segment(step)}.json"
+
+    def lease_file(self, step: str, day: dt.date) -> PurePosixPath:
+        """The heartbeat of the attempt of ``step`` running on ``day``."""
+        return self.root / "_status" / day.isoformat() / f"{path_segment(step)}.lease.json"
 
     def status_file(self, step: str, day: dt.date) -> PurePosixPath:
         """The marker of ``step`` on ``day``."""

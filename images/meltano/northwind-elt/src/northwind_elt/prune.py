@@ -2,16 +2,18 @@
 
 A day is removed only when its load succeeded (its rows are in the warehouse, or were dropped
 there by the same retention); the newest loaded day is never removed, nor any day whose load failed
-or never ran. Every path comes from :class:`~northwind_elt.layout.DataTree`; files are removed in
-one place (:func:`remove_file`).
+or never ran. Every path comes from :class:`~northwind_elt.layout.DataTree`; folders are removed in
+one place (:func:`remove_folder`): the day's commits first (readers then see nothing of the day),
+then every attempt of its data and evidence, then its markers (a prune killed part-way is finished
+by the next one, which still sees the day's load marker).
 """
 
 import datetime as dt
 from pathlib import PurePosixPath
 
 from northwind_elt import steps
+from northwind_elt.commits import FOLDER_OF_STEP
 from northwind_elt.layout import DataTree
-from northwind_elt.report import REPORT_NAME
 
 
 def prunable_days(tree: DataTree, keep: int) -> list[dt.date]:
@@ -25,25 +27,24 @@ def prunable_days(tree: DataTree, keep: int) -> list[dt.date]:
     return [day for day in loaded if day < oldest_kept]
 
 
-def day_files(tree: DataTree, day: dt.date) -> list[PurePosixPath]:
-    """Every file of ``day``: partitions and manifests, evidence, then the step markers (last)."""
-    files = [path for source in steps.SOURCE_OF_STEP.values()
-             for partition in tree.partitions_on(source, day)
-             for path in (partition.data_file, partition.manifest_file)]
-    files += [tree.report_folder(day) / f"{REPORT_NAME}.{ext}" for ext in ("csv", "json")]
-    return files + [tree.status_file(step, day) for step in steps.STEPS]
+def day_folders(tree: DataTree, day: dt.date) -> list[PurePosixPath]:
+    """Every folder of ``day``: its commits, its data and evidence (all attempts), its markers."""
+    folders = [tree.commit_file(steps.LOAD_WAREHOUSE, day).parent]
+    folders += [folder for source in FOLDER_OF_STEP.values()
+                for folder in tree.day_folders(source, day)]
+    return folders + [tree.status_file(steps.LOAD_WAREHOUSE, day).parent]
 
 
-def remove_file(tree: DataTree, path: PurePosixPath) -> None:
-    """Remove ``path`` and then its folders up to the data root while they are empty."""
-    tree.fs.delete(path)
-    tree.fs.remove_empty_folders(path.parent, tree.root)
+def remove_folder(tree: DataTree, folder: PurePosixPath) -> None:
+    """Remove ``folder`` with its contents, then its parents up to the data root while empty."""
+    tree.fs.delete_tree(folder)
+    tree.fs.remove_empty_folders(folder.parent, tree.root)
 
 
 def prune(tree: DataTree, keep: int) -> list[dt.date]:
-    """Remove every file of the days :func:`prunable_days` names; return those days."""
+    """Remove every folder of the days :func:`prunable_days` names; return those days."""
     days = prunable_days(tree, keep)
     for day in days:
-        for path in day_files(tree, day):
-            remove_file(tree, path)
+        for folder in day_folders(tree, day):
+            remove_folder(tree, folder)
     return days

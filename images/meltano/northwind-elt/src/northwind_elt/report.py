@@ -1,7 +1,8 @@
 """The evidence of a load: orders joined with their details, for one day, as CSV and JSON.
 
 It reads the day's snapshots (not the current views), so the evidence for day D reflects D's files
-even after a later day was loaded.
+even after a later day was loaded. It also reads, in the same snapshot, which load of the day it
+reports (``northwind.loads``: the load's id and ``loaded_at``), so its marker can name it.
 """
 
 import concurrent.futures
@@ -14,10 +15,16 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from northwind_elt import report_json
+from northwind_elt import faults, report_json
 from northwind_elt.errors import PrerequisiteError
 from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
-from northwind_elt.warehouse import SNAPSHOT_DATE, existing_columns, loaded_days, snapshot_table
+from northwind_elt.warehouse import (
+    SNAPSHOT_DATE,
+    existing_columns,
+    loaded_days,
+    loads_table,
+    snapshot_table,
+)
 
 REPORT_NAME = "orders_with_details"
 CSV_NAME, JSON_NAME = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
@@ -49,8 +56,22 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
 _VERBATIM_CSV = sql.SQL("FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02'")
 
 
+def load_of(cur: psycopg.Cursor, day: dt.date) -> dict[str, str | None]:
+    """Which load of ``day`` the warehouse holds: its id and ``loaded_at`` (ISO), from its log.
+
+    Every load of this version records its id (``attempt``); the report runs only after one.
+    """
+    cur.execute(sql.SQL("SELECT attempt, loaded_at FROM {} WHERE snapshot_date = %s").format(
+        loads_table()), (day,))
+    found = cur.fetchone()
+    if found is None:
+        return {"attempt": None, "loaded_at": None}
+    return {"attempt": found[0], "loaded_at": found[1].isoformat()}
+
+
 def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
-                 second: psycopg.Connection | None = None) -> int:
+                 second: psycopg.Connection | None = None,
+                 load: dict[str, str | None] | None = None) -> int:
     """Write ``orders_with_details.csv`` and ``.json`` for ``day`` into ``folder``; return the rows.
 
     The CSV streams from the server's ``COPY``; it has a header; NULL is an empty field, an empty
@@ -69,6 +90,7 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
         second: Another connection to the same warehouse, not in a transaction: when the
             server renders the JSON, it does so on this one at the same time as the CSV, in the
             same snapshot (the query runs on two server processes).
+        load: When given, filled with the load the evidence reports (:func:`load_of`).
 
     Returns:
         The rows of the report.
@@ -81,6 +103,8 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
         if day not in loaded_days(cur):
             raise PrerequisiteError(f"the warehouse has no snapshot of {day}: run load-warehouse "
                                     "for that day first")
+        if load is not None:
+            load.update(load_of(cur, day))
         query = report_query(cur, day)
         csv_copy = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
         json_copy = sql.SQL("COPY (SELECT row_to_json(r) FROM ({}) AS r) TO STDOUT ({})").format(
@@ -177,6 +201,7 @@ def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, outbox: Outbox,
                 out.write(chunk)
                 rows += 1
                 _hand_over(out, staged, rows)
+    faults.point("between-evidence-files")
     return rows
 
 

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import shutil
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -87,6 +88,9 @@ class BatchTap(Tap):
         except SettingError:
             return  # no valid day: there is no marker to write
         if run is not None:
+            # The batch files first: the failure may be a full disk, and the marker needs room.
+            if (folder := getattr(self, "_batch_folder", None)) is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             steps.record_failure(*run, one_line(error))
 
     @functools.cached_property
@@ -111,6 +115,7 @@ class BatchTap(Tap):
             root = Path(parsed.path)
         folder = root / f"{self.name}-{self.run_id}"
         folder.mkdir(parents=True, exist_ok=True)
+        self._batch_folder = folder
         return folder
 
     def report_progress(self, stream: str, rows: int) -> None:

@@ -16,8 +16,8 @@ from singer_sdk import Target
 from singer_sdk.helpers._batch import BaseBatchFileEncoding
 from singer_sdk.sinks import BatchSink
 
-from northwind_elt import steps
-from northwind_elt.errors import InputError, PipelineError
+from northwind_elt import errors, steps
+from northwind_elt.errors import InputError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion, parse_kept
@@ -26,11 +26,8 @@ from northwind_elt.protocol import Completion, parse_completion, parse_kept
 STALE_STAGING_SECONDS = 24 * 3600
 
 
-def one_line(error: BaseException) -> str:
-    """A failure as one line: our errors speak for themselves, others get their type."""
-    if isinstance(error, PipelineError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+#: A failure as one line (kept here too: the plugins import it from this module).
+one_line = errors.one_line
 
 
 def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
@@ -61,30 +58,43 @@ class StepTarget(Target):
 
     #: The marker of the day's earlier success that the tap kept (its only message), if it did.
     kept: dict | None = None
+    #: This attempt's marker and lease (None until the attempt begins; a kept run has none).
+    marker: steps.StepMarker | None = None
+    heartbeat: steps.Heartbeat | None = None
+    #: True once this attempt's commit is written: its files are then current, never removed.
+    committed = False
 
     def start_step(self, tree: DataTree, step: str, day: dt.date, *, may_keep: bool = False
                    ) -> None:
-        """Mark the step running (replacing an older outcome) and tidy old work files.
+        """Start the step's attempt, or wait for the tap to say whether it keeps the day.
 
-        With ``may_keep`` (the day's extract succeeded and is not to be read again) the marker is
-        left alone until the tap's first stream arrives: a tap that keeps the day sends none.
+        Mark the step running (replacing an older outcome), take its lease, tidy old files;
+        ``self.marker.commit`` names this attempt (its folder in the tree, see
+        :func:`northwind_elt.steps.start_attempt`). With ``may_keep`` (the day's extract
+        succeeded and is not to be read again) the attempt begins only when the tap's first
+        stream arrives: a tap that keeps the day sends none, and the day stays as it is.
         """
         self.tree, self.step, self.day = tree, step, day
         self.batch_folders = set()
         self._failed = False
-        remove_stale_staging(tree)
-        self._begun = not may_keep
-        if may_keep:
-            self.marker = steps.StepMarker(step=step, run_date=day.isoformat(),
-                                           status=steps.RUNNING, started_at=steps.now(),
-                                           attempt=steps.attempt_id())
-        else:
-            self.marker = steps.begin(tree, step, day)
+        self._begun = False
+        if not may_keep:
+            self._begin()
+
+    def _begin(self) -> None:
+        try:
+            remove_stale_staging(self.tree)
+            self.marker, self.heartbeat = steps.start_attempt(self.tree, self.step, self.day)
+        except BaseException as error:
+            # No message handler runs yet: say why here (if even that fails, the attempt's
+            # process is gone and ``status`` shows it dead).
+            steps.record_failure(self.tree, self.step, self.day, one_line(error))
+            raise
+        self._begun = True
 
     def _begin_if_deferred(self) -> None:
         if not getattr(self, "_begun", True):
-            self._begun = True
-            self.marker = steps.begin(self.tree, self.step, self.day)
+            self._begin()
 
     def fail_step(self, error: BaseException) -> None:
         """Mark the step failed with the reason, once (a reason the tap recorded first is kept)."""
@@ -96,9 +106,10 @@ class StepTarget(Target):
         self.logger.error("%s for %s FAILED: %s", self.step, self.day, reason)
 
     def succeed_step(self, rows: dict[str, int], details: dict) -> None:
-        """Mark the step successful with the rows per stream."""
+        """Mark the step successful with the rows per stream (after its commit)."""
         self.marker.rows = dict(rows)
         self.marker.details = details
+        self.heartbeat.stop()
         steps.finish(self.tree, self.marker)
         self._failed = True  # nothing left to record
         self.logger.info("%s for %s succeeded: %d streams, %d rows", self.step, self.day,
@@ -138,11 +149,16 @@ class StepTarget(Target):
             if self.kept is not None and self.completion is None:
                 self.keep_step()
             else:
+                self._begin_if_deferred()
                 self.finish_step()
         except BaseException as error:
+            # Work files first: the failure may be a full disk, and the marker needs room.
+            self.discard_attempt()
             self.fail_step(error)
             raise
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self.remove_batch_folders()
             # The tap has ended (its output did): the attempt's failure note served its purpose.
             steps.failure_note(self.tree, self.step, self.day).unlink(missing_ok=True)
@@ -153,6 +169,10 @@ class StepTarget(Target):
             steps.write_marker(self.tree, steps.StepMarker(**self.kept))
         self._failed = True  # nothing of this run is recorded
         self.logger.info("%s for %s: kept the day's earlier extract", self.step, self.day)
+
+    def discard_attempt(self) -> None:
+        """Remove what a failed attempt wrote (never a committed attempt's files)."""
+        self.remove_batch_folders()
 
     def remove_batch_folders(self) -> None:
         """Remove the tap's batch folders that lie in the staging folder (Singer leaves them).

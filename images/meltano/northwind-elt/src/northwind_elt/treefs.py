@@ -4,8 +4,8 @@ Both backends offer the same few operations. What differs is how one object is r
 
 * local: write a temporary file beside it, flush, rename (:mod:`northwind_elt.atomic`);
 * S3: a PUT (or a completed multipart upload) makes an object appear whole or not at all, so
-  objects are written in place; nothing depends on a rename. What a set of objects means is decided
-  by the order they are written in (data, then manifest, then the step's marker), not by atomicity.
+  objects are written in place; nothing depends on a rename. A set of objects becomes current all
+  at once through one small object written last (the step's commit, :mod:`northwind_elt.commits`).
 
 A step's larger files are written locally first (:class:`Outbox`): on S3 a thread uploads each one
 while it is still being written, so the upload overlaps the writing instead of following it.
@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from northwind_elt import atomic, logger
-from northwind_elt.errors import SettingError
+from northwind_elt.errors import SettingError, file_errors
 
 S3_SCHEME = "s3://"
 #: Objects are read and written in chunks of this size (one multipart part on S3).
@@ -66,7 +67,8 @@ class TreeFS:
         """The whole object; FileNotFoundError when it is absent."""
         if self.is_local:
             return Path(path).read_bytes()
-        with self.fs.open_input_stream(str(path)) as stream:
+        with file_errors("read", self.url(path), keep_missing=True), \
+                self.fs.open_input_stream(str(path)) as stream:
             return stream.read()
 
     def write_bytes(self, path: PurePosixPath, data: bytes) -> None:
@@ -74,7 +76,7 @@ class TreeFS:
         if self.is_local:
             atomic.write_bytes(Path(path), data)
             return
-        with self.fs.open_output_stream(str(path)) as out:
+        with file_errors("write", self.url(path)), self.fs.open_output_stream(str(path)) as out:
             out.write(data)
 
     def write_json(self, path: PurePosixPath, document: Any) -> None:
@@ -134,13 +136,24 @@ class TreeFS:
 
     def size(self, path: PurePosixPath) -> int | None:
         """The object's size in bytes, or None when it is absent."""
-        info = self.fs.get_file_info(str(path))
+        with file_errors("read", self.url(path)):
+            info = self.fs.get_file_info(str(path))
         return info.size if info.type == pafs.FileType.File else None
 
     def delete(self, path: PurePosixPath) -> None:
         """Remove the object if it exists."""
         try:
             self.fs.delete_file(str(path))
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, folder: PurePosixPath) -> None:
+        """Remove ``folder`` and everything under it, if it exists."""
+        if self.is_local:
+            shutil.rmtree(Path(folder), ignore_errors=True)
+            return
+        try:
+            self.fs.delete_dir(str(folder))
         except FileNotFoundError:
             pass
 
@@ -333,7 +346,7 @@ class Outbox:
         """
         path = self.folder / name
         local = Path(path) if self.fs.is_local else self.staging / name
-        with atomic.temporary_beside(local) as temporary:
+        with file_errors("write", self.fs.url(path)), atomic.temporary_beside(local) as temporary:
             staged = Staged(temporary)
             publisher = _Rename(staged, path) if self.fs.is_local else _Upload(self.fs, staged, path)
             try:

@@ -97,6 +97,8 @@ def begin_load(cur: psycopg.Cursor) -> list[str]:
     ).format(loads_table()))
     cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS columns jsonb").format(
         loads_table()))  # a log written by earlier versions has none
+    cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS attempt text").format(
+        loads_table()))  # the load's id (its step marker's), from the chained-markers version on
     return moved + migrate_unpartitioned(cur)
 
 
@@ -338,14 +340,22 @@ def publish_views(cur: psycopg.Cursor) -> None:
 
 
 def record_load(cur: psycopg.Cursor, day: dt.date, rows: dict[str, int],
-                columns: dict[str, list[str]] | None = None) -> None:
-    """Record that ``day`` is loaded, with its rows and its columns per table."""
+                columns: dict[str, list[str]] | None = None, attempt: str | None = None
+                ) -> dt.datetime:
+    """Record that ``day`` is loaded, with its rows, its columns per table and the load's id.
+
+    Returns:
+        ``loaded_at`` (the transaction's time).
+    """
     cur.execute(sql.SQL(
-        "INSERT INTO {} (snapshot_date, rows, columns) VALUES (%s, %s, %s) "
-        "ON CONFLICT (snapshot_date) DO UPDATE "
-        "SET rows = excluded.rows, columns = excluded.columns, loaded_at = now()"
+        "INSERT INTO {} (snapshot_date, rows, columns, attempt) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (snapshot_date) DO UPDATE SET rows = excluded.rows, "
+        "columns = excluded.columns, attempt = excluded.attempt, loaded_at = now() "
+        "RETURNING loaded_at"
     ).format(loads_table()), (day, json.dumps(rows, sort_keys=True),
-                              None if columns is None else json.dumps(columns, sort_keys=True)))
+                              None if columns is None else json.dumps(columns, sort_keys=True),
+                              attempt))
+    return cur.fetchone()[0]
 
 
 def drop_old_days(cur: psycopg.Cursor, keep: int) -> list[dt.date]:

@@ -8,12 +8,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from northwind_elt.arrow_io import CSV_BLOCK_BYTES, PARQUET_COMPRESSION, csv_convert_options
-from northwind_elt.errors import InputError
+from northwind_elt.errors import InputError, StorageError, file_errors, os_reason
 from northwind_elt.pgtypes import arrow_schema, declared_column, varchar_length
 from northwind_elt.step_tap import BatchStream
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 
-from tap_csvtyped.validate import check_header, first_problem
+from tap_csvtyped.validate import arrow_problem, check_header, first_problem
 
 #: Line number of the first data row (line 1 is the header).
 FIRST_DATA_LINE = 2
@@ -66,7 +66,9 @@ class CsvFileStream(BatchStream):
         schema = arrow_schema(self.columns)
         keys: list[pa.Table] = []
         rows = 0
-        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
+        # The source's own read errors are named by _parse: an OSError left is the batch file's.
+        with file_errors("write", destination), \
+                pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer:
             for batch in self._parse(source):
                 batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
                 self._check_batch(source, batch, rows)
@@ -98,8 +100,11 @@ class CsvFileStream(BatchStream):
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 return
-            problem = first_problem(source, self.columns, self.delimiter)
-            raise InputError(f"{source}: {problem or error}") from None
+            problem = first_problem(source, self.columns, self.delimiter) or arrow_problem(
+                source, self.columns, error, self.delimiter)
+            raise InputError(f"{source}: {problem}") from None
+        except OSError as error:  # unreadable, or gone mid-read
+            raise StorageError(f"cannot read {source}: {os_reason(error)}") from None
 
     def _check_batch(self, source: Path, batch: pa.RecordBatch, offset: int) -> None:
         """Checks Arrow's parser does not make: NOT NULL, finite floats, varchar lengths."""

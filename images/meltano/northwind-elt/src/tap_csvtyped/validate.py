@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import math
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,14 @@ _RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1),
            "int8": (-(2**63), 2**63 - 1)}
 _FLOAT4_MAX = 3.4028234663852886e38
 _BOOLEANS = {"t", "f", "true", "false"}
+#: Arrow's refusal of a value: ``In CSV column #1: CSV conversion error to int16: invalid value '10``
+#: (0-based column, no line; the value may hold the newline of a quoted field).
+_ARROW_REFUSAL = re.compile(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)",
+                            re.DOTALL)
+
+# Arrow reads fields of any size; the record-by-record reader must not refuse them (its default
+# limit is 128 KiB, and its refusal names no column).
+csv.field_size_limit(sys.maxsize)
 
 
 def value_problem(column: Column, text: str) -> str | None:
@@ -104,6 +113,24 @@ def first_problem(path: Path, columns: list[Column], delimiter: str = ",") -> st
             if problem:
                 return f"line {number}, column {column.name}: {problem}"
     return None
+
+
+def arrow_problem(path: Path, columns: list[Column], error: Exception, delimiter: str = ",") -> str:
+    r"""Arrow's refusal of a value as ``line N, column NAME: ...``, the line found by a reread.
+
+    Arrow refuses some values PostgreSQL would take (``"10\n"`` for an integer: surrounding
+    whitespace), so :func:`first_problem` may see nothing wrong where Arrow does.
+    """
+    found = _ARROW_REFUSAL.search(str(error))
+    if found is None or int(found.group(1)) >= len(columns):
+        return " ".join(str(error).split())
+    index, value = int(found.group(1)), found.group(2).removesuffix("'")
+    column = columns[index]
+    what = f"column {column.name}: {value!r} is not a valid {column.sql_type}"
+    for number, fields in _records(path, delimiter):
+        if not isinstance(fields, csv.Error) and len(fields) > index and fields[index] == value:
+            return f"line {number}, {what}"
+    return what
 
 
 def check_header(path: Path, columns: list[Column], delimiter: str = ",") -> None:

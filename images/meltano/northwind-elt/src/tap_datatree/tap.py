@@ -1,7 +1,8 @@
 """tap-datatree: hand one day's verified partitions to a loader, after the day's extracts succeeded.
 
-The streams of a day are exactly those the extract steps' success markers list; each partition is
-checked against its manifest (size, SHA-256, rows) before anything is sent, so a loader never sees a
+The streams of a day are exactly those the extract steps' commits list, read from the committed
+attempt each success marker names (never another attempt's files); each partition is checked
+against its manifest (size, SHA-256, rows) before anything is sent, so a loader never sees a
 half-written, truncated or changed file. Local partitions are sent in place; partitions on object
 storage are copied to the local staging folder first and the copy is what is checked and sent.
 """
@@ -11,6 +12,7 @@ import typing as t
 from pathlib import Path
 
 from northwind_elt import steps
+from northwind_elt.commits import vouched_partitions
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, Partition
 from northwind_elt.manifest import verify_partition
@@ -85,12 +87,12 @@ class TapDataTree(BatchTap):
     def _verified_streams(self, tree: DataTree, step: str, day, copies: Path,
                           streams: dict[str, PartitionStream]) -> None:
         for marker in steps.require_prerequisites(tree, step, day):
-            source = marker.details.get("source") or steps.SOURCE_OF_STEP[marker.step]
-            for name in marker.details.get("streams", []):
+            for partition in vouched_partitions(tree, marker, day):
+                name = partition.stream
                 if name in streams:
                     raise PartitionError(f"stream {name} is published by both "
-                                         f"{streams[name].partition.source} and {source}")
-                partition = tree.partition(source, name, day)
+                                         f"{streams[name].partition.source} and "
+                                         f"{partition.source}")
                 manifest, columns, local = verify_partition(partition, copies)
                 streams[name] = PartitionStream(self, partition, local, columns,
                                                 manifest.key_properties, manifest.rows)

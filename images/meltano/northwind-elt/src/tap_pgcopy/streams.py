@@ -19,8 +19,9 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from northwind_elt import pgconn
 from northwind_elt.arrow_io import PARQUET_COMPRESSION, throttled_progress
-from northwind_elt.errors import InputError
+from northwind_elt.errors import StorageError, os_reason
 from northwind_elt.pgtypes import Column, arrow_schema
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
@@ -200,7 +201,9 @@ def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Colum
             if pending is not None:
                 pending.result()
     except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
-        raise InputError(f"{where}: {str(error).splitlines()[0]}") from None
+        raise pgconn.read_failure(error, where) from None
+    except OSError as error:  # the batch file (a full disk): name it
+        raise StorageError(f"cannot write {destination}: {os_reason(error)}") from None
     finally:
         cursor.close()
     return rows

@@ -1,20 +1,28 @@
 """target-datatree: publish a run's streams into the data tree, all of them or none.
 
 Every stream is staged in the tree's local staging folder; only when the tap's completion message
-has arrived and every stream holds the announced rows are the files published into their
-partitions (renamed locally, uploaded to object storage; the partitions side by side), each
-followed by its manifest, and the step's marker set to ``success``, last, once all are in place.
-The marker says ``running`` from the start, so a kill mid-publish never leaves an old ``success``
-vouching for half-replaced partitions; and the load checks every partition against its manifest.
-Any failure marks the step ``failed``.
+has arrived and every stream holds the announced rows are the files published into this
+attempt's folder of each partition (``<day>/<attempt>/``: renamed locally, uploaded to object
+storage; the partitions side by side), each followed by its manifest. Then one commit object
+makes the attempt current for every stream at once (:mod:`northwind_elt.commits`), and the
+step's marker says ``success``. A kill before the commit leaves the previous commit current;
+the load checks every partition against its manifest. Any failure marks the step ``failed``.
 """
 
 import shutil
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from northwind_elt import steps
+from northwind_elt import faults, steps
 from northwind_elt.arrow_io import sha256_of
+from northwind_elt.commits import (
+    Commit,
+    Superseded,
+    remove_attempt,
+    remove_superseded,
+    write_commit,
+)
 from northwind_elt.errors import PartitionError
 from northwind_elt.layout import DataTree, Partition, check_source
 from northwind_elt.manifest import Manifest, describe_columns, write_manifest
@@ -72,6 +80,8 @@ class TargetDataTree(StepTarget):
         self.staging.mkdir(parents=True)
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
+        self._published_count = 0
+        self._count_lock = threading.Lock()
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
     def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
@@ -89,14 +99,21 @@ class TargetDataTree(StepTarget):
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
 
-    def finish_step(self) -> None:
-        """Check the run is complete, publish every staged partition, then mark the step done.
+    def discard_attempt(self) -> None:
+        """Remove the work files and, unless committed, what this attempt published."""
+        super().discard_attempt()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.marker is not None and not self.committed:
+            remove_attempt(self.tree, self.step, self.day, self.marker.commit)
 
-        Partitions are published side by side: each is a few requests on object storage,
-        independent of the others (13 partitions on loopback SeaweedFS: 0.26 s in turn, 0.15 s
-        with 8 threads; a remote store's latency multiplies both); the marker waits for them all.
-        A failed one fails the step; those already published are whole (data and manifest) and
-        the next run replaces them.
+    def finish_step(self) -> None:
+        """Check the run is complete, publish every staged partition, commit, mark the step done.
+
+        Partitions are published side by side into this attempt's folders: each is a few
+        requests on object storage, independent of the others (13 partitions on loopback
+        SeaweedFS: 0.26 s in turn, 0.15 s with 8 threads; a remote store's latency multiplies
+        both); the commit waits for them all and makes them current at once. A failed one fails
+        the step, and the attempt's files are removed; the previous commit stays current.
         """
         self._check_complete()
         extracted_at = steps.now()
@@ -109,15 +126,30 @@ class TargetDataTree(StepTarget):
             rows[stream] = self.staged[stream].rows
             self.logger.info("published %s: %d rows -> %s", stream, rows[stream],
                              self.tree.fs.url(partition.data_file))
-        self._remove_stale_partitions()
-        self.succeed_step(rows, {**self.completion.details, "source": self.source,
-                                 "streams": streams})
+        faults.point("before-commit")
+        details = {**self.completion.details, "source": self.source, "streams": streams}
+        attempt = self.marker.commit
+        try:
+            write_commit(self.tree, Commit(step=self.step, run_date=self.day.isoformat(),
+                                           attempt=attempt, committed_at=steps.now(),
+                                           rows=rows, details=details))
+        except Superseded as superseded:
+            # Two runs at once: the later one's commit and marker stand; this one leaves no trace.
+            self.logger.warning("%s", superseded)
+            remove_attempt(self.tree, self.step, self.day, attempt)
+            self._failed = True  # nothing to record
+            return
+        self.committed = True
+        self.logger.info("committed attempt %s of %s for %s", attempt, self.step, self.day)
+        faults.point("after-commit")
+        self.succeed_step(rows, details)
+        remove_superseded(self.tree, self.step, self.day, attempt)
 
     def _publish(self, stream: str, extracted_at: str) -> Partition:
         """Publish ``stream``'s staged file into its partition: the data, then its manifest."""
         staged = self.staged[stream]
         staged.close()
-        partition = self.tree.partition(self.source, stream, self.day)
+        partition = self.tree.partition(self.source, stream, self.day, self.marker.commit)
         manifest = Manifest(
             source=self.source, stream=stream, run_date=self.day.isoformat(),
             file=partition.data_file.name, rows=staged.rows,
@@ -128,6 +160,11 @@ class TargetDataTree(StepTarget):
         )
         self.tree.fs.put_file(staged.path, partition.data_file)
         write_manifest(partition, manifest)
+        with self._count_lock:
+            self._published_count += 1
+            first = self._published_count == 1 and len(self.staged) > 1
+        if first:
+            faults.point("between-partitions")
         return partition
 
     def _check_complete(self) -> None:
@@ -150,15 +187,6 @@ class TargetDataTree(StepTarget):
                  for s, n in sorted(announced.items()) if self.staged[s].rows != n]
         if wrong:
             raise PartitionError("row counts differ from the extractor's: " + "; ".join(wrong))
-
-    def _remove_stale_partitions(self) -> None:
-        """Remove partitions of this source and day whose stream is no longer extracted."""
-        for partition in self.tree.partitions_on(self.source, self.day):
-            if partition.stream not in self.staged:
-                self.logger.info("removing stale partition %s", self.tree.fs.url(partition.folder))
-                self.tree.fs.delete(partition.manifest_file)
-                self.tree.fs.delete(partition.data_file)
-                self.tree.fs.remove_empty_folders(partition.folder, self.tree.root)
 
 
 if __name__ == "__main__":

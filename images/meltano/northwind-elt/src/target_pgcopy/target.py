@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from northwind_elt import (
+    faults,
     history,
     pgconn,
     steps,
@@ -29,7 +30,8 @@ from northwind_elt import (
     warehouse_types,
 )
 from northwind_elt.arrow_io import copy_chunks, copy_parquet_into, throttled_progress
-from northwind_elt.errors import PartitionError
+from northwind_elt.commits import vouched_partitions
+from northwind_elt.errors import PartitionError, PipelineError
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column, columns_of
 from northwind_elt.run_date import parse_run_date
@@ -47,11 +49,10 @@ def day_columns(tree: DataTree, markers: list[steps.StepMarker], day: dt.date
     """
     tables = {}
     for marker in markers:
-        source = marker.details.get("source") or steps.SOURCE_OF_STEP[marker.step]
-        for stream in marker.details.get("streams", []):
-            with contextlib.suppress(OSError, ValueError, TypeError, pa.ArrowException):
-                tables[stream] = columns_of(pq.read_schema(tree.partition(source, stream,
-                                                                          day).data_file))
+        with contextlib.suppress(PipelineError):  # tap-datatree refuses it, naming the commit
+            for partition in vouched_partitions(tree, marker, day):
+                with contextlib.suppress(OSError, ValueError, TypeError, pa.ArrowException):
+                    tables[partition.stream] = columns_of(pq.read_schema(partition.data_file))
     return tables
 
 
@@ -74,6 +75,7 @@ class TargetPgCopy(StepTarget):
         day = parse_run_date(self.config.get("run_date"))
         tree = DataTree.from_setting(self.config.get("data_root"))
         markers = steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
+        self.inputs = steps.inputs_of(markers)
         self.keep_days = warehouse.keep_days_setting(os.environ.get(warehouse.KEEP_DAYS_VARIABLE))
         self.history = history.history_setting(os.environ.get(history.HISTORY_VARIABLE))
         # One connection, one transaction, sinks drained one at a time.
@@ -171,7 +173,9 @@ class TargetPgCopy(StepTarget):
         warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
         if self.history:  # in this transaction: a failed load leaves the history as it was
             history.record_day(self.cursor, self.day)
-        warehouse.record_load(self.cursor, self.day, self.loaded, self.columns)
+        # The load's id in _loads, in its transaction: the marker says the same, or is dead.
+        loaded_at = warehouse.record_load(self.cursor, self.day, self.loaded, self.columns,
+                                          self.marker.commit)
         if self.keep_days is not None:
             dropped = warehouse.drop_old_days(self.cursor, self.keep_days)
             self.logger.info("retention %s=%d: dropped the partitions of %s",
@@ -179,7 +183,10 @@ class TargetPgCopy(StepTarget):
                              ", ".join(map(str, dropped)) or "no day")
         warehouse.publish_views(self.cursor)
         self.conn.commit()
-        self.succeed_step(self.loaded, {"tables": sorted(self.loaded)})
+        faults.point("after-commit")
+        self.marker.inputs = self.inputs
+        self.succeed_step(self.loaded, {"tables": sorted(self.loaded),
+                                        "loaded_at": loaded_at.isoformat()})
 
 
 if __name__ == "__main__":

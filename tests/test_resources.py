@@ -1,0 +1,57 @@
+"""Every container we render asks for and is capped in CPU, memory and ephemeral storage, and
+every emptyDir has a size limit: one runaway pod cannot starve the node (issue 22, point 12).
+
+Our three charts (default and S3 values), the official Airflow chart with our values (its init
+containers and sidecars included) and the DAG's step pods as the provider builds them.
+"""
+
+import dag_support  # noqa: F401, I001 - first: it points Airflow at a private home before the import
+
+import helm
+import pytest
+from dag_support import TASK_IDS, build_pod, utc_day
+from kubernetes.client import ApiClient
+from official_chart import render_airflow
+
+# pathspec, as Airflow calls it for .airflowignore; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")
+
+RESOURCES = {"cpu", "memory", "ephemeral-storage"}
+
+
+def _rendered() -> dict[str, dict]:
+    """name -> pod spec of everything we render."""
+    docs = [*render_airflow()]
+    for chart in helm.OWN_CHARTS:
+        docs += helm.render(chart) + helm.render(chart, {"data": {"backend": "s3"}}
+                                                 if chart == "northwind-pipeline" else None)
+    specs = {f"{d['kind']}/{d['metadata']['name']}": helm.pod_spec(d) for d in docs
+             if helm.pod_spec(d) is not None}
+    for task_id in TASK_IDS:
+        pod = ApiClient().sanitize_for_serialization(build_pod(task_id, logical_date=utc_day("2024-01-02")))
+        specs[f"step {task_id}"] = pod["spec"]
+    return specs
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return _rendered()
+
+
+def test_every_container_has_requests_and_limits(specs):
+    missing = []
+    for where, spec in specs.items():
+        for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                lacking = RESOURCES - set(resources.get(kind) or {})
+                if lacking:
+                    missing.append(f"{where} {container['name']}: {kind} lacks {sorted(lacking)}")
+    assert missing == [], "\n".join(missing)
+
+
+def test_every_empty_dir_has_a_size_limit(specs):
+    missing = [f"{where}: {v['name']}" for where, spec in specs.items()
+               for v in spec.get("volumes") or [] if "emptyDir" in v
+               and not (v["emptyDir"] or {}).get("sizeLimit")]
+    assert missing == [], "\n".join(missing)
