@@ -23,6 +23,7 @@ GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";
 CREATE ROLE :"reader_user" LOGIN PASSWORD :'reader_password'
   NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'reader_user') \gexec
-GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, public TO :"reader_user";
-ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user" IN SCHEMA snapshots, snapshot_days, northwind, public
+GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, history, public TO :"reader_user";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user"
+  IN SCHEMA snapshots, snapshot_days, northwind, history, public
   GRANT SELECT ON TABLES TO :"reader_user";
