@@ -2,7 +2,7 @@
 
 import pytest
 from history_support import as_of_differences
-from pipeline import assert_ok, run_day, run_step
+from pipeline import assert_ok, output, run_day, run_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -47,3 +47,16 @@ def test_a_day_loaded_late_splices_into_the_history(databases):
                 f'(SELECT count(*) FROM snapshots."{table}" WHERE snapshot_date = %s)',
                 (DAY3,)).fetchone()
             assert versions <= rows + 2, table
+
+
+def test_history_off_keeps_none_and_a_bad_setting_is_one_line(databases):
+    env = {**databases.env, "NORTHWIND_HISTORY": "off"}
+    for step in ("extract-postgres", "extract-csv"):
+        assert_ok(run_step(step, DAY1, env))
+    failed = run_step("load-warehouse", DAY1, {**env, "NORTHWIND_HISTORY": "maybe"})
+    assert failed.returncode != 0 and "Traceback" not in output(failed)
+    assert "NORTHWIND_HISTORY='maybe' must be on or off" in output(failed)
+    assert_ok(run_step("load-warehouse", DAY1, env))
+    with databases.warehouse() as wh:
+        assert wh.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
+        assert wh.execute("SELECT to_regnamespace('history')").fetchone() == (None,)
