@@ -55,6 +55,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import bench_history
 import psutil
 import psycopg
 import pyarrow.parquet as pq
@@ -1277,6 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also run the extracts and the load with each {DIGEST_VARIABLE}")
     parser.add_argument("--digests-only", action="store_true",
                         help="only the content digests' cost (and the start-ups it is charged)")
+    parser.add_argument("--history-days", type=int, default=30,
+                        help="days of the history figures, as many rows a day as the scale's "
+                             "source; 0 skips them (default 30)")
     parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
                         help="s3: also run the steps with the data tree on a local S3 server")
     args = parser.parse_args(argv)
@@ -1311,6 +1315,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick and not args.digests_only and args.stock_slice > 0:
             stock = stock_comparison(server, args.stock_slice, workdir / "stock")
         lines = report(main_result, start, growth, stock, server.version(), start_s3, breakdown)
+        if args.history_days > 0 and not args.quick:
+            server.create_database("history_bench")
+            with server.connect("history_bench") as conn:
+                lines += ["", *bench_history.history_lines(
+                    conn, sum(main_result.counts.values()), args.history_days)]
         print("\n" + "\n".join(lines))
         args.output.mkdir(parents=True, exist_ok=True)
         out = args.output / f"bench-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-x{args.scale}.json"

@@ -151,6 +151,8 @@ def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, t
     # The reader reads what the writer loaded, now and on later days, and writes nothing.
     with cluster.connect("warehouse", cluster.reader, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM history.orders('1996-07-04')").fetchone() == \
+            conn.execute("SELECT count(*) FROM public.orders").fetchone()  # the history too
         assert conn.execute("SELECT count(*) FROM snapshots._loads").fetchone()[0] == 1
         for statement in ("DELETE FROM snapshots._loads", "CREATE TABLE public.mine (x int)",
                           "CREATE SCHEMA mine", "DROP VIEW public.orders",

@@ -252,6 +252,8 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
             column_types(src, "public")
         assert wh.execute("SELECT count(*) FROM orders JOIN order_details USING (order_id)"
                           ).fetchone() == (ORDER_DETAILS_ROWS,)
+        assert wh.execute("SELECT count(*) FROM history.orders(%s)", (DAY,)).fetchone() == \
+            wh.execute("SELECT count(*) FROM orders").fetchone()  # the day's history
         before = warehouse_digest(wh)
     files = tree_digest(data) | tree_digest(data, "reports/**/*")
 

@@ -280,7 +280,7 @@ def test_a_role_that_may_not_create_the_new_schemas_is_told_what_to_run(database
             f"CREATE SCHEMA snapshot_days AUTHORIZATION {role} as the database owner") \
         in output(failed)
     with databases.warehouse(autocommit=True) as wh:
-        for schema in ("snapshot_days", "northwind"):
+        for schema in ("snapshot_days", "northwind", "history"):
             wh.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
                 sql.Identifier(schema), sql.Identifier(role)))
     assert_ok(run_step("load-warehouse", DAY1, env))

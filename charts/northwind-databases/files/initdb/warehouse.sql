@@ -12,6 +12,8 @@ CREATE SCHEMA snapshots AUTHORIZATION :"app_user";
 -- The warehouse's own objects, apart from the source's names: partitions and the load log.
 CREATE SCHEMA snapshot_days AUTHORIZATION :"app_user";
 CREATE SCHEMA northwind AUTHORIZATION :"app_user";
+-- The change-only history of every table and its as-of functions (northwind_elt/history.py).
+CREATE SCHEMA history AUTHORIZATION :"app_user";
 -- public holds the views (public.<table>); the role creates them, so it owns only those.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";
@@ -21,6 +23,7 @@ GRANT USAGE, CREATE ON SCHEMA public TO :"app_user";
 CREATE ROLE :"reader_user" LOGIN PASSWORD :'reader_password'
   NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'reader_user') \gexec
-GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, public TO :"reader_user";
-ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user" IN SCHEMA snapshots, snapshot_days, northwind, public
+GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, history, public TO :"reader_user";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user"
+  IN SCHEMA snapshots, snapshot_days, northwind, history, public
   GRANT SELECT ON TABLES TO :"reader_user";

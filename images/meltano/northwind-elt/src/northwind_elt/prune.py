@@ -6,6 +6,10 @@ or never ran. Every path comes from :class:`~northwind_elt.layout.DataTree`; fol
 one place (:func:`remove_folder`): the day's commits first (readers then see nothing of the day),
 then every attempt of its data and evidence, then its markers (a prune killed part-way is finished
 by the next one, which still sees the day's load marker).
+
+It removes files only: the warehouse keeps the full days ``NORTHWIND_KEEP_DAYS`` leaves it (at
+each load) and the change-only history of every loaded day (:mod:`northwind_elt.history`), so a
+pruned day is still there as ``history."<table>"(day)``.
 """
 
 import datetime as dt

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from northwind_elt import (
     faults,
+    history,
     pgconn,
     steps,
     verify,
@@ -78,6 +79,7 @@ class TargetPgCopy(StepTarget):
         markers = steps.require_prerequisites(tree, steps.LOAD_WAREHOUSE, day)
         self.inputs = steps.inputs_of(markers)
         self.keep_days = warehouse.keep_days_setting(os.environ.get(warehouse.KEEP_DAYS_VARIABLE))
+        self.history = history.history_setting(os.environ.get(history.HISTORY_VARIABLE))
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
         try:
@@ -182,6 +184,8 @@ class TargetPgCopy(StepTarget):
             warehouse.swap_in(self.cursor, stream, self.day, fresh)
         # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
         warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
+        if self.history:  # in this transaction: a failed load leaves the history as it was
+            history.record_day(self.cursor, self.day)
         # The load's id in northwind.loads, in its transaction: the marker says the same, or is dead.
         loaded_at = warehouse.record_load(self.cursor, self.day, self.loaded, self.columns,
                                           self.marker.commit)

@@ -1,0 +1,180 @@
+"""Change-only history of every snapshot table, spliced in by each load whatever the day's order.
+
+Layout: ``history.<table>`` holds one row per version of a row of ``snapshots.<table>``: the
+source columns (their exact types), ``row_hash`` (the version's digest, see
+:mod:`northwind_elt.history_sql`), ``valid_from`` (the first loaded day of the version) and
+``valid_to`` (the next loaded day without it; NULL while current). A keyed table is keyed by its
+source key; a table without a key versions whole rows, ``copies`` holding how many identical rows
+the day had. ``history."<table>"(day)`` returns the table as of a day, equal row for row to that
+day's partition. ``northwind.history_days`` lists the days the history covers.
+
+History is defined over the loaded days: a version valid from A to B was seen on every loaded day
+from A up to (not including) B, whatever happened at the source between loaded days. So the
+history is a function of the set of loaded days and their snapshots, never of the load order:
+loading day D computes, for the rows whose version on D differs from the history's state as of D
+(the loaded day before D, when D is new), the cut at D and at the next loaded day N, and merges
+the new version with an equal version ending at D or starting at N. Reloading D with the same data
+changes nothing.
+"""
+
+import datetime as dt
+
+import psycopg
+from psycopg import sql
+
+from northwind_elt import history_sql as hs
+from northwind_elt.errors import InputError, SettingError
+from northwind_elt.warehouse_layout import (
+    LOG_SCHEMA,
+    SNAPSHOT_DATE,
+    ensure_schema,
+    partition_table,
+    partitions,
+    qualified,
+    relation_exists,
+    snapshot_table,
+    snapshot_tables,
+    stored_types,
+)
+
+#: Turns the history off (``off``) or on (default).
+HISTORY_VARIABLE = "NORTHWIND_HISTORY"
+#: The days the history covers (the days loaded while it was on).
+HISTORY_DAYS = "history_days"
+_ON, _OFF = {"", "on", "1", "true", "yes"}, {"off", "0", "false", "no"}
+
+
+def history_setting(value: str | None) -> bool:
+    """Parse ``NORTHWIND_HISTORY``: on (the default) or off.
+
+    Example:
+        >>> history_setting(None), history_setting("off")
+        (True, False)
+    """
+    text = (value or "").strip().lower()
+    if text in _ON | _OFF:
+        return text in _ON
+    raise SettingError(f"{HISTORY_VARIABLE}={value!r} must be on or off")
+
+
+def days_table() -> sql.Composed:
+    """``northwind.history_days``."""
+    return qualified(LOG_SCHEMA, HISTORY_DAYS)
+
+
+def history_days(cur: psycopg.Cursor) -> list[dt.date]:
+    """The days the history covers, oldest first (empty before its first load)."""
+    if not relation_exists(cur, LOG_SCHEMA, HISTORY_DAYS):
+        return []
+    cur.execute(sql.SQL("SELECT snapshot_date FROM {} ORDER BY 1").format(days_table()))
+    return [day for (day,) in cur.fetchall()]
+
+
+def record_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
+    """Splice ``day``'s partitions into the history of every table (in the load's transaction).
+
+    Call it after the day's partitions are attached. The first time, the days whose partitions
+    the warehouse still has are spliced in first (oldest first), so turning history on keeps them.
+
+    Returns:
+        The rows whose version changed on ``day``, per table.
+    """
+    ensure_schema(cur, hs.HISTORY_SCHEMA)
+    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (snapshot_date date PRIMARY KEY)").format(
+        days_table()))
+    hs.canonical_text(cur)
+    days = {day}
+    if not history_days(cur):
+        days |= {d for table in snapshot_tables(cur) for d in partitions(cur, table)}
+    changed = {}
+    for each in sorted(days):
+        changed = splice_day(cur, each)
+    return changed
+
+
+def splice_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
+    """Make the history hold ``day``'s partitions as that day's state (a table without one: empty)."""
+    cur.execute(sql.SQL("INSERT INTO {} VALUES (%s) ON CONFLICT DO NOTHING").format(days_table()),
+                (day,))
+    cur.execute(sql.SQL("SELECT min(snapshot_date) FROM {} WHERE snapshot_date > %s").format(
+        days_table()), (day,))
+    following = cur.fetchone()[0]
+    changed = {}
+    for table in snapshot_tables(cur):
+        partition = partitions(cur, table).get(day)
+        if partition is None and not relation_exists(cur, hs.HISTORY_SCHEMA, table):
+            continue
+        plan = prepare_history(cur, table)
+        changed[table] = splice_table(cur, plan, day, following, partition)
+        create_as_of(cur, table, plan)
+    return changed
+
+
+def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
+    """Create ``history.<table>`` or give it the snapshot table's columns and types."""
+    types = {n: t for n, t in stored_types(cur, table).items() if n != SNAPSHOT_DATE}
+    snapshot = {n: t[0] for n, t in types.items()}
+    keys = hs.source_key(cur, table)
+    reserved = hs.meta_types(keyed=bool(keys))
+    clashing = sorted(set(snapshot) & set(reserved))
+    if clashing:
+        raise InputError(f"table {table}: source column {', '.join(clashing)} has a name the "
+                         f"history reserves ({', '.join(reserved)}); rename it at the "
+                         f"source or set {HISTORY_VARIABLE}=off; nothing was loaded")
+    plan = hs.Plan(table, list(snapshot), keys,
+                   frozenset(n for n, t in types.items() if t[1] in hs.EXACT_EQUALITY),
+                   frozenset(n for n, t in types.items() if t[1] == "numeric"))
+    if not relation_exists(cur, hs.HISTORY_SCHEMA, table):
+        columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                   for n, t in snapshot.items()]
+        columns += [sql.SQL(f"{{}} {t}").format(sql.Identifier(n))
+                    for n, t in hs.meta_types(keyed=bool(keys)).items()]
+        cur.execute(sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY ({}, {}))").format(
+            hs.history_table(table), sql.SQL(", ").join(columns), plan.identity_list(),
+            sql.Identifier(hs.VALID_FROM)))
+        return plan
+    existing = hs.history_types(cur, table)
+    for name, sql_type in snapshot.items():
+        if name not in existing:  # NULL in every version: no version changes (see history_sql)
+            change = sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(name), sql.SQL(sql_type))
+        elif existing[name] != sql_type:  # widened in snapshots.<table>: follow it
+            change = sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name),
+                                                               sql.SQL(sql_type))
+        else:
+            continue
+        cur.execute(sql.SQL("ALTER TABLE {} {}").format(hs.history_table(table), change))
+    return plan
+
+
+def splice_table(cur: psycopg.Cursor, plan: hs.Plan, day: dt.date, following: dt.date | None,
+                 partition: str | None) -> int:
+    """Splice one table's partition of ``day`` (None: the table had no rows that day).
+
+    Returns:
+        How many identities (keys, or distinct rows of a keyless table) changed version on ``day``.
+    """
+    source = partition_table(partition) if partition else None
+    changed_table, new_table = hs.work_table(hs.CHANGED), hs.work_table(hs.NEW)
+    # Plain tables of the warehouse's own schema: its role may not create temporary ones.
+    cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
+        changed_table, hs.changed_identities(plan, source, day)))
+    changed = cur.rowcount
+    if changed:
+        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))  # a few rows: index lookups
+        cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
+            new_table, hs.new_versions(plan, source, following)))
+        cur.execute(sql.SQL("ANALYZE {}").format(new_table))
+        for statement in hs.splice_statements(plan, day, following):
+            cur.execute(statement)
+        cur.execute(sql.SQL("DROP TABLE {}").format(new_table))
+    cur.execute(sql.SQL("DROP TABLE {}").format(changed_table))
+    return changed
+
+
+def create_as_of(cur: psycopg.Cursor, table: str, plan: hs.Plan) -> None:
+    """(Re)create ``history."<table>"(day date)``: the table as of ``day``, as its partition."""
+    snapshot_order = list(stored_types(cur, table))
+    body = hs.as_of_query(plan, snapshot_order).as_string(cur)
+    cur.execute(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}(date) RETURNS SETOF {} LANGUAGE sql STABLE AS {}"
+    ).format(hs.history_table(table), snapshot_table(table), sql.Literal(body)))

@@ -1,0 +1,247 @@
+"""The statements that keep ``history.<table>``: version digests, change detection, the splice.
+
+**What a version is.** A keyed table's row changes version when any value changes its binary
+image (``record_image_eq``, as ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` compares rows): exact
+for every type, with or without an equality operator (``1.0`` and ``1.00`` differ); types whose
+``=`` is already exact are compared with it. A table
+without a key versions whole rows, identified by ``row_hash``, the digest of the row's text with
+its trailing NULLs left out (printed with fixed DateStyle, TimeZone, float digits...:
+:func:`canonical_text`), and ``copies``. Either way a column added at the source, NULL until a
+value arrives, starts no version (it is NULL in the history's older versions too, and added
+columns come last); a dropped column (NULL on the newer days) starts one new version for the rows
+that had a value in it; a widened type is applied to the history too and starts none.
+
+**The splice** of day D (next loaded day N, or none), for the identities whose version on D
+differs from the history's state as of D (``history_changed``) and their new versions
+(``history_new``, ``valid_to`` N):
+
+1. a version covering D and running past N is copied to start at N (it resumes there);
+2. a version starting at D is deleted; one starting before D now ends at D;
+3. a new version equal to one starting at N absorbs it; one equal to a version ending at D extends
+   that version instead of being inserted.
+
+The history stays in one canonical form (no two adjacent equal versions), whatever the order.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+HISTORY_SCHEMA = "history"
+#: The splice's work tables (in the warehouse's own schema, dropped by the splice).
+CHANGED, NEW = "history_changed", "history_new"
+ROW_HASH, COPIES, VALID_FROM, VALID_TO = "row_hash", "copies", "valid_from", "valid_to"
+#: The columns the history adds to the source's; a source column may not have these names.
+META_COLUMNS = (ROW_HASH, COPIES, VALID_FROM, VALID_TO)
+#: Types whose ``=`` holds only for identical values: compared with it (faster than images).
+EXACT_EQUALITY = frozenset({"int2", "int4", "int8", "text", "varchar", "date", "timestamp",
+                            "timestamptz", "bool", "uuid", "bytea", "time", "oid"})
+#: Settings that decide how values print, fixed so a digest never depends on the session.
+_CANONICAL_TEXT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
+                   "extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One table's history: its source columns and key (empty: versions are whole rows)."""
+
+    table: str
+    columns: list[str]
+    keys: list[str]
+    #: The columns of an :data:`EXACT_EQUALITY` type, and those of type numeric.
+    exact: frozenset[str] = frozenset()
+    numeric: frozenset[str] = frozenset()
+
+    @property
+    def identity(self) -> list[str]:
+        """What a version is a version of: the key, or the whole row (its digest)."""
+        return self.keys or [ROW_HASH]
+
+    @property
+    def stored(self) -> list[str]:
+        """Every column of a version but its interval."""
+        return self.columns if self.keys else [*self.columns, ROW_HASH, COPIES]
+
+    def same_version(self, a: str, b: str) -> sql.Composed:
+        """Rows ``a`` and ``b`` of one identity are the same version."""
+        if not self.keys:
+            return sql.SQL("{} = {}").format(sql.Identifier(a, COPIES), sql.Identifier(b, COPIES))
+        tests = [sql.SQL("{} IS NOT DISTINCT FROM {}").format(sql.Identifier(a, c),
+                                                             sql.Identifier(b, c))
+                 for c in self.columns if c in self.exact or c in self.numeric]
+        # Equal numerics print alike when their scales are equal too (1.0 = 1.00, not alike).
+        tests += [sql.SQL("scale({}) IS NOT DISTINCT FROM scale({})").format(
+            sql.Identifier(a, c), sql.Identifier(b, c)) for c in self.columns if c in self.numeric]
+        others = [c for c in self.columns if c not in self.exact and c not in self.numeric]
+        if others:
+            tests.append(sql.SQL("record_image_eq(ROW({}), ROW({}))").format(names(others, a),
+                                                                             names(others, b)))
+        return sql.SQL("({})").format(sql.SQL(" AND ").join(tests))
+
+    def identity_list(self) -> sql.Composable:
+        """The identity columns, quoted."""
+        return names(self.identity)
+
+
+def history_table(table: str) -> sql.Composed:
+    """``history."<table>"`` (and the name of its as-of function)."""
+    return sql.SQL("{}.{}").format(sql.Identifier(HISTORY_SCHEMA), sql.Identifier(table))
+
+
+def work_table(name: str) -> sql.Composed:
+    """``northwind.<name>``: a work table of the splice."""
+    return sql.SQL("{}.{}").format(sql.Identifier("northwind"), sql.Identifier(name))
+
+
+#: The work tables, as ``{changed}`` and ``{new}`` in the statements.
+WORK = {"changed": work_table(CHANGED), "new": work_table(NEW)}
+
+
+def meta_types(keyed: bool) -> dict[str, str]:
+    """The history's own columns and their types."""
+    rows = {} if keyed else {ROW_HASH: "uuid NOT NULL", COPIES: "bigint NOT NULL"}
+    return {**rows, VALID_FROM: "date NOT NULL", VALID_TO: "date"}
+
+
+def names(columns: list[str], alias: str | None = None) -> sql.Composable:
+    """``a."x", a."y"`` (or unqualified)."""
+    return sql.SQL(", ").join(sql.Identifier(*([alias] if alias else []), c) for c in columns)
+
+
+def source_key(cur: psycopg.Cursor, table: str) -> list[str]:
+    """The source key of ``snapshots.<table>``: its primary key but the day."""
+    cur.execute("""SELECT a.attname FROM pg_index i
+                   CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   WHERE i.indrelid = to_regclass(format('snapshots.%%I', %s::text))
+                     AND i.indisprimary AND a.attname <> 'snapshot_date' ORDER BY k.n""",
+                (table,))
+    return [name for (name,) in cur.fetchall()]
+
+
+def history_types(cur: psycopg.Cursor, table: str) -> dict[str, str]:
+    """The source columns of ``history.<table>`` and their ``format_type()``."""
+    cur.execute("""SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                   WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+                     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
+                (HISTORY_SCHEMA, table))
+    return {n: t for n, t in cur.fetchall() if n not in META_COLUMNS}
+
+
+def canonical_text(cur: psycopg.Cursor) -> None:
+    """Fix, until the transaction ends, every setting that changes how values print."""
+    for name, value in _CANONICAL_TEXT.items():
+        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def row_hash(columns: list[str], alias: str) -> sql.Composed:
+    """The digest of a whole row (see the module's docstring) as a uuid."""
+    # Values holding a comma or a parenthesis are quoted, so only NULLs end in commas.
+    return sql.SQL("md5(rtrim(ROW({})::text, ',)'))::uuid").format(names(columns, alias))
+
+
+def covers(alias: str, day: dt.date) -> sql.Composed:
+    """``<alias>``'s interval contains ``day``."""
+    return sql.SQL("{f} <= {d} AND ({t} IS NULL OR {t} > {d})").format(
+        f=sql.Identifier(alias, VALID_FROM), t=sql.Identifier(alias, VALID_TO),
+        d=sql.Literal(day))
+
+
+def same(a: str, b: str, columns: list[str]) -> sql.Composed:
+    """``a.x = b.x AND ...``."""
+    return sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(a, c),
+                                                           sql.Identifier(b, c))
+                                 for c in columns)
+
+
+def changed_identities(plan: Plan, source: sql.Composable | None, day: dt.date) -> sql.Composed:
+    """The identities whose version in ``source`` (None: no rows) differs from the history on D.
+
+    A keyless table's rows also carry their new ``copies`` and the ``ctid`` of one of them.
+    """
+    hist = history_table(plan.table)
+    if source is None:
+        return sql.SQL("SELECT {} FROM {} h WHERE {}").format(
+            names(plan.identity, "h"), hist, covers("h", day))
+    if plan.keys:
+        picked = sql.SQL(", ").join(sql.SQL("coalesce({}, {}) AS {}").format(
+            sql.Identifier("n", k), sql.Identifier("h", k), sql.Identifier(k)) for k in plan.keys)
+        new, old = source, sql.SQL("SELECT * FROM {} h WHERE {}").format(hist, covers("h", day))
+        differ = sql.SQL("n.{k} IS NULL OR h.{k} IS NULL OR NOT ({same})").format(
+            k=sql.Identifier(plan.keys[0]), same=plan.same_version("n", "h"))
+    else:
+        picked = sql.SQL("coalesce(n.row_hash, h.row_hash) AS row_hash, n.copies, n.at")
+        new = sql.SQL("(SELECT {} AS row_hash, count(*) AS copies, min(p.ctid) AS at "
+                      "FROM {} p GROUP BY 1)").format(row_hash(plan.columns, "p"), source)
+        old = sql.SQL("SELECT row_hash, copies FROM {} h WHERE {}").format(hist, covers("h", day))
+        differ = sql.SQL("n.copies IS DISTINCT FROM h.copies")
+    return sql.SQL("SELECT {picked} FROM {new} n FULL JOIN ({old}) h ON {same} "
+                   "WHERE {differ}").format(picked=picked, new=new, old=old,
+                                            same=same("n", "h", plan.identity), differ=differ)
+
+
+def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date | None
+                 ) -> sql.Composed:
+    """The versions ``source`` has of the changed identities, each valid until ``following``."""
+    until = sql.SQL("CAST({} AS date) AS valid_to").format(sql.Literal(following))
+    if source is None:
+        return sql.SQL("SELECT {}, {} FROM {} LIMIT 0").format(
+            names(plan.stored), until, history_table(plan.table))
+    if plan.keys:
+        return sql.SQL("SELECT {}, {} FROM {} p JOIN {changed} c ON {}").format(
+            names(plan.columns, "p"), until, source, same("p", "c", plan.keys), **WORK)
+    return sql.SQL("SELECT {}, c.row_hash, c.copies, {} FROM {changed} c JOIN {} p "
+                   "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source, **WORK)
+
+
+def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> list[sql.Composed]:
+    """The statements of the splice (the module's steps 1 to 3), in order."""
+    hist, ident = history_table(plan.table), plan.identity
+    d = sql.Literal(day)
+    interval = names([VALID_FROM, VALID_TO])
+    statements = []
+    if following is not None:
+        n = sql.Literal(following)
+        statements.append(sql.SQL(
+            "INSERT INTO {hist} ({stored}, {interval}) SELECT {h_stored}, {n}, h.valid_to "
+            "FROM {hist} h JOIN {changed} c ON {same} "
+            "WHERE h.valid_from <= {d} AND (h.valid_to IS NULL OR h.valid_to > {n})").format(
+            hist=hist, stored=names(plan.stored), interval=interval,
+            h_stored=names(plan.stored, "h"), n=n, same=same("h", "c", ident), d=d, **WORK))
+    statements.append(sql.SQL(
+        "DELETE FROM {} h USING {changed} c WHERE {} AND h.valid_from = {}").format(
+        hist, same("h", "c", ident), d, **WORK))
+    statements.append(sql.SQL(
+        "UPDATE {} h SET valid_to = {d} FROM {changed} c WHERE {} AND h.valid_from < {d} "
+        "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(hist, same("h", "c", ident), d=d,
+                                                              **WORK))
+    if following is not None:
+        statements.append(sql.SQL(
+            "WITH gone AS (DELETE FROM {hist} h USING {new} n WHERE {same} "
+            "AND h.valid_from = {n} AND {v} RETURNING {h_ident}, h.valid_to) "
+            "UPDATE {new} n SET valid_to = g.valid_to FROM gone g WHERE {same_g}").format(
+            hist=hist, same=same("h", "n", ident), n=sql.Literal(following),
+            v=plan.same_version("h", "n"),
+            h_ident=names(ident, "h"), same_g=same("n", "g", ident), **WORK))
+    statements.append(sql.SQL(
+        "WITH extended AS (UPDATE {hist} h SET valid_to = n.valid_to FROM {new} n "
+        "WHERE {same} AND h.valid_to = {d} AND {v} RETURNING {h_ident}) "
+        "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n.valid_to "
+        "FROM {new} n WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
+        hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
+        h_ident=names(ident, "h"),
+        stored=names(plan.stored), interval=interval, n_stored=names(plan.stored, "n"),
+        same_e=same("e", "n", ident), **WORK))
+    return statements
+
+
+def as_of_query(plan: Plan, snapshot_order: list[str]) -> sql.Composed:
+    """The body of the as-of function: the snapshot table's columns, the day as ``$1``."""
+    select = sql.SQL(", ").join(sql.SQL("$1") if c == "snapshot_date" else sql.Identifier("h", c)
+                                for c in snapshot_order)
+    repeat = sql.SQL("" if plan.keys else " CROSS JOIN generate_series(1, h.copies) AS r(n)")
+    return sql.SQL("SELECT {} FROM {} h{} WHERE h.valid_from <= $1 "
+                   "AND (h.valid_to IS NULL OR h.valid_to > $1)").format(
+        select, history_table(plan.table), repeat)

@@ -1,0 +1,192 @@
+r"""The history's figures (issue 24): storage, load, out-of-order load and as-of, beside raw COPY.
+
+One table shaped like ``orders`` (key, text, dates, numeric; ``--rows`` rows) changes 1% a day
+(updates 0.5%, deletes 0.25%, inserts 0.25%). Each day is loaded as target-pgcopy loads it, in
+one transaction: COPY (binary) into a fresh table, swap it in as the day's partition, splice the
+history (:func:`northwind_elt.history.record_day`). The same day's bytes are also COPYed into an
+empty keyed table (raw COPY). Days are loaded every other date, so a day can be spliced between
+two loaded days later. Printed:
+
+* storage: ``history.<table>`` (table + index, after VACUUM) over one day's partition;
+* load: COPY + swap + history over raw COPY of the same bytes, and the history part alone;
+* out of order: a new day between the two middle loaded days over a new day after the newest
+  (both rolled back: the history is unchanged between them);
+* as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole.
+
+Usage (standalone, a private server in /tmp): ``uv run python scripts/bench_history.py --rows
+300000 --days 30``; ``scripts/benchmark.py`` calls :func:`history_lines` in its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from northwind_elt import history, history_sql, localdb, warehouse
+from northwind_elt.pgtypes import Column
+from psycopg import sql
+
+TABLE = "orders_history_bench"
+COLUMNS = [Column("order_id", "integer", "int4"), Column("customer_id", "text"),
+           Column("employee_id", "smallint", "int2"), Column("order_date", "date", "date"),
+           Column("shipped", "timestamp without time zone", "timestamp"),
+           Column("freight", "numeric(10,2)", "numeric", (10 << 16 | 2) + 4),
+           Column("ship_name", "character varying(40)", "varchar", 44),
+           Column("ship_address", "text"), Column("ship_country", "text")]
+NAMES = sql.SQL(", ").join(sql.Identifier(c.name) for c in COLUMNS)
+SOURCE = sql.SQL("history_bench_source")
+START = dt.date(2024, 1, 1)
+
+
+def build_source(conn: psycopg.Connection, rows: int) -> None:
+    """The table the days are taken from."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {s}; CREATE TABLE {s} ({cols}, PRIMARY KEY "
+                         "(order_id))").format(s=SOURCE, cols=sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in COLUMNS)))
+    conn.execute(sql.SQL(
+        "INSERT INTO {} SELECT g, 'CUST' || g %% 9000, g %% 9, DATE '2020-01-01' + g %% 1500, "
+        "TIMESTAMP '2020-01-05' + g * INTERVAL '1 minute', (g %% 100000) / 100.0, "
+        "'Ship ' || g %% 777, g || ' Obere Str. ' || g %% 57, 'Country ' || g %% 21 "
+        "FROM generate_series(1, %s::integer) g").format(SOURCE), (rows,))
+    conn.commit()
+
+
+def change(conn: psycopg.Connection, rows: int, seed: int) -> None:
+    """Change 1% of the rows: 0.5% updated, 0.25% deleted, 0.25% inserted."""
+    step = 200
+    conn.execute(sql.SQL("UPDATE {} SET freight = freight + 1, ship_name = 'moved ' || %s "
+                         "WHERE order_id %% %s = %s").format(SOURCE), (seed, step, seed % step))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE order_id %% %s = %s").format(SOURCE),
+                 (step * 2, (seed * 7 + 1) % (step * 2)))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT g, 'NEW', 1, DATE '2024-01-01', NULL, 1.00, 'new', "
+                         "'here', 'Country 1' FROM generate_series(%s::integer, %s::integer) g"
+                         ).format(SOURCE), (rows + seed * rows // 400 + 1, rows + (seed + 1) * rows // 400))
+    conn.commit()
+
+
+def day_bytes(conn: psycopg.Connection) -> bytes:
+    """The source's rows in COPY's binary format."""
+    data = bytearray()
+    with conn.cursor().copy(sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)").format(
+            NAMES, SOURCE)) as copy:
+        for chunk in copy:
+            data += chunk
+    return bytes(data)
+
+
+def raw_copy(conn: psycopg.Connection, data: bytes) -> float:
+    """Seconds to COPY ``data`` into an empty keyed table (rolled back)."""
+    start = time.perf_counter()
+    conn.execute(sql.SQL("CREATE TABLE raw_in (LIKE {} INCLUDING ALL)").format(SOURCE))
+    with conn.cursor().copy("COPY raw_in FROM STDIN (FORMAT binary, FREEZE)") as copy:
+        copy.write(data)
+    seconds = time.perf_counter() - start
+    conn.rollback()
+    return seconds
+
+
+def load(conn: psycopg.Connection, day: dt.date, data: bytes, commit: bool = True
+         ) -> tuple[float, float]:
+    """Load ``day`` as target-pgcopy does; return (whole load, history part) in seconds."""
+    start = time.perf_counter()
+    with conn.cursor() as cur:
+        warehouse.begin_load(cur)
+        warehouse.prepare_table(cur, TABLE, COLUMNS, ["order_id"], day)
+        fresh = warehouse.start_day(cur, TABLE, day)
+        with cur.copy(sql.SQL("COPY snapshot_days.{} ({}) FROM STDIN (FORMAT binary, FREEZE)"
+                              ).format(sql.Identifier(fresh), NAMES)) as copy:
+            copy.write(data)
+        warehouse.swap_in(cur, TABLE, day, fresh)
+        spliced = time.perf_counter()
+        history.record_day(cur, day)
+        done = time.perf_counter()
+        warehouse.record_load(cur, day, {TABLE: 0})
+    if commit:
+        conn.commit()
+    else:
+        conn.rollback()
+    return done - start, done - spliced
+
+
+def read_seconds(conn: psycopg.Connection, query: sql.Composable) -> float:
+    """Seconds to read every row of ``query`` (COPY to the client)."""
+    start = time.perf_counter()
+    with conn.cursor().copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(query)) as copy:
+        for _ in copy:
+            pass
+    return time.perf_counter() - start
+
+
+def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
+    """Load ``days`` days of ``rows`` rows changing 1% a day; return the printed figures."""
+    build_source(conn, rows)
+    loads, parts, raws, data, middle_data = [], [], [], b"", b""
+    for n in range(days):
+        if n:
+            change(conn, rows, n)
+        data = day_bytes(conn)
+        if n == days // 2:  # spliced in later the day before: 1% changed from its previous day
+            middle_data = data
+        raws.append(raw_copy(conn, data))
+        whole, part = load(conn, START + dt.timedelta(days=2 * n), data)
+        loads.append(whole)
+        parts.append(part)
+    conn.autocommit = True
+    conn.execute(sql.SQL("VACUUM ANALYZE {}").format(history_sql.history_table(TABLE)))
+    conn.autocommit = False
+    middle = START + dt.timedelta(days=2 * (days // 2) - 1)
+    change(conn, rows, days)
+    data = day_bytes(conn)
+    at_end = statistics.median(load(conn, START + dt.timedelta(days=2 * days), data, False)[0]
+                               for _ in range(3))
+    in_middle = statistics.median(load(conn, middle, middle_data, False)[0] for _ in range(3))
+    sizes = conn.execute(
+        "SELECT pg_total_relation_size(%s::regclass), pg_total_relation_size(format("
+        "'snapshot_days.%%I', %s::text)::regclass)",
+        (f'history."{TABLE}"', warehouse.partition_name(TABLE, START))).fetchone()
+    day = START + dt.timedelta(days=2 * (days // 2))
+    as_of = statistics.median(read_seconds(conn, sql.SQL("SELECT * FROM {}({})").format(
+        history_sql.history_table(TABLE), sql.Literal(day))) for _ in range(3))
+    scan = statistics.median(read_seconds(conn, sql.SQL(
+        "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
+            warehouse.partition_name(TABLE, day)))) for _ in range(3))
+    raw, whole, part = (statistics.median(x[1:]) for x in (raws, loads, parts))
+    return [
+        f"History ({days} loaded days of {rows:,} rows, 1% changed a day; medians of days 2..):",
+        f"  storage: history {sizes[0] / 2**20:.1f} MB = {sizes[0] / sizes[1]:.2f}x one day's "
+        f"partition ({sizes[1] / 2**20:.1f} MB); full copies: {days}x",
+        f"  load: raw COPY {raw:.2f} s; load with history {whole:.2f} s = {whole / raw:.2f}x "
+        f"(history part {part:.2f} s = {part / raw:.2f}x)",
+        f"  out of order: a day between loaded days {in_middle:.2f} s, at the end {at_end:.2f} s "
+        f"= {in_middle / at_end:.2f}x",
+        f"  as-of: reading history.{TABLE}(day) {as_of:.2f} s, the day's partition {scan:.2f} s "
+        f"= {as_of / scan:.2f}x",
+    ]
+
+
+def main() -> None:
+    """Run the figures on a private server."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="northwind-bench-history-", dir="/tmp"))
+    workdir.chmod(0o755)
+    socket_dir = localdb.start_server(workdir / "pg")
+    try:
+        with psycopg.connect(host=str(socket_dir), dbname="postgres",
+                             user=localdb.SUPERUSER) as conn:
+            print("\n".join(history_lines(conn, args.rows, args.days)))
+    finally:
+        localdb.stop_server(workdir / "pg")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

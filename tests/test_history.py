@@ -1,0 +1,106 @@
+"""The change-only history: any load order, reruns and retention give one history and its as-of."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import sys
+
+import psycopg
+import pytest
+from history_support import (
+    as_of_differences,
+    fresh_warehouses,
+    history_digest,
+    load_day,
+    random_days,
+)
+from settings import ROOT
+
+START = dt.date(2024, 1, 1)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_load_order_with_reruns_gives_the_same_history(warehouses, seed):
+    rng = random.Random(seed)
+    days = random_days(rng, 9, START)
+    in_order = warehouses()
+    for day, tables in days.items():
+        load_day(in_order, day, tables)
+    expected = history_digest(in_order)
+    for day in days:  # the as-of view of every day is that day's partition
+        for table in ("items", "tags", "notes"):
+            assert as_of_differences(in_order, table, day) == 0, (table, day)
+    versions = in_order.execute("SELECT count(*) FROM history.items").fetchone()[0]
+    assert versions < sum(len(t["items"]) for t in days.values())  # changes, not days
+
+    wrong = random_days(random.Random(seed + 100), 9, START)
+    for attempt in range(3):
+        order = list(days)
+        rng.shuffle(order)
+        shuffled = warehouses()
+        for day in order:
+            if rng.random() < .3:  # loaded first with other data, reloaded right later
+                load_day(shuffled, day, wrong[day])
+                order.append(day)
+            else:
+                load_day(shuffled, day, days[day])
+        for day in rng.sample(list(days), 3):  # reruns of the right data change nothing
+            load_day(shuffled, day, days[day])
+        assert history_digest(shuffled) == expected, f"order {attempt}: {order}"
+        assert as_of_differences(shuffled, "tags", order[0]) == 0
+
+
+def test_retention_keeps_the_history_and_a_failed_load_leaves_it(warehouses):
+    days = random_days(random.Random(7), 6, START)
+    full, kept = warehouses(), warehouses()
+    for day, tables in days.items():
+        load_day(full, day, tables)
+    for day in [*list(days)[3:], *list(days)[:3]]:  # the old days arrive late
+        load_day(kept, day, days[day], keep=1)
+    assert kept.execute("SELECT count(*) FROM snapshots.items").fetchone()[0] == \
+        len(days[max(days)]["items"])  # one full day left...
+    assert history_digest(kept) == history_digest(full)  # ...and the whole history
+    for day in days:
+        assert kept.execute("SELECT count(*) FROM history.items(%s)", (day,)).fetchone()[0] == \
+            len(days[day]["items"])
+    before = history_digest(kept)
+    with pytest.raises(psycopg.Error):
+        load_day(kept, START, {"items": [(1, "x", 1, "1.00"), (1, "dup", 1, "1.00")]})
+    kept.rollback()
+    assert history_digest(kept) == before
+
+
+def test_turning_history_on_keeps_the_days_the_warehouse_has(warehouses):
+    days = random_days(random.Random(5), 5, START)
+    later, always = warehouses(), warehouses()
+    for n, (day, tables) in enumerate(days.items()):
+        load_day(later, day, tables, with_history=n == 4)
+        load_day(always, day, tables)
+    assert history_digest(later) == history_digest(always)
+
+
+def test_same_day_twice_and_unchanged_rows_write_nothing(warehouses):
+    days = random_days(random.Random(11), 3, START)
+    wh = warehouses()
+    for day, tables in days.items():
+        load_day(wh, day, tables)
+    ctids = wh.execute("SELECT array_agg(ctid ORDER BY ctid) FROM history.items").fetchone()
+    load_day(wh, START + dt.timedelta(days=1), days[START + dt.timedelta(days=1)])
+    assert wh.execute("SELECT array_agg(ctid ORDER BY ctid) FROM history.items").fetchone() == ctids
+
+
+@pytest.fixture
+def warehouses(pg_socket):
+    """A factory of fresh empty warehouses."""
+    yield from fresh_warehouses(pg_socket)
+
+
+def test_the_history_figures_run(warehouses):
+    """scripts/bench_history.py at a tiny size: no timing asserted, the figures are printed."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_history
+
+    lines = bench_history.history_lines(warehouses(), 2000, 4)
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "storage", "load", "out of order", "as-of"]
