@@ -668,14 +668,16 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
         for label in ("source scan", "CSV hashing", "warehouse check (postgres tables)",
                       "warehouse check (CSV)"):
             work[label] = {"seconds": 0.0, "rows": 0}
-        for partition in tree.partitions_on("postgres", day):
+        postgres = committed_partitions(tree, "extract-postgres", day)[1]
+        csv = committed_partitions(tree, "extract-csv", day)[1]
+        for partition in postgres:
             columns = columns_of(pq.read_schema(partition.data_file))
             started = time.perf_counter()
             found = table_digest(src_cur, sql.Identifier(partition.stream),
                                  [source_expression(c) for c in columns])
             work["source scan"]["seconds"] += time.perf_counter() - started
             work["source scan"]["rows"] += found.rows
-        for partition in [*tree.partitions_on("postgres", day), *tree.partitions_on("csv", day)]:
+        for partition in [*postgres, *csv]:
             columns = columns_of(pq.read_schema(partition.data_file))
             started = time.perf_counter()
             found = table_digest(wh_cur, warehouse_layout.snapshot_table(partition.stream),

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from northwind_elt import cli, warehouse
 from northwind_elt.arrow_io import sha256_of
-from pipeline import assert_ok, output, run_step
+from pipeline import assert_ok, committed, output, run_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
 
@@ -28,8 +28,10 @@ def _extract(env) -> str:
 
 
 def _manifest_path(root, table: str):
-    source = "csv" if table == "order_details" else f"postgres/{table}"
-    return root / source / DAY / f"{table}.manifest.json"
+    """The manifest of ``table`` in the day's committed attempt."""
+    if table == "order_details":
+        return committed(root, "csv", DAY, f"{table}.manifest.json")
+    return committed(root, "postgres", table, DAY, f"{table}.manifest.json")
 
 
 def _verify(monkeypatch, capsys, env, *extra) -> tuple[int, str]:

@@ -153,8 +153,8 @@ def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, t
         assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] > 0
         assert conn.execute("SELECT count(*) FROM history.orders('1996-07-04')").fetchone() == \
             conn.execute("SELECT count(*) FROM public.orders").fetchone()  # the history too
-        assert conn.execute("SELECT count(*) FROM snapshots._loads").fetchone()[0] == 1
-        for statement in ("DELETE FROM snapshots._loads", "CREATE TABLE public.mine (x int)",
+        assert conn.execute("SELECT count(*) FROM northwind.loads").fetchone()[0] == 1
+        for statement in ("DELETE FROM northwind.loads", "CREATE TABLE public.mine (x int)",
                           "CREATE SCHEMA mine", "DROP VIEW public.orders",
                           "CREATE TEMP TABLE mine (x int)"):
             assert refused(conn, statement), statement

@@ -289,7 +289,7 @@ def test_an_unreachable_warehouse_fails_the_load_with_its_reason(tmp_path):
     tree = DataTree(tmp_path)
     for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV):
         steps.write_marker(tree, steps.StepMarker(step=step, run_date=DAY, status=steps.SUCCESS,
-                                                  started_at=steps.now(),
+                                                  started_at=steps.now(), rows={"t": 0},
                                                   details={"streams": []}))
     config = {"host": str(tmp_path / "no-server-here"), "dbname": "warehouse", "user": "postgres",
               "data_root": str(tmp_path), "run_date": DAY}

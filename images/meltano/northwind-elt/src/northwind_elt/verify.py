@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from northwind_elt import steps, warehouse
+from northwind_elt.commits import vouched_partitions
 from northwind_elt.content_digest import (
     Digest,
     source_expression,
@@ -79,15 +80,14 @@ def _manifest_columns(manifest: Manifest) -> list[Column]:
 
 
 def day_manifests(tree: DataTree, day: dt.date) -> dict[str, Manifest]:
-    """The manifests of every partition the day's successful extracts published."""
+    """The manifests of every partition the day's successful extracts committed."""
     manifests = {}
     for step in steps.PREREQUISITES[steps.LOAD_WAREHOUSE]:
         marker = steps.read_marker(tree, step, day)
-        if marker is None or marker.status != "success":
+        if marker is None or marker.status != steps.SUCCESS:
             raise SettingError(f"{step} has not succeeded for {day}: nothing to verify")
-        source = marker.details.get("source") or steps.SOURCE_OF_STEP[step]
-        for stream in marker.details.get("streams", []):
-            manifests[stream] = read_manifest(tree.partition(source, stream, day))
+        for partition in vouched_partitions(tree, marker, day):
+            manifests[partition.stream] = read_manifest(partition)
     return manifests
 
 
