@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from northwind_elt import steps
 from pipeline import MELTANO_RUN, assert_ok, output, run_step, tree_digest
 from psycopg import sql
 from settings import MELTANO_PROJECT
+from test_faults import wait_for
 from test_local_runs import RUN_LOCAL, local  # noqa: F401 (the fixture of a make run)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
@@ -158,14 +158,6 @@ def test_a_full_disk_fails_the_report_in_one_line_naming_the_evidence_and_keeps_
     assert_one_line_failure(result, root, steps.PUBLISH_REPORT, "no space left on device",
                             str(root / "reports" / DAY))
     assert published(root) == before
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def waiting_backends(conn: psycopg.Connection, application: str) -> list[int]:
