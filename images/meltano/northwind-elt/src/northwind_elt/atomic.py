@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,33 @@ from typing import Any
 
 from northwind_elt.errors import file_errors
 
-#: Published files: readable by every uid that shares the data tree, written only by renames.
-PUBLISHED_FILE_MODE = 0o644
+#: Folders of the local tree: the owner and the tree's group (the step pods' fsGroup and the host
+#: user, docs/kubernetes.md) read and write them, nobody else. Set explicitly, whatever the umask:
+#: a umask of 022 would leave the group unable to write, and no library changes the process umask.
+FOLDER_MODE = 0o770
+#: Published files: read and replaced by the owner and the tree's group, nobody else.
+PUBLISHED_FILE_MODE = 0o660
+
+
+def make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each :data:`FOLDER_MODE`, whatever the umask.
+
+    A folder keeps the setgid bit it inherits from a shared tree's top folder (``make up`` makes
+    it ``2770``), so every entry below takes the tree's group. A folder another process creates
+    first is left as that process makes it (also this mode).
+    """
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        os.chmod(path, FOLDER_MODE | (path.stat().st_mode & stat.S_ISGID))
 
 
 def fsync_folder(folder: Path) -> None:
@@ -27,9 +53,9 @@ def publish(temporary: Path, final: Path) -> None:
     """Flush ``temporary`` and rename it to ``final``, replacing any older file."""
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
-    # mkstemp makes 0600: other uids sharing the tree (layout.SHARED_TREE_UMASK) must read it.
+    # mkstemp makes 0600: the other uids of the tree's group must read and replace it.
     os.chmod(temporary, PUBLISHED_FILE_MODE)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(final.parent)
     os.replace(temporary, final)
     fsync_folder(final.parent)
 
@@ -37,7 +63,7 @@ def publish(temporary: Path, final: Path) -> None:
 @contextlib.contextmanager
 def temporary_beside(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary path in ``final``'s folder; remove it if the block fails."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(final.parent)
     fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     os.close(fd)
     path = Path(name)

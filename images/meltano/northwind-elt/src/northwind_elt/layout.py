@@ -38,11 +38,6 @@ DATA_ROOT_VARIABLE = "NORTHWIND_DATA_ROOT"
 #: The local folder for work files when the data root is on object storage.
 STAGING_DIR_VARIABLE = "NORTHWIND_STAGING_DIR"
 
-#: Every step creates the tree's folders writable by all: a local run (the user's uid) and the
-#: cluster's step pods (uid 10001) share one tree through a hostPath, which gets no fsGroup, and
-#: either may create a folder first. Files are replaced by rename, which needs only the folder.
-SHARED_TREE_UMASK = 0o000
-
 #: Sources whose partitions live in one folder per stream (``<source>/<stream>/<date>``);
 #: every other source keeps all streams of a day in one folder (``<source>/<date>``).
 PER_STREAM_FOLDER_SOURCES = frozenset({"postgres"})
@@ -167,7 +162,6 @@ class DataTree:
         raw = value or os.environ.get(DATA_ROOT_VARIABLE, "")
         if not raw:
             raise SettingError(f"the data root is not set: set {DATA_ROOT_VARIABLE} or data_root")
-        os.umask(SHARED_TREE_UMASK)
         fs, root = open_root(raw)
         return cls(root, fs)
 

@@ -12,7 +12,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers._batch import BatchConfig
 
-from northwind_elt import steps
+from northwind_elt import atomic, steps
 from northwind_elt.errors import PrerequisiteError, SettingError
 from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.protocol import completion_message, kept_message
@@ -114,7 +114,7 @@ class BatchTap(Tap):
                                    f"{batch_config.storage.root!r}")
             root = Path(parsed.path)
         folder = root / f"{self.name}-{self.run_id}"
-        folder.mkdir(parents=True, exist_ok=True)
+        atomic.make_folders(folder)
         self._batch_folder = folder
         return folder
 

@@ -173,7 +173,7 @@ def record_failure(tree: DataTree, step: str, day: dt.date, reason: str,
                      tree.fs.url(tree.status_file(step, day)), error)
     if first is None:
         try:
-            note.parent.mkdir(parents=True, exist_ok=True)
+            atomic.make_folders(note.parent)
             atomic.write_bytes(note, json.dumps({"error": reason}).encode())
         except OSError as error:
             logger.warning("could not keep the failure note %s: %s", note, error)

@@ -174,7 +174,7 @@ class TreeFS:
     def fetch(self, path: PurePosixPath, local: Path) -> str:
         """Copy the object to the local file ``local`` and return the SHA-256 of what was copied."""
         digest = hashlib.sha256()
-        local.parent.mkdir(parents=True, exist_ok=True)
+        atomic.make_folders(local.parent)
         with self.fs.open_input_stream(str(path)) as stream, open(local, "wb") as out:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
