@@ -3,7 +3,7 @@
 # dags/northwind/cluster.env: every shared name below (CLUSTER_NAME, NAMESPACE, IMAGE_*, *_DB_*,
 # DATA_PVC, *_RELEASE) comes from there. Needs docker, kind, kubectl and helm; see docs/kubernetes.md.
 
-.PHONY: up down ui password trigger backfill logs cluster-status image e2e helm-version kind-version up-options
+.PHONY: up data-folder down ui password trigger backfill logs cluster-status image e2e helm-version kind-version up-options
 
 KIND ?= kind
 KUBECTL ?= kubectl
@@ -58,6 +58,7 @@ PIPELINE_SETS = \
 	--set-string image.tag=$(IMAGE_TAG) \
 	--set-string data.claimName=$(DATA_PVC) \
 	--set-string data.mountPath=$(DATA_MOUNT_PATH) \
+	--set data.gid=$(DATA_GID) \
 	--set-string meltano.projectDir=$(MELTANO_PROJECT_DIR) \
 	--set-string stepServiceAccount.name=$(STEP_SERVICE_ACCOUNT) \
 	--set-string databases.source.host=$(SOURCE_DB_HOST) \
@@ -134,10 +135,26 @@ kind-version:
 image:
 	$(DOCKER) build -f images/meltano/Dockerfile -t $(IMAGE) .
 
+# The data tree's host folder: kind mounts it into the node (kind-config.yaml extraMounts), the
+# step pods get it as a hostPath volume, whose files the kubelet never chowns to the pods' fsGroup.
+# So it gets group DATA_GID (the step pods' fsGroup, cluster.env) and mode 2770: setgid, so every
+# entry below takes that group; the library creates folders 0770 and files 0660. The step pods
+# (uid 10001) and `make run` (your user: a member of DATA_GID) share it; nobody else can enter.
+# What an older version left (world-writable, or your files in another group) is put right when
+# it is yours, named when it is not.
+DATA_DIR ?= data
+data-folder:
+	@mkdir -p -m 0770 '$(DATA_DIR)'
+	@chgrp '$(DATA_GID)' '$(DATA_DIR)' 2>/dev/null || { echo "$(DATA_DIR): cannot give it group $(DATA_GID) (DATA_GID of dags/northwind/cluster.env): join that group (sudo groupadd -g $(DATA_GID) northwind-data; sudo usermod -aG northwind-data $$(id -un); log in again) or set DATA_GID=$$(id -g) there" >&2; exit 1; }
+	@chmod 2770 '$(DATA_DIR)'
+	@find '$(DATA_DIR)' -mindepth 1 -user "$$(id -u)" \( ! -group '$(DATA_GID)' -o -perm /o=rwx -o ! -perm -g=rw \) \
+		-exec chgrp '$(DATA_GID)' {} + -exec chmod g+rwX,o= {} +
+	@find '$(DATA_DIR)' -mindepth 1 -type d -user "$$(id -u)" ! -perm -2000 -exec chmod g+s {} +
+	@left=$$(find '$(DATA_DIR)' \( -perm /o=rwx -o ! -group '$(DATA_GID)' \) -print -quit); if [ -n "$$left" ]; then \
+		echo "$(DATA_DIR): $$left (and maybe more) is open to everyone or outside group $(DATA_GID), and not yours to change: sudo chgrp -R $(DATA_GID) $(DATA_DIR) && sudo chmod -R g+rwX,o= $(DATA_DIR)" >&2; exit 1; fi
+
 # Safe to rerun: every step is create-if-absent or upgrade.
-up: up-options helm-version kind-version image
-	@# The step pods (uid 10001) write into ./data through a hostPath volume: it must be writable.
-	mkdir -p data && chmod 0777 data
+up: up-options helm-version kind-version image $(if $(filter filesystem,$(DATA_BACKEND)),data-folder)
 	@$(KIND) get clusters 2>/dev/null | grep -qx '$(CLUSTER_NAME)' \
 		|| $(KIND) create cluster --name $(CLUSTER_NAME) --config $(KIND_CONFIG) --wait 180s
 	$(KIND) load docker-image $(IMAGE) --name $(CLUSTER_NAME)

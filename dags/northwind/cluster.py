@@ -66,6 +66,7 @@ class ClusterNames:
     image_tag: str
     data_pvc: str
     data_mount_path: str
+    data_gid: str
     source_db_secret: str
     warehouse_db_secret: str
     warehouse_reader_secret: str

@@ -228,10 +228,18 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
     }
 
 
-def security_contexts() -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
-    """Return the pod and container security contexts of the Kubernetes "restricted" profile."""
+def security_contexts(names: ClusterNames = CLUSTER) -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
+    """Return the pod and container security contexts of the Kubernetes "restricted" profile.
+
+    The pod's ``fsGroup`` is the data tree's group (``DATA_GID``): the step process holds it, so
+    it reads and writes the tree's ``0770``/``0660`` entries that the host user or another step
+    made, and nobody outside the group does. A hostPath volume is not chowned by the kubelet
+    (``make up`` gives ``./data`` the group); a real volume is, once (``OnRootMismatch``).
+    """
     seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
-    pod = k8s.V1PodSecurityContext(run_as_non_root=True, seccomp_profile=seccomp)
+    pod = k8s.V1PodSecurityContext(run_as_non_root=True, seccomp_profile=seccomp,
+                                   fs_group=int(names.data_gid),
+                                   fs_group_change_policy="OnRootMismatch")
     container = k8s.V1SecurityContext(
         run_as_non_root=True,
         allow_privilege_escalation=False,
@@ -296,7 +304,7 @@ def step_pod_kwargs(
         ('extract_csv', ['meltano', 'run', '--no-state-update', 'extract-csv'])
     """
     command = step_command(step)
-    pod_security, container_security = security_contexts()
+    pod_security, container_security = security_contexts(names)
     kwargs = {
         "task_id": task_id(step),
         "step": step,
