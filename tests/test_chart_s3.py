@@ -30,6 +30,7 @@ import pytest
 import s3sign
 import yaml
 from dag_support import build_pod, utc_day
+from pipeline import assert_ok, run_step
 from s3server import free_ports
 from test_chart_airflow import _secret_refs
 from test_names_in_step import cluster_env
@@ -121,9 +122,19 @@ def test_step_pod_on_s3_has_no_claim_no_affinity_and_secret_keys(step, monkeypat
     env = _env(container)
     assert env["NORTHWIND_DATA_ROOT"] == S3.data_root
     assert env.get("AWS_ENDPOINT_URL", "") == S3.s3_endpoint and env["AWS_REGION"] == S3.s3_region
-    for key in pods.S3_SECRET_KEYS:  # none without S3_SECRET: the pod's identity signs
-        assert env.get(key) == ({"secretKeyRef": {"name": S3.s3_secret, "key": key}}
-                                if S3.s3_secret else None), key
+    # The keys are no variable at all: a file of S3_SECRET (none without it: the pod's identity signs).
+    assert not set(pods.S3_SECRET_KEYS) & set(env)
+    assert not [e for e in container["env"] if "secretKeyRef" in (e.get("valueFrom") or {})
+                and e["valueFrom"]["secretKeyRef"]["name"] == S3.s3_secret]
+    files = [(m["mountPath"], v["secret"]) for m in container["volumeMounts"] for v in spec["volumes"]
+             if v["name"] == m["name"] and "secret" in v and v["secret"]["secretName"] == S3.s3_secret]
+    if S3.s3_secret:
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == pods.S3_CREDENTIALS_FILE
+        [(folder, secret)] = files
+        assert [f"{folder}/{i['path']}" for i in secret["items"]] == [pods.S3_CREDENTIALS_FILE]
+        assert [i["key"] for i in secret["items"]] == [pods.S3_CREDENTIALS_KEY]
+    else:
+        assert files == [] and "AWS_SHARED_CREDENTIALS_FILE" not in env
     assert not [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
     assert helm.restricted_violations(spec) == []
 
@@ -134,6 +145,7 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     kwargs = pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3", s3=keyless)
     assert kwargs["secrets"] == pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="filesystem")["secrets"]
     assert not set(pods.S3_SECRET_KEYS) & set(kwargs["env_vars"])
+    assert pods.S3_CREDENTIALS_FILE_ENV not in kwargs["env_vars"]
     assert "AWS_ENDPOINT_URL" not in kwargs["env_vars"]  # the AWS endpoint of the region
 
     role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/northwind-lake"}
@@ -147,10 +159,17 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     probe = next(spec for _, spec in _pod_specs(docs))
     assert probe["serviceAccountName"] == account["metadata"]["name"]
     assert not set(pods.S3_SECRET_KEYS) & set(_env(probe["containers"][0]))
+    assert not [v for v in probe["volumes"] if "secret" in v and v["secret"]["secretName"] == ""]
+    step_env = helm.one(docs, "ConfigMap", "northwind-pipeline-step-env")["data"]
+    assert pods.S3_CREDENTIALS_FILE_ENV not in step_env
     assert "no keys: the pods' own identity" in helm.notes("northwind-pipeline", keyless_values)
     keyed_values = {"data": {"backend": "s3", "s3": {"secretName": "bucket-keys"}}}
     keyed = next(spec for _, spec in _pod_specs(helm.render("northwind-pipeline", keyed_values)))
-    assert set(pods.S3_SECRET_KEYS) <= set(_env(keyed["containers"][0]))  # the switch bites
+    # The switch bites: the keys' file is mounted (never the keys as variables).
+    mounted = {"secretName": "bucket-keys",
+               "items": [{"key": pods.S3_CREDENTIALS_KEY, "path": "credentials"}]}
+    assert mounted in [v["secret"] for v in keyed["volumes"] if "secret" in v]
+    assert not set(pods.S3_SECRET_KEYS) & set(_env(keyed["containers"][0]))
 
 
 def test_step_pod_on_the_file_system_keeps_its_claim(monkeypatch):
@@ -307,9 +326,11 @@ def test_every_secret_and_key_read_is_produced(ours, airflow_ke):
     truth = cluster_env()
     if truth["OBJECTSTORE_ENABLED"] != "true" and truth["S3_SECRET"]:
         # A bucket elsewhere: its Secret is the user's (docs/kubernetes.md), with these keys.
-        produced.setdefault(truth["S3_SECRET"], set()).update(pods.S3_SECRET_KEYS)
-    step_refs = [("step pod", s.secret, s.key)
-                 for s in pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3")["secrets"]]
+        produced.setdefault(truth["S3_SECRET"], set()).update(
+            {*pods.S3_SECRET_KEYS, pods.S3_CREDENTIALS_KEY})
+    step_refs = [("step pod", s.secret, key)
+                 for s in pods.step_pod_kwargs(pods.LOAD_WAREHOUSE, backend="s3")["secrets"]
+                 for key in ([i.key for i in s.items] if s.items else [s.key])]
     template = {"kind": "Pod", "metadata": {"name": "worker-template"},
                 "spec": _worker_template(airflow_ke)["spec"]}
     refs = [*_secret_refs(ours), *_secret_refs(airflow_ke), *_secret_refs([template]), *step_refs]
@@ -599,3 +620,47 @@ def test_the_store_listens_on_no_wildcard_address(store):
     assert listening, "weed listens on nothing?"
     wildcard = {a for a in listening if a.rpartition(":")[0] in ("0.0.0.0", "::")}
     assert wildcard == set(), f"listening on every interface: {sorted(wildcard)}"
+
+
+# --- the steps' keys as a file (issue 22 point 11) ----------------------------------------------
+
+
+def _file_auth_env(store, pipeline_env, tmp_path, credentials: str, root: str) -> dict[str, str]:
+    """A step's environment as a step pod has it on S3: the keys only in the mounted file."""
+    file = tmp_path / "secrets" / "credentials"
+    file.parent.mkdir(exist_ok=True)
+    file.write_text(credentials)
+    file.chmod(0o400)
+    return {**pipeline_env, "NORTHWIND_DATA_ROOT": root,
+            "NORTHWIND_STAGING_DIR": str(tmp_path / "staging"),
+            "AWS_ENDPOINT_URL": store["endpoint"], "AWS_REGION": S3.s3_region,
+            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+            pods.S3_CREDENTIALS_FILE_ENV: str(file)}
+
+
+def test_a_step_authenticates_through_the_rendered_credentials_file(store, pipeline_env, tmp_path,
+                                                                   meltano_project, monkeypatch):
+    import pyarrow.fs as pafs
+
+    for name in (*pods.S3_SECRET_KEYS, "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    _bucket_ready(store)
+    keys = store["steps"]
+    credentials = keys[pods.S3_CREDENTIALS_KEY]  # the key the step pods mount, as rendered
+    prefix = f"{store['bucket']}/{S3.s3_prefix}/file-auth"
+    env = _file_auth_env(store, pipeline_env, tmp_path, credentials, f"s3://{prefix}")
+    result = run_step("extract-csv", "2024-01-02", env)
+    assert_ok(result)
+    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_override=store["endpoint"], region=S3.s3_region)
+    commit = s3.get_file_info(f"{prefix}/_commits/2024-01-02/extract-csv.json")
+    assert commit.type == pafs.FileType.File
+
+    # The file is what signs: the same file with another secret key is refused.
+    wrong = credentials.replace(keys["AWS_SECRET_ACCESS_KEY"], "x" * 40)
+    assert wrong != credentials
+    env = _file_auth_env(store, pipeline_env, tmp_path, wrong, f"s3://{prefix}-wrong")
+    refused = run_step("extract-csv", "2024-01-02", env)
+    assert refused.returncode != 0
+    assert s3.get_file_info(f"{prefix}-wrong/_commits/2024-01-02/extract-csv.json").type \
+        == pafs.FileType.NotFound

@@ -228,7 +228,9 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
     }
 
 
-def security_contexts(names: ClusterNames = CLUSTER) -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
+def security_contexts(
+    names: ClusterNames = CLUSTER,
+) -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
     """Return the pod and container security contexts of the Kubernetes "restricted" profile.
 
     The pod's ``fsGroup`` is the data tree's group (``DATA_GID``): the step process holds it, so
@@ -366,8 +368,17 @@ def step_pod_kwargs(
 #: Overrides ``DATA_BACKEND`` of cluster.env for one deployment: `make up DATA_BACKEND=s3` sets it
 #: in every Airflow pod (charts/airflow/values-s3.yaml), where the DAG is parsed and run.
 BACKEND_VARIABLE = "NORTHWIND_DATA_BACKEND"
-#: The Secret keys of the S3 credentials, named like the variables the AWS SDK reads.
+#: The Secret keys of the S3 credentials, named like the variables the AWS SDK reads (for people
+#: and the bucket Job; the step pods read :data:`S3_CREDENTIALS_KEY` only).
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+#: The key of ``S3_SECRET`` holding the same keys as an AWS shared credentials file (profile
+#: ``default``); charts/northwind-objectstore renders it beside them.
+S3_CREDENTIALS_KEY = "credentials"
+#: Where a step pod finds that file: a Secret volume, never env variables. The AWS SDK's default
+#: credential chain (pyarrow's S3FileSystem without keys) reads the file AWS_SHARED_CREDENTIALS_FILE
+#: names.
+S3_CREDENTIALS_FILE = f"{CREDENTIALS_FOLDER}/s3/credentials"
+S3_CREDENTIALS_FILE_ENV = "AWS_SHARED_CREDENTIALS_FILE"
 #: The label that lets a pod reach the in-cluster object store through the NetworkPolicies of
 #: charts/northwind-objectstore (northwind-objectstore.clientLabel); every step touches the data tree.
 OBJECTSTORE_CLIENT_LABEL = "northwind.io/objectstore-client"
@@ -395,18 +406,24 @@ def s3_env(s3: S3Names = S3) -> dict[str, str]:
     env = {"NORTHWIND_DATA_ROOT": s3.data_root, "AWS_REGION": s3.s3_region}
     if s3.s3_endpoint:
         env["AWS_ENDPOINT_URL"] = s3.s3_endpoint
+    if s3.s3_secret:
+        env[S3_CREDENTIALS_FILE_ENV] = S3_CREDENTIALS_FILE
     return env
 
 
 def s3_secrets(s3: S3Names = S3) -> list[Secret]:
-    """Return the S3 credentials of a step, from the Secret ``S3_SECRET``, never from literals.
+    """Return the S3 credentials of a step: the file of the Secret ``S3_SECRET``, mounted.
 
+    Only the key :data:`S3_CREDENTIALS_KEY` is mounted, at :data:`S3_CREDENTIALS_FILE` (named by
+    ``AWS_SHARED_CREDENTIALS_FILE`` in :func:`s3_env`): the keys are in no environment variable.
     Nothing when ``S3_SECRET`` is empty: the AWS SDK then finds the pod's own identity (a web
     identity token, e.g. an IAM role of the step ServiceAccount on EKS), and no key exists at all.
     """
     if not s3.s3_secret:
         return []
-    return [Secret("env", key, s3.s3_secret, key) for key in S3_SECRET_KEYS]
+    folder, _, name = S3_CREDENTIALS_FILE.rpartition("/")
+    return [Secret("volume", folder, s3.s3_secret,
+                   items=[k8s.V1KeyToPath(key=S3_CREDENTIALS_KEY, path=name)])]
 
 
 def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:

@@ -161,3 +161,11 @@ connection-test: [source, warehouse]
 {{- define "northwind-pipeline.passwordFile" -}}
 {{- printf "/etc/northwind/secrets/%s/password" . -}}
 {{- end -}}
+
+{{/*
+The S3 keys of a pod as a file (key credentials of data.s3.secretName, an AWS shared credentials
+file), named by AWS_SHARED_CREDENTIALS_FILE; equal to dags/northwind/pods.py S3_CREDENTIALS_FILE.
+*/}}
+{{- define "northwind-pipeline.s3CredentialsFile" -}}
+/etc/northwind/secrets/s3/credentials
+{{- end -}}
