@@ -23,8 +23,8 @@ def make_folders(folder: Path) -> None:
     """Create ``folder`` and its missing parents, each :data:`FOLDER_MODE`, whatever the umask.
 
     A folder keeps the setgid bit it inherits from a shared tree's top folder (``make up`` makes
-    it ``2770``), so every entry below takes the tree's group. A folder another process creates
-    first is left as that process makes it (also this mode).
+    it ``2770``), so every entry below takes the tree's group. A folder another process of this
+    uid creates meanwhile gets the mode too; another uid's is left as it made it.
     """
     missing = []
     while not folder.is_dir():
@@ -36,8 +36,10 @@ def make_folders(folder: Path) -> None:
         try:
             path.mkdir()
         except FileExistsError:
-            continue
-        os.chmod(path, FOLDER_MODE | (path.stat().st_mode & stat.S_ISGID))
+            pass
+        info = path.stat()
+        if info.st_uid == os.geteuid():
+            os.chmod(path, FOLDER_MODE | (info.st_mode & stat.S_ISGID))
 
 
 def fsync_folder(folder: Path) -> None:

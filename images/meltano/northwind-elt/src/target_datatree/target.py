@@ -14,7 +14,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from northwind_elt import faults, steps
+from northwind_elt import atomic, faults, steps
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.commits import (
     Commit,
@@ -83,7 +83,7 @@ class TargetDataTree(StepTarget):
         kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
         self.start_step(tree, self.config["step"], day, may_keep=kept is not None)
         self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
-        self.staging.mkdir(parents=True)
+        atomic.make_folders(self.staging)  # a fresh name: never there before
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
         self._published_count = 0
