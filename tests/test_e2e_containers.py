@@ -47,6 +47,8 @@ DAY = "2024-01-02"
 #: Plays `make run` on the same data tree: a uid that is neither root nor the pods' 10001.
 LOCAL_UID = 1000
 STEP_UID = 10001
+#: The data tree's group (cluster.env DATA_GID): the step pods' group, the local user's too.
+DATA_GID = int(cluster_env()["DATA_GID"])
 
 
 def _names() -> dict[str, str]:
@@ -115,13 +117,15 @@ def source_env(names, source) -> dict[str, str]:
             "SOURCE_PGPASSWORD": source.password}
 
 
-def run_in_image(image, command, env, *, user=STEP_UID, data: Path | None = None, mount="/data"):
+def run_in_image(image, command, env, *, user=STEP_UID, data: Path | None = None, mount="/data",
+                 groups: tuple[int, ...] = ()):
     """Run ``command`` in the image on the e2e network like a pod: read-only root, no capabilities."""
     volume = ["--volume", f"{data}:{mount}"] if data else []
     options = [option for name in env for option in ("--env", name)]
+    extra = [option for gid in groups for option in ("--group-add", str(gid))]
     return podman.podman("run", "--rm", "--network", podman.NETWORK, "--user", f"{user}:{user}",
-                         "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", *volume, *options,
-                         image, *command, env=env, check=False, timeout=600)
+                         *extra, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", *volume,
+                         *options, image, *command, env=env, check=False, timeout=600)
 
 
 def secret_json(database) -> str:
@@ -180,8 +184,10 @@ def local_run(stack, step: str) -> subprocess.CompletedProcess:
            "WAREHOUSE_PGHOST": names["warehouse"], "WAREHOUSE_PGPORT": names["port"],
            "WAREHOUSE_PGDATABASE": warehouse.database, "WAREHOUSE_PGUSER": warehouse.user,
            "WAREHOUSE_PGPASSWORD": warehouse.password}
+    # The user of `make run` belongs to the data tree's group (DATA_GID, docs/kubernetes.md).
     return run_in_image(stack["image"], ["meltano", "run", "--no-state-update", step], env,
-                        user=LOCAL_UID, data=stack["data"], mount=names["mount"])
+                        user=LOCAL_UID, data=stack["data"], mount=names["mount"],
+                        groups=(DATA_GID,))
 
 
 def installed_versions(image: str, python: str) -> dict[str, str]:
@@ -222,10 +228,11 @@ def test_the_image_installs_the_locked_versions(stack):
 
 def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
     data: Path = stack["data"]
-    # `make up` makes data/ itself writable; here the user's `make run` has created it.
-    data.mkdir(mode=0o777)
-    data.chmod(0o777)
-    os.chown(data, LOCAL_UID, LOCAL_UID)
+    # As `make up` leaves it (target data-folder): the user's, group DATA_GID (the step pods'
+    # group), 2770 (setgid); nothing is open to other users.
+    data.mkdir()
+    os.chown(data, LOCAL_UID, DATA_GID)
+    data.chmod(0o2770)
     # A local run as another uid writes first: the pods must write into its folders.
     first = local_run(stack, "extract-csv")
     assert first.returncode == 0, first.stdout + first.stderr
