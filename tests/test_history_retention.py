@@ -6,7 +6,9 @@ that keeps every partition. The first keeps no partition; its views, its history
 the report of each day equal (rows; bytes for the report) what the second has from its partitions.
 """
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -120,6 +122,14 @@ def test_keep_days_0_keeps_no_partition_and_the_same_views_history_and_reports(
             ours = committed(databases.data_root, "reports", day, name).read_bytes()
             theirs = committed(kept_root, "reports", day, name).read_bytes()
             assert ours == theirs, (day, name)
+    for day in (DAY1, DAY2, DAY3):  # verify re-checks the manifests' digests on the history
+        verified = subprocess.run(["northwind", "--data-root", str(databases.data_root), "verify",
+                                   "--date", day], env={**os.environ, **env}, capture_output=True,
+                                  text=True, check=False)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "the warehouse holds exactly what was extracted" in verified.stdout
+        checked = [line for line in verified.stdout.splitlines() if line.split()[1:2] == ["ok"]]
+        assert len(checked) >= 10, verified.stdout  # digests compared, not row counts only
     csvs = [committed(databases.data_root, "reports", day, REPORT_FILES[0]).read_text()
             for day in (DAY1, DAY2, DAY3)]
     assert len(set(csvs)) == 3 and "Renamed" in csvs[1] and "Renamed" not in csvs[0]

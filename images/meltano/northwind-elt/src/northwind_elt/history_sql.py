@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from northwind_elt.warehouse_layout import LOG_SCHEMA
+from northwind_elt.warehouse_layout import LOG_SCHEMA, partitions, snapshot_table
 
 HISTORY_SCHEMA = "history"
 #: ``northwind.history_days``: the days the history covers (the days loaded while it was on).
@@ -270,6 +270,18 @@ def history_covers(cur: psycopg.Cursor, table: str, day: dt.date) -> bool:
     cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE snapshot_date = %s)").format(
         days_table()), (day,))
     return cur.fetchone()[0]
+
+
+def day_relation(cur: psycopg.Cursor, table: str, day: dt.date) -> sql.Composed:
+    """Where ``table``'s rows of ``day`` are: its partition if kept, else the history's as-of.
+
+    ``snapshots.<table>`` (the caller picks the day with ``snapshot_date``), or
+    ``history."<table>"(day)``: the snapshot table's columns and types, ``snapshot_date`` the day,
+    the same rows as the dropped partition.
+    """
+    if partitions(cur, table).get(day) is None and history_covers(cur, table, day):
+        return sql.SQL("{}({})").format(history_table(table), sql.Literal(day))
+    return snapshot_table(table)
 
 
 def days_table() -> sql.Composed:

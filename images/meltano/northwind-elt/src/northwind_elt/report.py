@@ -19,16 +19,14 @@ from psycopg import sql
 
 from northwind_elt import faults, report_json
 from northwind_elt.errors import PrerequisiteError
-from northwind_elt.history_sql import history_covers, history_table
+from northwind_elt.history_sql import day_relation
 from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from northwind_elt.warehouse import (
     SNAPSHOT_DATE,
     existing_columns,
     loaded_days,
     loads_table,
-    snapshot_table,
 )
-from northwind_elt.warehouse_layout import partitions
 
 REPORT_NAME = "orders_with_details"
 CSV_NAME, JSON_NAME = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
@@ -49,21 +47,10 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
     return sql.SQL(
         "SELECT {columns} FROM {orders} AS o JOIN {details} AS d "
         "ON d.{key} = o.{key} AND d.{day} = o.{day} WHERE o.{day} = {value} ORDER BY {order}"
-    ).format(columns=sql.SQL(", ").join(selected), orders=day_source(cur, ORDERS, day),
-             details=day_source(cur, DETAILS, day), key=sql.Identifier(JOIN_KEY),
+    ).format(columns=sql.SQL(", ").join(selected), orders=day_relation(cur, ORDERS, day),
+             details=day_relation(cur, DETAILS, day), key=sql.Identifier(JOIN_KEY),
              day=sql.Identifier(SNAPSHOT_DATE), value=sql.Literal(day),
              order=sql.SQL(", ").join(order_by))
-
-
-def day_source(cur: psycopg.Cursor, table: str, day: dt.date) -> sql.Composed:
-    """Where ``table``'s rows of ``day`` are: its partition if kept, else the history's as-of.
-
-    ``snapshots.<table>`` (the query picks the day), or ``history."<table>"(day)``: the snapshot
-    table's columns and types, ``snapshot_date`` the day.
-    """
-    if partitions(cur, table).get(day) is None and history_covers(cur, table, day):
-        return sql.SQL("{}({})").format(history_table(table), sql.Literal(day))
-    return snapshot_table(table)
 
 
 #: COPY options that pass ``row_to_json`` text through unchanged: JSON text never holds these raw
