@@ -72,7 +72,6 @@ def record_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (snapshot_date date PRIMARY KEY)").format(
         days_table()))
     hs.canonical_text(cur)
-    hs.splice_memory(cur)
     days = {day}
     if not history_days(cur):
         days |= {d for table in snapshot_tables(cur) for d in partitions(cur, table)}

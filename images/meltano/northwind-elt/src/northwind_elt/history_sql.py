@@ -134,20 +134,6 @@ def history_types(cur: psycopg.Cursor, table: str) -> dict[str, str]:
     return {n: t for n, t in cur.fetchall() if n not in META_COLUMNS}
 
 
-#: The memory of the splice's sorts and hashes (the server's ``work_mem`` when larger): the change
-#: detection hashes a whole day, and at the default 4 MB spills it to disk in batches (twice the
-#: time). With ``hash_mem_multiplier`` 2 a hash may take twice this; well inside the chart's
-#: 512 MiB warehouse pod, one load at a time.
-SPLICE_WORK_MEM = "64MB"
-
-
-def splice_memory(cur: psycopg.Cursor) -> None:
-    """Raise ``work_mem`` to :data:`SPLICE_WORK_MEM` until the transaction ends (never lower it)."""
-    cur.execute("SELECT set_config('work_mem', %s, true) "
-                "WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes(%s)",
-                (SPLICE_WORK_MEM, SPLICE_WORK_MEM))
-
-
 def canonical_text(cur: psycopg.Cursor) -> None:
     """Fix, until the transaction ends, every setting that changes how values print."""
     for name, value in _CANONICAL_TEXT.items():
