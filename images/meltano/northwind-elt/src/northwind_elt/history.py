@@ -15,6 +15,11 @@ loading day D computes, for the rows whose version on D differs from the history
 (the loaded day before D, when D is new), the cut at D and at the next loaded day N, and merges
 the new version with an equal version ending at D or starting at N. Reloading D with the same data
 changes nothing.
+
+The full partitions are then optional: ``NORTHWIND_KEEP_DAYS=0`` drops even the day's own
+partitions at the end of its load (after this splice, in the same transaction); the views, the
+report and ``northwind verify`` read a day without a partition from the history
+(:func:`northwind_elt.history_sql.day_relation`).
 """
 
 import datetime as dt
