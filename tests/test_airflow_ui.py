@@ -168,7 +168,8 @@ def test_trigger_a_day_in_the_ui_and_read_its_task_log(airflow, browser, tmp_pat
     run_id = urllib.parse.unquote(browser.current_url.split("/runs/")[1].split("/")[0])
 
     run = api(url, token, f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id)}")
-    assert run["conf"] == {"date": DAY}
+    # The dialog sends every param: the date typed, reextract at its default (keep the extracts).
+    assert run["conf"] == {"date": DAY, "reextract": False}
     # Unpausing also starts today's @daily run (catchup=False: the latest only); max_active_runs=1
     # runs them one after the other.
     deadline = time.monotonic() + RUN_SECONDS

@@ -10,7 +10,9 @@ the DAG builds them: each task's pod from ``build_pod_request_obj``, serialised 
 - ``podman kube play`` reads the Secrets from podman's secret store (``podman secret create``
   with the Secret's data as JSON), so they are created there instead of in a namespace;
 - the PostgreSQL containers here serve no TLS: ``PGSSLMODE`` becomes ``disable`` and the CA
-  ConfigMap an empty folder (the chart's TLS is tested on a real server: tests/test_pg_server.py).
+  ConfigMap an empty folder (the chart's TLS is tested on a real server: tests/test_pg_server.py);
+- podman 4.3 crashes on a Secret volume (``kube play``: a nil pointer in VolumeFromSecret), so
+  each becomes a hostPath of a folder holding the same files (the password a step reads).
 
 The database hosts keep their cluster names: the containers are on a podman network whose DNS
 serves them as aliases. Run by ``make e2e-containers``; skipped with the reason where podman
@@ -103,6 +105,7 @@ def stack(tmp_path_factory):
                                  (names["reader_secret"], warehouse)):
             podman.podman("secret", "rm", secret, check=False)
             podman.podman("secret", "create", secret, "-", input=secret_json(database))
+            SECRET_LOGINS[secret] = database
         yield {"names": names, "image": image, "source": source, "warehouse": warehouse,
                "build_seconds": build_seconds, "data": tmp_path_factory.mktemp("tree") / "data"}
     finally:
@@ -138,10 +141,32 @@ def secret_json(database) -> str:
     return json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
 
 
+def secret_folder(data: Path, name: str, volume: dict) -> Path:
+    """A folder holding the files a Secret volume of ``name`` would (its items, or every key)."""
+    values = {"username": SECRET_LOGINS[name].user, "password": SECRET_LOGINS[name].password}
+    folder = data.parent / "secrets" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    items = volume.get("items") or [{"key": key, "path": key} for key in values]
+    for item in items:
+        (folder / item["path"]).write_text(values[item["key"]])
+        (folder / item["path"]).chmod(0o644)
+    return folder
+
+
+#: The login of each database Secret, as the stack created it (name -> Database).
+SECRET_LOGINS: dict[str, object] = {}
+
+
 def pod_yaml(task_id: str, data: Path) -> tuple[str, dict]:
     """The task's pod as the operator builds it, with the data claim as a hostPath of ``data``."""
     pod = dag_support.build_pod(task_id, logical_date=dag_support.utc_day(DAY))
     document = ApiClient().sanitize_for_serialization(pod)
+    for volume in document["spec"]["volumes"]:
+        if "secret" in volume:
+            secret = volume.pop("secret")
+            volume["hostPath"] = {"path": str(secret_folder(data, secret["secretName"], secret)),
+                                  "type": "Directory"}
     claims = [v for v in document["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert len(claims) == 1, document["spec"]["volumes"]
     del claims[0]["persistentVolumeClaim"]

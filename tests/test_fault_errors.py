@@ -194,7 +194,7 @@ def test_the_warehouse_dropping_mid_load_fails_in_one_line_naming_the_warehouse(
         assert_ok(run_step(step, DAY, env))
     before = published(root)
     with databases.warehouse() as conn:
-        loads = conn.execute("SELECT count(*) FROM snapshots._loads").fetchone()
+        loads = conn.execute("SELECT count(*) FROM northwind.loads").fetchone()
 
     result = run_and_terminate(steps.LOAD_WAREHOUSE, env, databases.warehouse, ("snapshots", "orders"),
                                "northwind-warehouse")
@@ -202,7 +202,7 @@ def test_the_warehouse_dropping_mid_load_fails_in_one_line_naming_the_warehouse(
     assert_one_line_failure(result, root, steps.LOAD_WAREHOUSE, "warehouse database",
                             f"/{env['WAREHOUSE_PGDATABASE']}", "connection lost")
     with databases.warehouse() as conn:
-        assert conn.execute("SELECT count(*) FROM snapshots._loads").fetchone() == loads
+        assert conn.execute("SELECT count(*) FROM northwind.loads").fetchone() == loads
     assert published(root) == before
 
 

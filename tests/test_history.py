@@ -71,6 +71,35 @@ def test_retention_keeps_the_history_and_a_failed_load_leaves_it(warehouses):
     assert history_digest(kept) == before
 
 
+def view_rows(conn: psycopg.Connection, table: str) -> list[str]:
+    return sorted(r[0] for r in conn.execute(f"SELECT v::text FROM public.{table} v"))
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_keep_days_0_keeps_no_partition_and_views_read_the_history(warehouses, seed):
+    rng = random.Random(seed)
+    days = random_days(rng, 6, START)
+    full, none = warehouses(), warehouses()
+    for day, tables in days.items():
+        load_day(full, day, tables)
+    order = list(days)
+    rng.shuffle(order)
+    wrong = random_days(random.Random(seed + 100), 6, START)
+    load_day(none, order[0], wrong[order[0]], keep=0)  # wrong data first, then reloaded
+    for day in [*order, order[-1]]:
+        load_day(none, day, days[day], keep=0)
+    assert none.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = 'snapshot_days'"
+                        ).fetchone() == (0,)
+    assert history_digest(none) == history_digest(full)
+    assert [d for (d,) in none.execute("SELECT snapshot_date FROM northwind.loads ORDER BY 1")
+            ] == sorted(days)  # every day stays loaded: the history has it
+    for table in ("items", "tags", "notes"):  # tags has no key: copies come back as rows
+        assert view_rows(none, table) == view_rows(full, table), table
+    assert "history" in none.execute(
+        "SELECT pg_get_viewdef('public.tags'::regclass)").fetchone()[0]
+
+
 def test_turning_history_on_keeps_the_days_the_warehouse_has(warehouses):
     days = random_days(random.Random(5), 5, START)
     later, always = warehouses(), warehouses()

@@ -83,3 +83,30 @@ def test_equal_values_that_differ_are_versions(warehouses):
                       "ORDER BY valid_from").fetchall() == [("1.0", "0"), ("1.00", "0"),
                                                             ("1.00", "-0")]
     assert wh.execute("SELECT count(*) FROM history.amounts WHERE id = 2").fetchone() == (1,)
+
+
+def test_schema_changes_with_no_full_day_kept(warehouses):
+    """KEEP_DAYS=0: the view reads the history; a widened type and an added column still load."""
+    wh, full = warehouses(), warehouses()
+    color = Column("color", "text")
+    wide = [BASE[0], BASE[1], Column("qty", "bigint", "int8"), BASE[3], color]
+    days = [(D[1], {"items": ROWS}, None),
+            (D[3], {"items": [(1, "a", 2**40, "1.00", "red"), *((*r, None) for r in ROWS[1:])]},
+             {"items": wide}),
+            (D[2], {"items": [(*r, None) for r in ROWS]}, {"items": wide}),  # late, older
+            (D[4], {"items": ROWS[1:]}, {"items": wide[:4]})]  # no color: the view neither
+    for day, tables, columns in days:
+        load_day(wh, day, tables, keep=0, columns=columns)
+    for day, tables, columns in sorted(days, key=lambda d: d[0]):
+        load_day(full, day, tables, columns=columns)
+    assert wh.execute("SELECT count(*) FROM snapshots.items").fetchone() == (0,)
+    for conn in (wh, full):
+        assert conn.execute("SELECT * FROM items ORDER BY id").fetchall() == [
+            (2, "b", None, 2), (3, None, 3, None)]
+        assert [d[0] for d in conn.execute("SELECT * FROM items").description] == [
+            "id", "name", "qty", "price"]
+    for day in (D[1], D[2], D[3], D[4]):
+        assert wh.execute("SELECT * FROM history.items(%s) ORDER BY id", (day,)).fetchall() == \
+            full.execute("SELECT * FROM snapshots.items WHERE snapshot_date = %s ORDER BY id",
+                         (day,)).fetchall()
+        assert as_of_differences(full, "items", day) == 0

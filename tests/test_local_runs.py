@@ -102,7 +102,8 @@ def test_a_failed_task_shows_no_rows_of_an_older_success(local):
     assert loaded["status"] == "success" and sum(loaded["rows"].values()) == 3362
     Path(local["ORDER_DETAILS_CSV"]).write_text(
         "order_id,product_id,unit_price,quantity,discount\n10248,11,14,twelve,0\n")
-    code, out = run(local, f"--date={DAY}", "--task=extract_csv")
+    # The day's extract succeeded: reading the (now broken) CSV again is asked for.
+    code, out = run(local, f"--date={DAY}", "--task=extract_csv", "--reextract")
     assert code == 1, out
 
     # The load refuses (its extract failed) and leaves its older success marker standing.

@@ -14,9 +14,14 @@ from settings import ROOT
 
 
 def make(tmp_path, *arguments: str) -> subprocess.CompletedProcess:
-    """Run make in the repository with ``arguments``."""
+    """Run make in the repository with ``arguments``, as a user would (not as a sub-make).
+
+    Under ``make test`` the environment carries MAKELEVEL and MAKEFLAGS, and a make started
+    from it announces the folder it enters: a line the user never sees.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     return subprocess.run(["make", *arguments], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
 
 
 def hostile(tmp_path) -> dict[str, str]:

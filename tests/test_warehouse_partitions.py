@@ -122,13 +122,15 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
     assert len(document) == 2155
     assert document[0]["ship_name"] == 'back\\slash "q" \x01 é'
 
-    # Retention: with NORTHWIND_KEEP_DAYS=2 the load of DAY3 drops DAY1's partitions only.
+    # Retention: with NORTHWIND_KEEP_DAYS=2 the load of DAY3 drops DAY1's partitions only;
+    # DAY1 stays loaded (in the log) as the history keeps it.
     assert_ok(extract_and_load(DAY3, {**env, "NORTHWIND_KEEP_DAYS": "2"}))
     with databases.warehouse() as wh:
         days = {n.rsplit("@", 1)[1] for n in relation_ids(wh)}
         assert days == {DAY2, DAY3}
         assert [d.isoformat() for (d,) in wh.execute(
-            "SELECT snapshot_date FROM northwind.loads ORDER BY 1").fetchall()] == [DAY2, DAY3]
+            "SELECT snapshot_date FROM northwind.loads ORDER BY 1").fetchall()] == [DAY1, DAY2,
+                                                                                   DAY3]
         assert wh.execute("SELECT count(*) FROM us_states").fetchone() == (50,)
     # Prune keeps DAY2 (its last load failed above), DAY4 (extracted, never loaded) and DAY3.
     assert_ok(run_step("extract-csv", DAY4, env))
@@ -141,8 +143,14 @@ def test_partitions_swap_rerun_failure_pruning_retention_and_report(databases):
     assert committed(root, "csv", DAY3, "order_details.parquet").exists()
     assert committed(root, "postgres", "orders", DAY3, "orders.parquet").exists()
     assert committed(root, "csv", DAY4, "order_details.parquet").exists()
-    bad = subprocess.run(["northwind", "--data-root", str(root), "prune", "--keep-days", "0"],
+    # 0 keeps no full day in the warehouse; prune still keeps the newest loaded day's files.
+    none = subprocess.run(["northwind", "--data-root", str(root), "prune", "--keep-days", "0"],
+                          capture_output=True, text=True, check=False)
+    assert none.returncode == 0, none.stderr
+    assert "removed no day" in none.stdout
+    assert committed(root, "postgres", "orders", DAY3, "orders.parquet").exists()
+    bad = subprocess.run(["northwind", "--data-root", str(root), "prune", "--keep-days", "-1"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 1
-    assert bad.stderr.strip() == ("northwind prune: error: NORTHWIND_KEEP_DAYS='0' must be a "
-                                  "whole number of days >= 1")
+    assert bad.stderr.strip() == ("northwind prune: error: NORTHWIND_KEEP_DAYS='-1' must be a "
+                                  "whole number of days >= 0")

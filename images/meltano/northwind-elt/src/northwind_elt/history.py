@@ -15,6 +15,11 @@ loading day D computes, for the rows whose version on D differs from the history
 (the loaded day before D, when D is new), the cut at D and at the next loaded day N, and merges
 the new version with an equal version ending at D or starting at N. Reloading D with the same data
 changes nothing.
+
+The full partitions are then optional: ``NORTHWIND_KEEP_DAYS=0`` drops even the day's own
+partitions at the end of its load (after this splice, in the same transaction); the views, the
+report and ``northwind verify`` read a day without a partition from the history
+(:func:`northwind_elt.history_sql.day_relation`).
 """
 
 import datetime as dt
@@ -24,13 +29,12 @@ from psycopg import sql
 
 from northwind_elt import history_sql as hs
 from northwind_elt.errors import InputError, SettingError
+from northwind_elt.warehouse import drop_view
 from northwind_elt.warehouse_layout import (
-    LOG_SCHEMA,
     SNAPSHOT_DATE,
     ensure_schema,
     partition_table,
     partitions,
-    qualified,
     relation_exists,
     snapshot_table,
     snapshot_tables,
@@ -40,7 +44,7 @@ from northwind_elt.warehouse_layout import (
 #: Turns the history off (``off``) or on (default).
 HISTORY_VARIABLE = "NORTHWIND_HISTORY"
 #: The days the history covers (the days loaded while it was on).
-HISTORY_DAYS = "history_days"
+HISTORY_DAYS = hs.HISTORY_DAYS
 _ON, _OFF = {"", "on", "1", "true", "yes"}, {"off", "0", "false", "no"}
 
 
@@ -57,17 +61,7 @@ def history_setting(value: str | None) -> bool:
     raise SettingError(f"{HISTORY_VARIABLE}={value!r} must be on or off")
 
 
-def days_table() -> sql.Composed:
-    """``northwind.history_days``."""
-    return qualified(LOG_SCHEMA, HISTORY_DAYS)
-
-
-def history_days(cur: psycopg.Cursor) -> list[dt.date]:
-    """The days the history covers, oldest first (empty before its first load)."""
-    if not relation_exists(cur, LOG_SCHEMA, HISTORY_DAYS):
-        return []
-    cur.execute(sql.SQL("SELECT snapshot_date FROM {} ORDER BY 1").format(days_table()))
-    return [day for (day,) in cur.fetchall()]
+days_table, history_days = hs.days_table, hs.history_days
 
 
 def record_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
@@ -138,6 +132,7 @@ def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
         if name not in existing:  # NULL in every version: no version changes (see history_sql)
             change = sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(name), sql.SQL(sql_type))
         elif existing[name] != sql_type:  # widened in snapshots.<table>: follow it
+            drop_view(cur, table)  # a view over the history; publish_views makes it again
             change = sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name),
                                                                sql.SQL(sql_type))
         else:

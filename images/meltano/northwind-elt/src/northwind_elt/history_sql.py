@@ -29,7 +29,11 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from northwind_elt.warehouse_layout import LOG_SCHEMA, partitions, snapshot_table
+
 HISTORY_SCHEMA = "history"
+#: ``northwind.history_days``: the days the history covers (the days loaded while it was on).
+HISTORY_DAYS = "history_days"
 #: The splice's work tables (in the warehouse's own schema, dropped by the splice).
 CHANGED, NEW = "history_changed", "history_new"
 ROW_HASH, COPIES, VALID_FROM, VALID_TO = "row_hash", "copies", "valid_from", "valid_to"
@@ -239,9 +243,57 @@ def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> li
 
 def as_of_query(plan: Plan, snapshot_order: list[str]) -> sql.Composed:
     """The body of the as-of function: the snapshot table's columns, the day as ``$1``."""
-    select = sql.SQL(", ").join(sql.SQL("$1") if c == "snapshot_date" else sql.Identifier("h", c)
-                                for c in snapshot_order)
-    repeat = sql.SQL("" if plan.keys else " CROSS JOIN generate_series(1, h.copies) AS r(n)")
-    return sql.SQL("SELECT {} FROM {} h{} WHERE h.valid_from <= $1 "
-                   "AND (h.valid_to IS NULL OR h.valid_to > $1)").format(
-        select, history_table(plan.table), repeat)
+    return as_of_rows(plan.table, bool(plan.keys), snapshot_order, sql.SQL("$1"))
+
+
+def as_of_rows(table: str, keyed: bool, columns: list[str], day: sql.Composable
+               ) -> sql.Composed:
+    """``columns`` of ``history.<table>`` as of ``day`` (``snapshot_date``: the day itself).
+
+    A keyless table's version comes back ``copies`` times, so the rows equal the day's partition.
+    """
+    select = sql.SQL(", ").join(day if c == "snapshot_date" else sql.Identifier("h", c)
+                                for c in columns)
+    repeat = sql.SQL("" if keyed else " CROSS JOIN generate_series(1, h.copies) AS r(n)")
+    return sql.SQL("SELECT {} FROM {} h{} WHERE h.valid_from <= {d} "
+                   "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(
+        select, history_table(table), repeat, d=day)
+
+
+def history_covers(cur: psycopg.Cursor, table: str, day: dt.date) -> bool:
+    """Whether ``history.<table>`` holds ``day`` (the day was spliced into the history)."""
+    cur.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL "
+                "AND to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+                (HISTORY_SCHEMA, table, LOG_SCHEMA, HISTORY_DAYS))
+    if not cur.fetchone()[0]:
+        return False
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE snapshot_date = %s)").format(
+        days_table()), (day,))
+    return cur.fetchone()[0]
+
+
+def day_relation(cur: psycopg.Cursor, table: str, day: dt.date) -> sql.Composed:
+    """Where ``table``'s rows of ``day`` are: its partition if kept, else the history's as-of.
+
+    ``snapshots.<table>`` (the caller picks the day with ``snapshot_date``), or
+    ``history."<table>"(day)``: the snapshot table's columns and types, ``snapshot_date`` the day,
+    the same rows as the dropped partition.
+    """
+    if partitions(cur, table).get(day) is None and history_covers(cur, table, day):
+        return sql.SQL("{}({})").format(history_table(table), sql.Literal(day))
+    return snapshot_table(table)
+
+
+def days_table() -> sql.Composed:
+    """``northwind.history_days``: the days the history covers."""
+    return sql.SQL("{}.{}").format(sql.Identifier(LOG_SCHEMA), sql.Identifier(HISTORY_DAYS))
+
+
+def history_days(cur: psycopg.Cursor) -> list[dt.date]:
+    """The days the history covers, oldest first (empty before its first load)."""
+    cur.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+                (LOG_SCHEMA, HISTORY_DAYS))
+    if not cur.fetchone()[0]:
+        return []
+    cur.execute(sql.SQL("SELECT snapshot_date FROM {} ORDER BY 1").format(days_table()))
+    return [day for (day,) in cur.fetchall()]

@@ -9,7 +9,11 @@ by the next one, which still sees the day's load marker).
 
 It removes files only: the warehouse keeps the full days ``NORTHWIND_KEEP_DAYS`` leaves it (at
 each load) and the change-only history of every loaded day (:mod:`northwind_elt.history`), so a
-pruned day is still there as ``history."<table>"(day)``.
+pruned day is still there as ``history."<table>"(day)``. What each setting keeps:
+
+- N >= 1: the files of the N newest loaded days (and every day not successfully loaded);
+- 0: the files of the newest loaded day only (it is never removed: its markers say the warehouse
+  holds it), while the warehouse keeps no full day at all (its history keeps every one).
 """
 
 import datetime as dt
@@ -25,6 +29,7 @@ def prunable_days(tree: DataTree, keep: int) -> list[dt.date]:
     loaded = [day for day in tree.status_days()
               if (marker := steps.read_marker(tree, steps.LOAD_WAREHOUSE, day)) is not None
               and marker.status == steps.SUCCESS]
+    keep = max(keep, 1)  # the newest loaded day is never removed
     if len(loaded) <= keep:
         return []
     oldest_kept = loaded[-keep]

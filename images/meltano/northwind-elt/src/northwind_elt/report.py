@@ -1,8 +1,10 @@
 """The evidence of a load: orders joined with their details, for one day, as CSV and JSON.
 
 It reads the day's snapshots (not the current views), so the evidence for day D reflects D's files
-even after a later day was loaded. It also reads, in the same snapshot, which load of the day it
-reports (``northwind.loads``: the load's id and ``loaded_at``), so its marker can name it.
+even after a later day was loaded: the day's partition where the warehouse keeps it, else the
+history as of the day (``history."<table>"(day)``, the same rows and types), so the evidence is the
+same bytes whatever ``NORTHWIND_KEEP_DAYS`` kept. It also reads, in the same snapshot, which
+load of the day it reports (``northwind.loads``: the load's id and ``loaded_at``), so its marker can name it.
 """
 
 import concurrent.futures
@@ -17,13 +19,13 @@ from psycopg import sql
 
 from northwind_elt import faults, report_json
 from northwind_elt.errors import PrerequisiteError
+from northwind_elt.history_sql import day_relation
 from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from northwind_elt.warehouse import (
     SNAPSHOT_DATE,
     existing_columns,
     loaded_days,
     loads_table,
-    snapshot_table,
 )
 
 REPORT_NAME = "orders_with_details"
@@ -45,8 +47,8 @@ def report_query(cur: psycopg.Cursor, day: dt.date) -> sql.Composed:
     return sql.SQL(
         "SELECT {columns} FROM {orders} AS o JOIN {details} AS d "
         "ON d.{key} = o.{key} AND d.{day} = o.{day} WHERE o.{day} = {value} ORDER BY {order}"
-    ).format(columns=sql.SQL(", ").join(selected), orders=snapshot_table(ORDERS),
-             details=snapshot_table(DETAILS), key=sql.Identifier(JOIN_KEY),
+    ).format(columns=sql.SQL(", ").join(selected), orders=day_relation(cur, ORDERS, day),
+             details=day_relation(cur, DETAILS, day), key=sql.Identifier(JOIN_KEY),
              day=sql.Identifier(SNAPSHOT_DATE), value=sql.Literal(day),
              order=sql.SQL(", ").join(order_by))
 

@@ -24,10 +24,11 @@ from northwind_elt.content_digest import (
     warehouse_expression,
 )
 from northwind_elt.errors import PartitionError, SettingError
+from northwind_elt.history_sql import day_relation
 from northwind_elt.layout import DataTree
 from northwind_elt.manifest import Manifest, read_manifest
 from northwind_elt.pgtypes import Column
-from northwind_elt.warehouse_layout import SNAPSHOT_DATE, partition_table, snapshot_table
+from northwind_elt.warehouse_layout import SNAPSHOT_DATE, partition_table
 
 
 def check_loaded(cur: psycopg.Cursor, expected: Mapping[str, dict], tables: Mapping[str, str],
@@ -109,7 +110,7 @@ def verify_day(tree: DataTree, day: dt.date, conn: psycopg.Connection,
                                         f"no content digest in its manifest; rows {count} "
                                         f"loaded, {manifest.rows} extracted"))
                 continue
-            found = table_digest(cur, snapshot_table(stream),
+            found = table_digest(cur, day_relation(cur, stream, day),
                                  [warehouse_expression(c) for c in columns],
                                  sql.SQL("{} = {}").format(sql.Identifier(SNAPSHOT_DATE),
                                                            sql.Literal(day)))

@@ -32,7 +32,9 @@ import psycopg
 from psycopg import sql
 
 from northwind_elt import copy_binary
+from northwind_elt import history_sql as hs
 from northwind_elt.errors import InputError, SettingError
+from northwind_elt.history_sql import history_days
 from northwind_elt.pgtypes import Column, check_sql_type
 from northwind_elt.warehouse_layout import (
     CURRENT_SCHEMA,
@@ -60,24 +62,38 @@ __all__ = ["SNAPSHOT_DATE", "existing_columns", "snapshot_table", "loaded_days"]
 
 #: Serialises loads: a second load of any day waits for the first to commit.
 LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
-#: The retention setting: keep the partitions of this many newest loaded days (unset: all).
+#: The retention setting: keep the partitions of this many newest loaded days (unset: all; 0:
+#: none, the history keeping every day).
 KEEP_DAYS_VARIABLE = "NORTHWIND_KEEP_DAYS"
 #: Storage parameters of a partition (see :func:`start_day`).
 _NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
 
 
 def keep_days_setting(value: str | None) -> int | None:
-    """Parse ``NORTHWIND_KEEP_DAYS``: a positive number of days, or None (keep everything).
+    """Parse ``NORTHWIND_KEEP_DAYS``: a number of days >= 0, or None (keep everything).
+
+    0 keeps no full day: the history keeps every day (:func:`retention_needs_history`).
 
     Example:
-        >>> keep_days_setting("3"), keep_days_setting("")
-        (3, None)
+        >>> keep_days_setting("3"), keep_days_setting("0"), keep_days_setting("")
+        (3, 0, None)
     """
     if value is None or not value.strip():
         return None
-    if not value.strip().isdigit() or int(value) < 1:
-        raise SettingError(f"{KEEP_DAYS_VARIABLE}={value!r} must be a whole number of days >= 1")
+    if not value.strip().isdigit():
+        raise SettingError(f"{KEEP_DAYS_VARIABLE}={value!r} must be a whole number of days >= 0")
     return int(value)
+
+
+def retention_needs_history(keep: int | None, history_on: bool) -> None:
+    """Refuse ``NORTHWIND_KEEP_DAYS=0`` without the history: the load would keep nothing.
+
+    Raises:
+        SettingError: naming both settings.
+    """
+    if keep == 0 and not history_on:
+        raise SettingError(f"{KEEP_DAYS_VARIABLE}=0 keeps no full day: it needs the history "
+                           "(NORTHWIND_HISTORY on, the default) to keep the loaded days")
 
 
 def begin_load(cur: psycopg.Cursor) -> list[str]:
@@ -320,9 +336,11 @@ def drop_view(cur: psycopg.Cursor, table: str) -> None:
 def publish_views(cur: psycopg.Cursor) -> None:
     """(Re)create ``public.<table>`` as the newest loaded day of every table that day has.
 
-    The day is a constant in the view, so the planner reads that day's partition only. The view
-    lists the columns the newest day had (a column dropped at the source leaves it); a table
-    the newest day did not have gets no view (its history stays in ``snapshots``).
+    The view reads the day's partition where the warehouse keeps it (the day is a constant in
+    the view, so the planner reads that partition only), else the history as of that day
+    (``NORTHWIND_KEEP_DAYS=0``: rows whose interval holds the day). It lists the columns the
+    newest day had (a column dropped at the source leaves it); a table the newest day did not
+    have gets no view (its history stays in ``snapshots`` and ``history``).
     """
     cur.execute(sql.SQL("SELECT snapshot_date, rows, columns FROM {} "
                         "ORDER BY snapshot_date DESC LIMIT 1").format(loads_table()))
@@ -333,10 +351,21 @@ def publish_views(cur: psycopg.Cursor) -> None:
             continue
         names = (newest[2] or {}).get(table) or [
             n for n in existing_columns(cur, table) if n != SNAPSHOT_DATE]
-        cur.execute(sql.SQL("CREATE VIEW {}.{} AS SELECT {} FROM {} WHERE {} = {}").format(
+        cur.execute(sql.SQL("CREATE VIEW {}.{} AS {}").format(
             sql.Identifier(CURRENT_SCHEMA), sql.Identifier(table),
-            sql.SQL(", ").join(sql.Identifier(n) for n in names), snapshot_table(table),
-            sql.Identifier(SNAPSHOT_DATE), sql.Literal(newest[0])))
+            day_rows(cur, table, newest[0], names)))
+
+
+def day_rows(cur: psycopg.Cursor, table: str, day: dt.date, names: list[str]) -> sql.Composed:
+    """``SELECT <names>`` of ``table`` on ``day``: its partition if kept, else the history's as-of.
+
+    A day without either (not loaded) gives no rows.
+    """
+    if partitions(cur, table).get(day) is None and hs.history_covers(cur, table, day):
+        return hs.as_of_rows(table, bool(hs.source_key(cur, table)), names, sql.Literal(day))
+    return sql.SQL("SELECT {} FROM {} WHERE {} = {}").format(
+        sql.SQL(", ").join(sql.Identifier(n) for n in names), snapshot_table(table),
+        sql.Identifier(SNAPSHOT_DATE), sql.Literal(day))
 
 
 def record_load(cur: psycopg.Cursor, day: dt.date, rows: dict[str, int],
@@ -359,23 +388,29 @@ def record_load(cur: psycopg.Cursor, day: dt.date, rows: dict[str, int],
 
 
 def drop_old_days(cur: psycopg.Cursor, keep: int) -> list[dt.date]:
-    """Drop every partition older than the ``keep`` newest loaded days, and those days' log rows.
+    """Drop every partition older than the ``keep`` newest loaded days (0: every partition).
+
+    A day the history covers stays loaded (its log row stays: views and the report read it from
+    the history); the log row of any other dropped day goes with its partitions.
 
     Returns:
-        The days dropped, oldest first.
+        The days whose partitions (or log row) were dropped, oldest first.
     """
     days = sorted(loaded_days(cur), reverse=True)
     if len(days) <= keep:
         return []
-    oldest_kept = days[keep - 1]
+    oldest_kept = days[keep - 1] if keep else None
     dropped = set()
     for table in snapshot_tables(cur):
         for day, name in partitions(cur, table).items():
-            if day < oldest_kept:
+            if oldest_kept is None or day < oldest_kept:
                 cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(name)))
                 dropped.add(day)
-    cur.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date < %s RETURNING snapshot_date").format(
-        loads_table()), (oldest_kept,))
+    in_history = history_days(cur)
+    cur.execute(sql.SQL("DELETE FROM {} WHERE snapshot_date < %s "
+                        "AND snapshot_date <> ALL(%s::date[]) RETURNING snapshot_date").format(
+        loads_table()),
+                (oldest_kept or dt.date.max, in_history))
     dropped.update(day for (day,) in cur.fetchall())
     return sorted(dropped)
 

@@ -8,8 +8,9 @@ added (a label is usable only once committed). Then, in one transaction holding 
 warehouses of earlier layouts are migrated, each stream's snapshot table is
 created or evolved and its rows are streamed with COPY into a fresh table; when the tap's completion
 message has arrived and every row count matches, each fresh table replaces the day's partition, the
-day is recorded in ``northwind.loads``, days beyond ``NORTHWIND_KEEP_DAYS`` are dropped, the views
-of the newest day are refreshed, and the transaction commits. Any failure rolls everything back.
+day is spliced into the history and recorded in ``northwind.loads``, the partitions of days beyond
+``NORTHWIND_KEEP_DAYS`` are dropped (0: every one, this day's too: the history keeps them), the
+views of the newest day are refreshed, and the transaction commits. Any failure rolls everything back.
 """
 
 import contextlib
@@ -80,6 +81,7 @@ class TargetPgCopy(StepTarget):
         self.inputs = steps.inputs_of(markers)
         self.keep_days = warehouse.keep_days_setting(os.environ.get(warehouse.KEEP_DAYS_VARIABLE))
         self.history = history.history_setting(os.environ.get(history.HISTORY_VARIABLE))
+        warehouse.retention_needs_history(self.keep_days, self.history)
         # One connection, one transaction, sinks drained one at a time.
         self.max_parallelism = 1
         try:
