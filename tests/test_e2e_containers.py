@@ -267,6 +267,10 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
     runs = run_day_in_pods(data)
     day_seconds = time.monotonic() - started
     assert (data / "postgres" / "orders" / DAY).stat().st_uid == STEP_UID
+    # One group shares the tree, nobody else: no entry open to other users, all in DATA_GID.
+    entries = [data, *data.rglob("*")]
+    assert [str(p) for p in entries if p.lstat().st_mode & 0o007] == []
+    assert {p.lstat().st_gid for p in entries} == {DATA_GID}
 
     tables = sorted(p.name for p in (data / "postgres").iterdir())
     assert tables == sorted(SOURCE_ROWS)
