@@ -164,10 +164,14 @@ def test_a_source_with_every_kind_of_column_loads_exactly(databases):
             wh.execute("SELECT 1999::recent_year")
         wh.rollback()
         assert wh.execute("SELECT count(*) FROM measurements").fetchone() == (122,)
-        # The snapshot table, its one partition of the day and the view; no source partition.
-        assert sorted(wh.execute("SELECT relname, relkind::text FROM pg_class WHERE relname LIKE "
-                                 "'measurements%' AND relkind NOT IN ('i', 'I')").fetchall()) == \
-            [("measurements", "p"), ("measurements", "v"), (f"measurements@{DAY}", "r")]
+        # The snapshot table, its one partition of the day, the view and the history; no source
+        # partition.
+        assert sorted(wh.execute(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname LIKE 'measurements%' "
+            "AND c.relkind NOT IN ('i', 'I')").fetchall()) == [
+            ("history", "measurements", "r"), ("public", "measurements", "v"),
+            ("snapshot_days", f"measurements@{DAY}", "r"), ("snapshots", "measurements", "p")]
         # Northwind still loads as before, beside the new tables.
         assert wh.execute("SELECT count(*) FROM orders").fetchone() == (830,)
 
