@@ -25,7 +25,7 @@ from northwind_elt.commits import (
     write_commit,
 )
 from northwind_elt.entry import is_user_error
-from northwind_elt.errors import PrerequisiteError, SettingError, one_line
+from northwind_elt.errors import PrerequisiteError, SettingError, StorageError, one_line
 from northwind_elt.layout import DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
@@ -121,7 +121,7 @@ def command_report(args: argparse.Namespace) -> int:
         remove_attempt(tree, steps.PUBLISH_REPORT, day, marker.commit)  # uncommitted: unread
         try:
             steps.finish(tree, marker, error=one_line(error))
-        except OSError as unrecorded:  # the lease shows the attempt dead
+        except (OSError, StorageError) as unrecorded:  # the lease shows the attempt dead
             logger.error("could not record the failure in its marker: %s", one_line(unrecorded))
         raise
     faults.point("after-commit")

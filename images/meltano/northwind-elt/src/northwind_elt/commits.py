@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from northwind_elt import logger
-from northwind_elt.errors import PartitionError, PipelineError
+from northwind_elt.errors import PartitionError, PipelineError, StorageError
 from northwind_elt.layout import REPORTS, DataTree, Partition, is_attempt
 
 #: The folder (a source of the tree, or the evidence) each publishing step writes its attempts in.
@@ -184,5 +184,5 @@ def remove_superseded(tree: DataTree, step: str, day: dt.date, attempt: str) -> 
     """
     try:
         remove_stale_attempts(tree, step, day, keep={attempt}, older_than=attempt)
-    except OSError as error:
+    except (OSError, StorageError) as error:
         logger.warning("%s for %s: could not remove earlier attempts: %s", step, day, error)

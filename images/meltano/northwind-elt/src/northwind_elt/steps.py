@@ -26,7 +26,7 @@ from typing import Any
 
 from northwind_elt import atomic, logger
 from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, remove_stale_attempts
-from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError
+from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
 
 EXTRACT_POSTGRES = "extract-postgres"
@@ -175,7 +175,7 @@ def record_failure(tree: DataTree, step: str, day: dt.date, reason: str,
         try:
             atomic.make_folders(note.parent)
             atomic.write_bytes(note, json.dumps({"error": reason}).encode())
-        except OSError as error:
+        except (OSError, PipelineError) as error:  # atomic names the path (a StorageError)
             logger.warning("could not keep the failure note %s: %s", note, error)
 
 
@@ -380,7 +380,7 @@ class Heartbeat:
                  "seconds": self.seconds}
         try:
             self.tree.fs.write_json(self.tree.lease_file(self.step, self.day), lease)
-        except OSError as error:
+        except (OSError, StorageError) as error:  # StorageError: the local tree names the path
             logger.warning("could not renew the lease of %s for %s: %s", self.step, self.day, error)
 
     def stop(self) -> None:
