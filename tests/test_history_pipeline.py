@@ -27,11 +27,11 @@ def test_a_day_loaded_late_splices_into_the_history(databases):
 
     with databases.warehouse() as wh:
         assert wh.execute(
-            "SELECT company_name, valid_from::text, valid_to::text FROM history.customers "
-            "WHERE customer_id = 'ALFKI' ORDER BY valid_from").fetchall() == [
+            "SELECT company_name, _nw_valid_from::text, _nw_valid_to::text FROM history.customers "
+            "WHERE customer_id = 'ALFKI' ORDER BY _nw_valid_from").fetchall() == [
             ("Alfreds Futterkiste", DAY1, DAY2), ("Renamed", DAY2, DAY3),
             ("Alfreds Futterkiste", DAY3, None)]
-        assert wh.execute("SELECT valid_from::text, valid_to::text FROM history.us_states "
+        assert wh.execute("SELECT _nw_valid_from::text, _nw_valid_to::text FROM history.us_states "
                           "WHERE state_id = 51 ORDER BY 1").fetchall() == [(DAY1, DAY2),
                                                                           (DAY3, None)]
         tables = [t for (t,) in wh.execute(

@@ -15,7 +15,7 @@ ROWS = [(1, "a", 1, "1.00"), (2, "b", None, "2.00"), (3, None, 3, None)]
 
 
 def versions(wh) -> list[tuple]:
-    return wh.execute("SELECT id, valid_from, valid_to FROM history.items ORDER BY 1, 2").fetchall()
+    return wh.execute("SELECT id, _nw_valid_from, _nw_valid_to FROM history.items ORDER BY 1, 2").fetchall()
 
 
 def test_added_widened_and_dropped_columns(warehouses):
@@ -53,9 +53,9 @@ def test_added_widened_and_dropped_columns(warehouses):
 
 def test_a_source_column_with_a_history_name_is_refused_in_one_line(warehouses):
     wh = warehouses()
-    TABLES["clash"] = ([Column("id", "integer", "int4"), Column("valid_from", "date")], ["id"])
+    TABLES["clash"] = ([Column("id", "integer", "int4"), Column("_nw_valid_from", "date")], ["id"])
     try:
-        with pytest.raises(InputError, match=r"^table clash: source column valid_from has a name "
+        with pytest.raises(InputError, match=r"^table clash: source column _nw_valid_from has a name "
                                              r"the history reserves .*NORTHWIND_HISTORY=off"):
             load_day(wh, D[0], {"clash": [(1, None)]})
     finally:
@@ -80,7 +80,7 @@ def test_equal_values_that_differ_are_versions(warehouses):
     finally:
         del TABLES["amounts"]
     assert wh.execute("SELECT amount::text, ratio::text FROM history.amounts WHERE id = 1 "
-                      "ORDER BY valid_from").fetchall() == [("1.0", "0"), ("1.00", "0"),
+                      "ORDER BY _nw_valid_from").fetchall() == [("1.0", "0"), ("1.00", "0"),
                                                             ("1.00", "-0")]
     assert wh.execute("SELECT count(*) FROM history.amounts WHERE id = 2").fetchone() == (1,)
 

@@ -1,10 +1,10 @@
 """Change-only history of every snapshot table, spliced in by each load whatever the day's order.
 
 Layout: ``history.<table>`` holds one row per version of a row of ``snapshots.<table>``: the
-source columns (their exact types), ``row_hash`` (the version's digest, see
-:mod:`northwind_elt.history_sql`), ``valid_from`` (the first loaded day of the version) and
-``valid_to`` (the next loaded day without it; NULL while current). A keyed table is keyed by its
-source key; a table without a key versions whole rows, ``copies`` holding how many identical rows
+source columns (their exact types), ``_nw_row_hash`` (the version's digest, see
+:mod:`northwind_elt.history_sql`), ``_nw_valid_from`` (the first loaded day of the version) and
+``_nw_valid_to`` (the next loaded day without it; NULL while current). A keyed table is keyed by its
+source key; a table without a key versions whole rows, ``_nw_copies`` holding how many identical rows
 the day had. ``history."<table>"(day)`` returns the table as of a day, equal row for row to that
 day's partition. ``northwind.history_days`` lists the days the history covers.
 

@@ -4,16 +4,16 @@
 image (``record_image_eq``, as ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` compares rows): exact
 for every type, with or without an equality operator (``1.0`` and ``1.00`` differ); types whose
 ``=`` is already exact are compared with it. A table
-without a key versions whole rows, identified by ``row_hash``, the digest of the row's text with
+without a key versions whole rows, identified by ``_nw_row_hash``, the digest of the row's text with
 its trailing NULLs left out (printed with fixed DateStyle, TimeZone, float digits...:
-:func:`canonical_text`), and ``copies``. Either way a column added at the source, NULL until a
+:func:`canonical_text`), and ``_nw_copies``. Either way a column added at the source, NULL until a
 value arrives, starts no version (it is NULL in the history's older versions too, and added
 columns come last); a dropped column (NULL on the newer days) starts one new version for the rows
 that had a value in it; a widened type is applied to the history too and starts none.
 
 **The splice** of day D (next loaded day N, or none), for the identities whose version on D
 differs from the history's state as of D (``history_changed``) and their new versions
-(``history_new``, ``valid_to`` N):
+(``history_new``, ``_nw_valid_to`` N):
 
 1. a version covering D and running past N is copied to start at N (it resumes there);
 2. a version starting at D is deleted; one starting before D now ends at D;
@@ -36,7 +36,8 @@ HISTORY_SCHEMA = "history"
 HISTORY_DAYS = "history_days"
 #: The splice's work tables (in the warehouse's own schema, dropped by the splice).
 CHANGED, NEW = "history_changed", "history_new"
-ROW_HASH, COPIES, VALID_FROM, VALID_TO = "row_hash", "copies", "valid_from", "valid_to"
+# Prefixed like a system column (dlt: _dlt_valid_from): a source column of these names is refused.
+ROW_HASH, COPIES, VALID_FROM, VALID_TO = "_nw_row_hash", "_nw_copies", "_nw_valid_from", "_nw_valid_to"
 #: The columns the history adds to the source's; a source column may not have these names.
 META_COLUMNS = (ROW_HASH, COPIES, VALID_FROM, VALID_TO)
 #: Types whose ``=`` holds only for identical values: compared with it (faster than images).
@@ -176,11 +177,11 @@ def changed_identities(plan: Plan, source: sql.Composable | None, day: dt.date) 
         differ = sql.SQL("n.{k} IS NULL OR h.{k} IS NULL OR NOT ({same})").format(
             k=sql.Identifier(plan.keys[0]), same=plan.same_version("n", "h"))
     else:
-        picked = sql.SQL("coalesce(n.row_hash, h.row_hash) AS row_hash, n.copies, n.at")
-        new = sql.SQL("(SELECT {} AS row_hash, count(*) AS copies, min(p.ctid) AS at "
+        picked = sql.SQL("coalesce(n._nw_row_hash, h._nw_row_hash) AS _nw_row_hash, n._nw_copies, n.at")
+        new = sql.SQL("(SELECT {} AS _nw_row_hash, count(*) AS _nw_copies, min(p.ctid) AS at "
                       "FROM {} p GROUP BY 1)").format(row_hash(plan.columns, "p"), source)
-        old = sql.SQL("SELECT row_hash, copies FROM {} h WHERE {}").format(hist, covers("h", day))
-        differ = sql.SQL("n.copies IS DISTINCT FROM h.copies")
+        old = sql.SQL("SELECT _nw_row_hash, _nw_copies FROM {} h WHERE {}").format(hist, covers("h", day))
+        differ = sql.SQL("n._nw_copies IS DISTINCT FROM h._nw_copies")
     return sql.SQL("SELECT {picked} FROM {new} n FULL JOIN ({old}) h ON {same} "
                    "WHERE {differ}").format(picked=picked, new=new, old=old,
                                             same=same("n", "h", plan.identity), differ=differ)
@@ -189,14 +190,14 @@ def changed_identities(plan: Plan, source: sql.Composable | None, day: dt.date) 
 def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date | None
                  ) -> sql.Composed:
     """The versions ``source`` has of the changed identities, each valid until ``following``."""
-    until = sql.SQL("CAST({} AS date) AS valid_to").format(sql.Literal(following))
+    until = sql.SQL("CAST({} AS date) AS _nw_valid_to").format(sql.Literal(following))
     if source is None:
         return sql.SQL("SELECT {}, {} FROM {} LIMIT 0").format(
             names(plan.stored), until, history_table(plan.table))
     if plan.keys:
         return sql.SQL("SELECT {}, {} FROM {} p JOIN {changed} c ON {}").format(
             names(plan.columns, "p"), until, source, same("p", "c", plan.keys), **WORK)
-    return sql.SQL("SELECT {}, c.row_hash, c.copies, {} FROM {changed} c JOIN {} p "
+    return sql.SQL("SELECT {}, c._nw_row_hash, c._nw_copies, {} FROM {changed} c JOIN {} p "
                    "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source, **WORK)
 
 
@@ -209,30 +210,30 @@ def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> li
     if following is not None:
         n = sql.Literal(following)
         statements.append(sql.SQL(
-            "INSERT INTO {hist} ({stored}, {interval}) SELECT {h_stored}, {n}, h.valid_to "
+            "INSERT INTO {hist} ({stored}, {interval}) SELECT {h_stored}, {n}, h._nw_valid_to "
             "FROM {hist} h JOIN {changed} c ON {same} "
-            "WHERE h.valid_from <= {d} AND (h.valid_to IS NULL OR h.valid_to > {n})").format(
+            "WHERE h._nw_valid_from <= {d} AND (h._nw_valid_to IS NULL OR h._nw_valid_to > {n})").format(
             hist=hist, stored=names(plan.stored), interval=interval,
             h_stored=names(plan.stored, "h"), n=n, same=same("h", "c", ident), d=d, **WORK))
     statements.append(sql.SQL(
-        "DELETE FROM {} h USING {changed} c WHERE {} AND h.valid_from = {}").format(
+        "DELETE FROM {} h USING {changed} c WHERE {} AND h._nw_valid_from = {}").format(
         hist, same("h", "c", ident), d, **WORK))
     statements.append(sql.SQL(
-        "UPDATE {} h SET valid_to = {d} FROM {changed} c WHERE {} AND h.valid_from < {d} "
-        "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(hist, same("h", "c", ident), d=d,
+        "UPDATE {} h SET _nw_valid_to = {d} FROM {changed} c WHERE {} AND h._nw_valid_from < {d} "
+        "AND (h._nw_valid_to IS NULL OR h._nw_valid_to > {d})").format(hist, same("h", "c", ident), d=d,
                                                               **WORK))
     if following is not None:
         statements.append(sql.SQL(
             "WITH gone AS (DELETE FROM {hist} h USING {new} n WHERE {same} "
-            "AND h.valid_from = {n} AND {v} RETURNING {h_ident}, h.valid_to) "
-            "UPDATE {new} n SET valid_to = g.valid_to FROM gone g WHERE {same_g}").format(
+            "AND h._nw_valid_from = {n} AND {v} RETURNING {h_ident}, h._nw_valid_to) "
+            "UPDATE {new} n SET _nw_valid_to = g._nw_valid_to FROM gone g WHERE {same_g}").format(
             hist=hist, same=same("h", "n", ident), n=sql.Literal(following),
             v=plan.same_version("h", "n"),
             h_ident=names(ident, "h"), same_g=same("n", "g", ident), **WORK))
     statements.append(sql.SQL(
-        "WITH extended AS (UPDATE {hist} h SET valid_to = n.valid_to FROM {new} n "
-        "WHERE {same} AND h.valid_to = {d} AND {v} RETURNING {h_ident}) "
-        "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n.valid_to "
+        "WITH extended AS (UPDATE {hist} h SET _nw_valid_to = n._nw_valid_to FROM {new} n "
+        "WHERE {same} AND h._nw_valid_to = {d} AND {v} RETURNING {h_ident}) "
+        "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n._nw_valid_to "
         "FROM {new} n WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
         hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
         h_ident=names(ident, "h"),
@@ -254,9 +255,9 @@ def as_of_rows(table: str, keyed: bool, columns: list[str], day: sql.Composable
     """
     select = sql.SQL(", ").join(day if c == "snapshot_date" else sql.Identifier("h", c)
                                 for c in columns)
-    repeat = sql.SQL("" if keyed else " CROSS JOIN generate_series(1, h.copies) AS r(n)")
-    return sql.SQL("SELECT {} FROM {} h{} WHERE h.valid_from <= {d} "
-                   "AND (h.valid_to IS NULL OR h.valid_to > {d})").format(
+    repeat = sql.SQL("" if keyed else " CROSS JOIN generate_series(1, h._nw_copies) AS r(n)")
+    return sql.SQL("SELECT {} FROM {} h{} WHERE h._nw_valid_from <= {d} "
+                   "AND (h._nw_valid_to IS NULL OR h._nw_valid_to > {d})").format(
         select, history_table(table), repeat, d=day)
 
 
