@@ -4,8 +4,13 @@ Each test writes a tiny test file and runs pytest on it with the guard loaded, w
 ``CI`` set, and reads the outcomes and the lines pytest prints.
 """
 
+import subprocess
+import sys
+
 import official_chart
 import pytest
+import skip_guard
+from settings import ROOT
 
 pytest_plugins = ["pytester"]
 
@@ -111,3 +116,19 @@ def test_renders(monkeypatch):
     assert "Traceback" not in result.stdout.str()
     without_ci = run(None)
     without_ci.assert_outcomes(skipped=1)
+
+
+def test_the_suite_loads_the_guard(pytestconfig):
+    hooks = pytestconfig.pluginmanager.hook.pytest_runtest_makereport.get_hookimpls()
+    assert skip_guard.pytest_runtest_makereport in [hook.function for hook in hooks]
+
+
+def test_only_the_kind_end_to_end_may_skip_under_ci(tmp_path):
+    # The allowance is a marker: a test that carries it without needing a cluster hides a skip.
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "--basetemp", str(tmp_path), "-m", " or ".join(skip_guard.CI_MAY_SKIP), str(ROOT / "tests")],
+        cwd=ROOT, capture_output=True, text=True, check=False)
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert ids and {i.split("::")[0] for i in ids} == {"tests/test_e2e_kind.py"}, ids
