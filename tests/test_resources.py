@@ -62,3 +62,18 @@ def test_every_empty_dir_has_a_size_limit(specs):
                for v in spec.get("volumes") or [] if "emptyDir" in v
                and not (v["emptyDir"] or {}).get("sizeLimit")]
     assert missing == [], "\n".join(missing)
+
+
+def test_every_container_of_ours_has_a_read_only_root(specs):
+    # Ours: our charts, the step pods and the init container our Airflow values add. Airflow's
+    # own containers keep the chart's writable root: not run read-only anywhere yet.
+    ours = {where: spec for where, spec in specs.items()
+            if not where.split("/")[-1].startswith(("airflow-", "KubernetesExecutor"))}
+    containers = [(where, c) for where, spec in ours.items()
+                  for c in [*(spec.get("initContainers") or []), *spec["containers"]]]
+    api_server = "Deployment/airflow-api-server"
+    containers.append((api_server, next(c for c in specs[api_server]["initContainers"]
+                                        if c["name"] == "copy-passwords")))
+    writable = [f"{where} {c['name']}" for where, c in containers
+                if (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is not True]
+    assert len(containers) > 10 and writable == [], "\n".join(writable)
