@@ -3,6 +3,7 @@
 import datetime as dt
 
 from airflow.sdk import DAG, Param
+from northwind.alerts import deadline, on_task_failure
 from northwind.operators import MeltanoStepOperator
 from northwind.pods import (
     EXTRACT_CSV,
@@ -65,6 +66,8 @@ with DAG(
     # Longer than a run that uses every retry (a shorter timeout would kill the retries it
     # schedules), shorter than a day, so a stuck run still frees max_active_runs for the next.
     dagrun_timeout=LONGEST_PATH * TASK_BUDGET,
+    # A day still running NORTHWIND_DEADLINE_HOURS after it was queued alerts (docs/operations.md).
+    deadline=deadline(),
     params={
         "date": Param(
             None,
@@ -91,6 +94,8 @@ with DAG(
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
         "execution_timeout": EXECUTION_TIMEOUT,
+        # After the last retry only; sends nothing unless an alert connection is set.
+        "on_failure_callback": on_task_failure,
     },
     tags=["northwind", "elt", "meltano", "kubernetes"],
 ) as dag:

@@ -104,6 +104,7 @@ def run_day(
     """
     from airflow import settings
     from airflow.models.dagrun import DagRun, get_or_create_dagrun
+    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.serialization.definitions.dag import SerializedDAG
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.serialization.serialized_objects import DagSerialization
@@ -125,6 +126,8 @@ def run_day(
     else:
         interval = None
     _sync_bag_to_db(bag, dag)
+    # As the scheduler does: the stored DAG, whose deadline alerts are rows (ids) of the DB.
+    scheduler_dag = SerializedDagModel.get_dag(dag_id, session=session) or scheduler_dag
     run = get_or_create_dagrun(
         dag=scheduler_dag,
         start_date=logical_date or now,

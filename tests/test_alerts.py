@@ -1,0 +1,223 @@
+"""Alerts (issue 25 point 1): a failed day notifies a real SMTP server and a real webhook; a green day does not.
+
+The day runs through the local Airflow (``northwind.local_run``: real task instances, real
+``meltano run`` steps); the sinks are socket servers started here; the Airflow connections are the
+``AIRFLOW_CONN_<ID>`` environment variables an operator would set.
+"""
+
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
+import asyncio
+import email
+import json
+import socketserver
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dag_support import DAGS_FOLDER, run_dag
+
+if str(DAGS_FOLDER) not in sys.path:
+    sys.path.append(str(DAGS_FOLDER))
+
+from northwind import alerts  # noqa: E402 - needs the DAG folder on sys.path
+
+DAY = "2024-01-02"
+#: A day of its own: a rerun keeps the extract of a day that succeeded (the green one).
+FAILED_DAY = "2024-01-03"
+
+
+class SmtpSink(socketserver.ThreadingTCPServer):
+    """A minimal SMTP server (RFC 5321 without extensions) that keeps every message it receives."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), SmtpHandler)
+        self.messages: list[email.message.Message] = []
+
+
+class SmtpHandler(socketserver.StreamRequestHandler):
+    def reply(self, line: str) -> None:
+        self.wfile.write(f"{line}\r\n".encode())
+
+    def handle(self) -> None:
+        self.reply("220 sink ready")
+        while line := self.rfile.readline():
+            verb = line.decode().strip().split(" ")[0].upper()
+            if verb == "DATA":
+                self.reply("354 end with <CRLF>.<CRLF>")
+                data = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                self.server.messages.append(email.message_from_bytes(data))
+                self.reply("250 queued")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            else:  # EHLO, HELO, MAIL, RCPT, RSET, NOOP
+                self.reply("250 ok")
+
+
+class WebhookSink(ThreadingHTTPServer):
+    """An HTTP server that keeps the JSON body of every POST."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), WebhookHandler)
+        self.posts: list[dict] = []
+
+
+class WebhookHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts.append({"path": self.path, "body": json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        """Quiet: the test reads what was posted."""
+
+
+@contextmanager
+def serving(server) -> Iterator:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def sinks() -> Iterator[tuple[SmtpSink, WebhookSink, dict[str, str]]]:
+    """Both sinks running, and the environment that points the alert connections at them."""
+    with serving(SmtpSink()) as smtp, serving(WebhookSink()) as webhook:
+        smtp_conn = {
+            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.server_address[1],
+            "extra": {"from_email": "airflow@example.com", "to": "data-oncall@example.com",
+                      "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 1},
+        }
+        webhook_conn = {"conn_type": "http", "host": f"http://127.0.0.1:{webhook.server_address[1]}/hooks/nw"}
+        env = {
+            "AIRFLOW_CONN_NORTHWIND_ALERT_SMTP": json.dumps(smtp_conn),
+            "AIRFLOW_CONN_NORTHWIND_ALERT_WEBHOOK": json.dumps(webhook_conn),
+            alerts.SMTP_CONN_VARIABLE: "northwind_alert_smtp",
+            alerts.WEBHOOK_CONN_VARIABLE: "northwind_alert_webhook",
+        }
+        yield smtp, webhook, env
+
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    dag_support.migrate_metadata_db()
+
+
+def break_csv(path) -> None:
+    """Make line 2 of the CSV say ``twelve`` where a quantity (an integer) belongs."""
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = "10248,11,14,twelve,0\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("meltano_project", "airflow_db")
+def test_a_failed_day_alerts_once_per_channel_a_green_day_not_at_all(databases, sinks):
+    smtp, webhook, alert_env = sinks
+    env = {**databases.env, **alert_env}
+
+    green = run_dag(DAY, env, only="extract_csv")
+
+    assert green.task_states["extract_csv"] == "success"
+    assert (smtp.messages, webhook.posts) == ([], [])
+
+    break_csv(Path(databases.env["ORDER_DETAILS_CSV"]))
+    failed = run_dag(FAILED_DAY, env, only="extract_csv")
+
+    assert failed.task_states["extract_csv"] == "failed"
+    reason = "tap-csvtyped: "
+    assert len(smtp.messages) == 1, [m["Subject"] for m in smtp.messages]
+    message = smtp.messages[0]
+    assert message["Subject"] == f"northwind_daily {FAILED_DAY}: extract_csv failed"
+    assert message["To"] == "data-oncall@example.com"
+    body = next(p for p in message.walk() if p.get_content_type() == "text/html").get_payload(decode=True)
+    text = body.decode()
+    assert f"day: {FAILED_DAY}" in text and "task: extract_csv" in text and "step: extract-csv" in text
+    assert f"reason: step extract-csv (RUN_DATE={FAILED_DAY}): " + reason in text
+    assert "line 2, column quantity: &#x27;twelve&#x27; is not an integer" in text
+    assert len(webhook.posts) == 1
+    post = webhook.posts[0]
+    assert post["path"] == "/hooks/nw"
+    assert {k: post["body"][k] for k in ("kind", "dag_id", "day", "task", "step")} == {
+        "kind": "failed", "dag_id": "northwind_daily", "day": FAILED_DAY, "task": "extract_csv", "step": "extract-csv"}
+    assert post["body"]["reason"].startswith(f"step extract-csv (RUN_DATE={FAILED_DAY}): {reason}")
+    assert post["body"]["reason"].endswith("line 2, column quantity: 'twelve' is not an integer")
+    assert "\n" not in post["body"]["reason"]
+    assert post["body"]["text"].startswith(f"northwind_daily {FAILED_DAY}: extract_csv failed\n")
+
+
+def test_no_connection_configured_sends_nothing_and_logs_nothing(caplog, monkeypatch):
+    monkeypatch.delenv(alerts.SMTP_CONN_VARIABLE, raising=False)
+    monkeypatch.delenv(alerts.WEBHOOK_CONN_VARIABLE, raising=False)
+    alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
+
+    assert alerts.deliver(alert, {}) == 0
+    assert caplog.records == []
+
+
+def test_an_unreachable_webhook_is_logged_in_one_line_and_does_not_raise(caplog, monkeypatch):
+    with serving(WebhookSink()) as closed:
+        port = closed.server_address[1]
+    monkeypatch.setenv("AIRFLOW_CONN_NORTHWIND_DOWN", json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{port}/"}))
+    alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
+
+    assert alerts.deliver(alert, {}, {alerts.WEBHOOK_CONN_VARIABLE: "northwind_down"}) == 0
+    [record] = [r for r in caplog.records if r.name == alerts.__name__]
+    assert "connection 'northwind_down' not delivered" in record.getMessage()
+    assert "\n" not in record.getMessage()
+
+
+def test_a_missed_deadline_posts_the_late_day(sinks):
+    _, webhook, alert_env = sinks
+    context = {  # what Airflow's Deadline.handle_miss passes the callback
+        "dag_run": {"dag_id": "northwind_daily", "run_id": "scheduled__2024-01-02T00:00:00+00:00",
+                    "logical_date": "2024-01-02T00:00:00Z", "state": "running", "conf": {}},
+        "deadline": {"id": "x", "deadline_time": "2024-01-03T06:00:00+00:00"},
+    }
+    with dag_support.patched_environ(alert_env):
+        asyncio.run(alerts.on_deadline_missed(context))
+
+    [post] = webhook.posts
+    assert post["body"]["kind"] == "late" and post["body"]["day"] == DAY
+    assert post["body"]["reason"] == (
+        "run scheduled__2024-01-02T00:00:00+00:00 is running at its deadline 2024-01-03T06:00:00+00:00")
+
+
+def test_the_dag_has_the_deadline_and_the_failure_callback():
+    dag = dag_support.load_dag()
+
+    [deadline] = dag.deadline
+    assert deadline.interval.total_seconds() == alerts.DEFAULT_DEADLINE_HOURS * 3600
+    assert type(deadline.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert all(task.on_failure_callback == [alerts.on_task_failure] or
+               task.on_failure_callback == alerts.on_task_failure for task in dag.tasks)
+
+
+@pytest.mark.parametrize("value, hours", [("", 6.0), ("off", None), ("0", None), ("1.5", 1.5)])
+def test_deadline_hours(value, hours):
+    assert alerts.deadline_hours({alerts.DEADLINE_VARIABLE: value}) == hours
+
+
+def test_a_bad_deadline_names_the_setting():
+    with pytest.raises(ValueError, match=r"^NORTHWIND_DEADLINE_HOURS='soon': expected a positive number"):
+        alerts.deadline_hours({alerts.DEADLINE_VARIABLE: "soon"})
