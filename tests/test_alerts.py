@@ -1,4 +1,4 @@
-"""Alerts (issue 25 point 1): a failed day notifies a real SMTP server and a real webhook; a green day does not.
+"""Alerts (issue 25 point 1): a failed day notifies a real SMTP server and webhook; a green day not.
 
 The day runs through the local Airflow (``northwind.local_run``: real task instances, real
 ``meltano run`` steps); the sinks are socket servers started here; the Airflow connections are the
@@ -159,7 +159,8 @@ def test_a_failed_day_alerts_once_per_channel_a_green_day_not_at_all(databases, 
     post = webhook.posts[0]
     assert post["path"] == "/hooks/nw"
     assert {k: post["body"][k] for k in ("kind", "dag_id", "day", "task", "step")} == {
-        "kind": "failed", "dag_id": "northwind_daily", "day": FAILED_DAY, "task": "extract_csv", "step": "extract-csv"}
+        "kind": "failed", "dag_id": "northwind_daily", "day": FAILED_DAY, "task": "extract_csv",
+        "step": "extract-csv"}
     assert post["body"]["reason"].startswith(f"step extract-csv (RUN_DATE={FAILED_DAY}): {reason}")
     assert post["body"]["reason"].endswith("line 2, column quantity: 'twelve' is not an integer")
     assert "\n" not in post["body"]["reason"]
@@ -178,7 +179,8 @@ def test_no_connection_configured_sends_nothing_and_logs_nothing(capfd, monkeypa
 def test_an_unreachable_webhook_is_logged_in_one_line_and_does_not_raise(capfd, monkeypatch):
     with serving(WebhookSink()) as closed:
         port = closed.server_address[1]
-    monkeypatch.setenv("AIRFLOW_CONN_NORTHWIND_DOWN", json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{port}/"}))
+    down = {"conn_type": "http", "host": f"http://127.0.0.1:{port}/"}
+    monkeypatch.setenv("AIRFLOW_CONN_NORTHWIND_DOWN", json.dumps(down))
     alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
 
     assert alerts.deliver(alert, {}, {alerts.WEBHOOK_CONN_VARIABLE: "northwind_down"}) == 0

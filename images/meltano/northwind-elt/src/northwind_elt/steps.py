@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from northwind_elt import atomic, logger
+from northwind_elt import atomic, logger, metrics
 from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, remove_stale_attempts
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
@@ -191,6 +191,7 @@ def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> N
     marker.error = error
     marker.finished_at = now()
     write_marker(tree, marker)
+    metrics.step_finished(tree, marker)  # off unless NORTHWIND_STATSD_HOST is set
 
 
 def parse_flag(value: object, setting: str) -> bool:
