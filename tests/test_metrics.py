@@ -2,14 +2,26 @@
 Airflow's statsd exporter and lets Airflow and the step pods reach it.
 """
 
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
+import configparser
 import datetime as dt
 import socket
+import sys
 from pathlib import Path
 
+import helm
 import pytest
+import yaml
+from netpol import Endpoint, allowed
 from northwind_elt import metrics
 from northwind_elt.steps import StepMarker
+from official_chart import render_airflow
 from pipeline import assert_ok, run_step
+
+if str(dag_support.DAGS_FOLDER) not in sys.path:
+    sys.path.insert(0, str(dag_support.DAGS_FOLDER))
+from northwind.pods import STEPS, step_pod_kwargs  # noqa: E402
 
 DAY = "2024-01-02"
 
@@ -106,3 +118,55 @@ def test_importing_the_steps_does_not_import_socket_machinery_for_metrics():
     source = Path(metrics.__file__).read_text()
     # socket is imported inside send(): a step with metrics off pays nothing for it.
     assert "\nimport socket" not in source
+
+
+@pytest.fixture(scope="module")
+def airflow_docs():
+    docs = render_airflow()
+    for doc in docs:
+        doc["metadata"].setdefault("namespace", helm.NAMESPACE)
+    return docs
+
+
+def named(docs, kind: str, name: str) -> dict:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def test_the_chart_runs_the_statsd_exporter_and_airflow_sends_to_it(airflow_docs):
+    exporter = named(airflow_docs, "Deployment", "airflow-statsd")
+    [container] = exporter["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("quay.io/prometheus/statsd-exporter:")
+    service = named(airflow_docs, "Service", "airflow-statsd")
+    ports = {(p["port"], p.get("protocol", "TCP")) for p in service["spec"]["ports"]}
+    assert {(9125, "UDP"), (9102, "TCP")} <= ports  # ingest, Prometheus scrape
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == "9102"
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(named(airflow_docs, "ConfigMap", "airflow-config")["data"]["airflow.cfg"])
+    wanted = {"statsd_on": "True", "statsd_host": "airflow-statsd", "statsd_port": "9125"}
+    assert {key: config["metrics"].get(key) for key in wanted} == wanted
+
+
+def test_steps_and_airflow_reach_the_exporter_on_udp_9125_only(airflow_docs):
+    plain = [d for d in yaml.safe_load_all((helm.ROOT / "k8s" / "network-policies.yaml").read_text()) if d]
+    pipeline = helm.render("northwind-pipeline")
+    for doc in pipeline:
+        doc["metadata"].setdefault("namespace", helm.NAMESPACE)
+    policies = [d for d in [*plain, *pipeline, *airflow_docs] if d["kind"] == "NetworkPolicy"]
+    labels = named(airflow_docs, "Deployment", "airflow-statsd")["spec"]["template"]["metadata"]["labels"]
+    exporter = Endpoint("airflow-statsd", helm.NAMESPACE, labels)
+    steps_namespace = step_pod_kwargs(STEPS[0])["namespace"]
+    scheduler_labels = named(airflow_docs, "Deployment", "airflow-scheduler")["spec"]["template"]["metadata"]
+    scheduler = Endpoint("airflow-scheduler", helm.NAMESPACE, scheduler_labels["labels"])
+
+    for step in STEPS:
+        pod = Endpoint(step, steps_namespace, step_pod_kwargs(step)["labels"])
+        assert allowed(policies, pod, exporter, 9125, "UDP"), step
+        assert not allowed(policies, pod, exporter, 9102), step  # Prometheus' port, not the steps'
+    assert allowed(policies, scheduler, exporter, 9125, "UDP")
+    stranger = Endpoint("step-stranger", steps_namespace, {"app": "anything"})
+    assert not allowed(policies, stranger, exporter, 9125, "UDP")
+    # Without the pipeline chart's metrics policies the default deny drops the steps' datagrams.
+    others = [p for p in policies if "metrics" not in p["metadata"]["name"]
+              and "statsd-from-steps" not in p["metadata"]["name"]]
+    step_pod = Endpoint(STEPS[0], steps_namespace, step_pod_kwargs(STEPS[0])["labels"])
+    assert not allowed(others, step_pod, exporter, 9125, "UDP")
