@@ -8,11 +8,15 @@ The day runs through the local Airflow (``northwind.local_run``: real task insta
 import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
 
 import asyncio
+import datetime as dt
 import email
 import json
+import logging
 import socketserver
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +34,8 @@ from northwind import alerts  # noqa: E402 - needs the DAG folder on sys.path
 DAY = "2024-01-02"
 #: A day of its own: a rerun keeps the extract of a day that succeeded (the green one).
 FAILED_DAY = "2024-01-03"
+#: The late day: a day has one run (dag_id, logical_date is unique).
+LATE_DAY = "2024-01-05"
 
 
 class SmtpSink(socketserver.ThreadingTCPServer):
@@ -167,44 +173,117 @@ def test_a_failed_day_alerts_once_per_channel_a_green_day_not_at_all(databases, 
     assert post["body"]["text"].startswith(f"northwind_daily {FAILED_DAY}: extract_csv failed\n")
 
 
-def test_no_connection_configured_sends_nothing_and_logs_nothing(capfd, monkeypatch):
-    monkeypatch.delenv(alerts.SMTP_CONN_VARIABLE, raising=False)
-    monkeypatch.delenv(alerts.WEBHOOK_CONN_VARIABLE, raising=False)
-    alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
+class Kept(logging.Handler):
+    """Keeps the records of the logger it is attached to (Airflow's logging may bypass caplog)."""
 
-    assert alerts.deliver(alert, {}) == 0
-    assert capfd.readouterr() == ("", "")
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
-def test_an_unreachable_webhook_is_logged_in_one_line_and_does_not_raise(capfd, monkeypatch):
+def test_an_unreachable_webhook_is_logged_in_one_line_and_does_not_raise(monkeypatch):
     with serving(WebhookSink()) as closed:
         port = closed.server_address[1]
     down = {"conn_type": "http", "host": f"http://127.0.0.1:{port}/"}
     monkeypatch.setenv("AIRFLOW_CONN_NORTHWIND_DOWN", json.dumps(down))
+    # A run of the DAG in this process may have reconfigured logging (disabling loggers it did not
+    # know); in a task process the DAG's modules are imported after that, so their logger works.
+    monkeypatch.setattr(alerts.log, "disabled", False)
+    kept = Kept()
+    alerts.log.addHandler(kept)
     alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
+    try:
+        assert alerts.deliver(alert, {}, {alerts.WEBHOOK_CONN_VARIABLE: "northwind_down"}) == 0
+    finally:
+        alerts.log.removeHandler(kept)
 
-    assert alerts.deliver(alert, {}, {alerts.WEBHOOK_CONN_VARIABLE: "northwind_down"}) == 0
-    # Airflow's logging (structlog) writes the record to the console, not to pytest's caplog.
-    out, err = capfd.readouterr()
-    [line] = [line for line in (out + err).splitlines() if "not delivered" in line]
-    assert "through connection 'northwind_down' not delivered: <urlopen error" in line
-    assert "Traceback" not in out + err
+    [record] = kept.records
+    message = record.getMessage()
+    assert "through connection 'northwind_down' not delivered: <urlopen error" in message
+    assert "\n" not in message and record.exc_info is None
 
 
-def test_a_missed_deadline_posts_the_late_day(sinks):
+def test_no_connection_configured_sends_nothing_and_logs_nothing(monkeypatch):
+    monkeypatch.delenv(alerts.SMTP_CONN_VARIABLE, raising=False)
+    monkeypatch.delenv(alerts.WEBHOOK_CONN_VARIABLE, raising=False)
+    monkeypatch.setattr(alerts.log, "disabled", False)  # see the unreachable-webhook test
+    kept = Kept()
+    alerts.log.addHandler(kept)
+    alert = alerts.Alert("failed", "northwind_daily", DAY, "extract_csv", "extract-csv", "boom")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert alerts.deliver(alert, {}) == 0
+    finally:
+        alerts.log.removeHandler(kept)
+
+    assert kept.records == []
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_triggerer(sinks):
+    """The deadline as Airflow runs it: stored with the DAG, created with a queued run, found missed
+    by the scheduler's query (``Deadline.handle_miss``), sent by the triggerer's ``CallbackTrigger``."""
+    from airflow import settings
+    from airflow._shared.module_loading import import_string
+    from airflow.models.dagrun import DagRun
+    from airflow.models.deadline import Deadline
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.trigger import Trigger
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from northwind.local_run import _sync_bag_to_db
+    from sqlalchemy import select
+
     _, webhook, alert_env = sinks
-    context = {  # what Airflow's Deadline.handle_miss passes the callback
-        "dag_run": {"dag_id": "northwind_daily", "run_id": "scheduled__2024-01-02T00:00:00+00:00",
-                    "logical_date": "2024-01-02T00:00:00Z", "state": "running", "conf": {}},
-        "deadline": {"id": "x", "deadline_time": "2024-01-03T06:00:00+00:00"},
-    }
-    with dag_support.patched_environ(alert_env):
-        asyncio.run(alerts.on_deadline_missed(context))
+    logical_date = dag_support.utc_day(LATE_DAY)
+    with dag_support.patched_environ({**alert_env, alerts.DEADLINE_VARIABLE: "0.0001"}):  # 0.36 s
+        bag = dag_support.load_dagbag()
+        _sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
+        with settings.Session() as session:
+            stored = SerializedDagModel.get_dag(dag_support.DAG_ID, session=session)
+            run_id = DagRun.generate_run_id(run_type=DagRunType.SCHEDULED, logical_date=logical_date,
+                                            run_after=logical_date)
+            for old in session.scalars(select(DagRun).where(DagRun.dag_id == dag_support.DAG_ID,
+                                                            DagRun.logical_date == logical_date)):
+                session.delete(old)
+            session.flush()
+            stored.create_dagrun(
+                run_id=run_id, logical_date=logical_date, data_interval=(logical_date, logical_date),
+                run_after=logical_date, run_type=DagRunType.SCHEDULED,
+                triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.QUEUED, session=session)
+            session.commit()
+            time.sleep(0.5)
+            # The scheduler's loop: every deadline past due and not yet missed.
+            missed = session.scalars(select(Deadline).where(
+                Deadline.deadline_time < dt.datetime.now(dt.UTC), ~Deadline.missed)).all()
+            assert len(missed) == 1
+            missed[0].handle_miss(session)
+            session.commit()
+            # The triggerer's part: the queued trigger, built from its row and run.
+            [row] = [t for t in session.scalars(select(Trigger)) if t.classpath.endswith("CallbackTrigger")
+                     and t.kwargs["callback_kwargs"]["context"]["dag_run"]["dag_run_id"] == run_id]
+            trigger = import_string(row.classpath)(**row.kwargs)
 
+            async def events():
+                return [event.payload async for event in trigger.run()]
+
+            payloads = asyncio.run(events())
+            for made in session.scalars(select(DagRun).where(DagRun.run_id == run_id)):
+                session.delete(made)  # the other tests run days of their own
+            session.commit()
+
+    assert payloads[-1]["state"] == "success", payloads
     [post] = webhook.posts
-    assert post["body"]["kind"] == "late" and post["body"]["day"] == DAY
-    assert post["body"]["reason"] == (
-        "run scheduled__2024-01-02T00:00:00+00:00 is running at its deadline 2024-01-03T06:00:00+00:00")
+    body = post["body"]
+    assert (body["kind"], body["day"], body["dag_id"]) == ("late", LATE_DAY, "northwind_daily")
+    # The deadline counts from the queueing (now), not from the logical date.
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert body["reason"].startswith(f"run {run_id} is queued at its deadline {today} ")
+    assert body["text"].startswith(f"northwind_daily {LATE_DAY}: not finished by its deadline\n")
 
 
 def test_the_dag_has_the_deadline_and_the_failure_callback():

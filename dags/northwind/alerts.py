@@ -115,18 +115,22 @@ def failure_alert(context: Mapping) -> Alert:
 
 
 def late_alert(context: Mapping) -> Alert:
-    """Build the alert of a missed deadline from the context Airflow gives a deadline callback."""
+    """Build the alert of a missed deadline from the context Airflow gives a deadline callback.
+
+    ``dag_run`` is the REST API's DAG run (``dag_run_id``, ``logical_date``, ``state``, ``conf``...).
+    """
     run = context.get("dag_run") or {}
     conf = run.get("conf") or {}
     when = run.get("logical_date") or run.get("run_after") or ""
     deadline = (context.get("deadline") or {}).get("deadline_time")
+    run_id = run.get("dag_run_id") or run.get("run_id", "?")
     return Alert(
         kind="late",
         dag_id=run.get("dag_id", "?"),
         day=conf.get("date") or str(when)[:10] or "unknown",
         task=None,
         step=None,
-        reason=f"run {run.get('run_id', '?')} is {run.get('state', 'unfinished')} at its deadline {deadline}",
+        reason=f"run {run_id} is {run.get('state', 'unfinished')} at its deadline {deadline}",
     )
 
 
