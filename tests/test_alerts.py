@@ -296,6 +296,25 @@ def test_the_dag_has_the_deadline_and_the_failure_callback():
                task.on_failure_callback == alerts.on_task_failure for task in dag.tasks)
 
 
+def test_a_pod_failure_alerts_with_the_steps_error_line_from_the_termination_message():
+    # What KubernetesPodOperator raises: its headline, then the container's termination message.
+    error = ("Pod northwind-extract-csv-1a2b returned a failure.\n"
+             "2026-12-07T20:45:51Z [info ] meltano Block run started\n"
+             "tap-csvtyped: error: /data/order_details.csv: line 2, column quantity: 'twelve' is not "
+             "an integer\n"
+             "target-datatree: error: the tap failed: see its reason")
+    task = type("Task", (), {"task_id": "extract_csv", "step": "extract-csv",
+                             "env_vars": {"RUN_DATE": DAY}})()
+    alert = alerts.failure_alert({"task": task, "exception": error})
+
+    assert alert.reason == ("step extract-csv: tap-csvtyped: /data/order_details.csv: line 2, column "
+                            "quantity: 'twelve' is not an integer")
+    assert (alert.day, alert.task, alert.step) == (DAY, "extract_csv", "extract-csv")
+    # Without a step's error line, the headline.
+    assert alerts.reason_line("Pod p returned a failure.\nremote_pod: {...}", "extract-csv") == (
+        "Pod p returned a failure.")
+
+
 @pytest.mark.parametrize("value, hours", [("", 6.0), ("off", None), ("0", None), ("1.5", 1.5)])
 def test_deadline_hours(value, hours):
     assert alerts.deadline_hours({alerts.DEADLINE_VARIABLE: value}) == hours

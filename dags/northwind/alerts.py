@@ -88,6 +88,31 @@ def first_line(value: object) -> str:
     return "(no reason given)"
 
 
+def reason_line(error: object, step: str | None) -> str:
+    r"""Return the one-line reason of a failed step's exception.
+
+    Locally the operator's message starts with it (``step extract-csv (RUN_DATE=D): <reason>``).
+    On a cluster the KubernetesPodOperator's first line is ``Pod <name> returned a failure.``,
+    followed by the container's termination message (its last log lines with
+    ``terminationMessagePolicy: FallbackToLogsOnError``): the step's ``<plugin>: error: <reason>``
+    line is taken from there when present.
+
+    Example:
+        >>> reason_line("Pod p returned a failure.\nx\ntap-csvtyped: error: bad line 2", "extract-csv")
+        'step extract-csv: tap-csvtyped: bad line 2'
+    """
+    from northwind.operators import USER_ERROR_LINE
+
+    headline = first_line(error)
+    if headline.startswith("step "):
+        return headline
+    for line in str(error).splitlines():
+        found = USER_ERROR_LINE.search(line.rstrip())
+        if found:
+            return f"step {step or '?'}: {found.group(1)}: {found.group(2).strip()}"
+    return headline
+
+
 def _run_date(task, context: Mapping) -> str:
     """The day the task ran for: its rendered ``RUN_DATE``, else the run's logical date."""
     env_vars = getattr(task, "env_vars", None) or []
@@ -110,7 +135,7 @@ def failure_alert(context: Mapping) -> Alert:
         day=_run_date(task, context),
         task=getattr(ti, "task_id", None) or getattr(task, "task_id", None),
         step=getattr(task, "step", None),
-        reason=first_line(context.get("exception") or "the task failed"),
+        reason=reason_line(context.get("exception") or "the task failed", getattr(task, "step", None)),
     )
 
 
