@@ -240,7 +240,10 @@ def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_trigger
 
     _, webhook, alert_env = sinks
     logical_date = dag_support.utc_day(LATE_DAY)
-    with dag_support.patched_environ({**alert_env, alerts.DEADLINE_VARIABLE: "0.0001"}):  # 0.36 s
+    # A deadline 0.36 s after queueing; the DAG stored again even if a test stored it < 30 s ago.
+    short_deadline = {alerts.DEADLINE_VARIABLE: "0.0001",
+                      "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}
+    with dag_support.patched_environ({**alert_env, **short_deadline}):
         bag = dag_support.load_dagbag()
         _sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
         with settings.Session() as session:
@@ -275,6 +278,10 @@ def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_trigger
             for made in session.scalars(select(DagRun).where(DagRun.run_id == run_id)):
                 session.delete(made)  # the other tests run days of their own
             session.commit()
+    # Store the DAG with its usual deadline again, for the tests that follow in this session.
+    with dag_support.patched_environ({"AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}):
+        bag = dag_support.load_dagbag()
+        _sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
 
     assert payloads[-1]["state"] == "success", payloads
     [post] = webhook.posts
