@@ -13,11 +13,10 @@ from singer_sdk import typing as th
 from singer_sdk.helpers._batch import BatchConfig
 
 from northwind_elt import atomic, steps
-from northwind_elt.errors import PrerequisiteError, SettingError
+from northwind_elt.errors import PrerequisiteError, SettingError, one_line
 from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.protocol import completion_message, kept_message
 from northwind_elt.run_date import parse_run_date
-from northwind_elt.step_target import one_line
 
 #: Settings that tie a tap to a step's marker (optional: without them a tap is a plain tap).
 STEP_SETTINGS = th.PropertiesList(
