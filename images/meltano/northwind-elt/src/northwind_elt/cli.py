@@ -26,7 +26,7 @@ from northwind_elt.commits import (
 )
 from northwind_elt.entry import is_user_error
 from northwind_elt.errors import PrerequisiteError, SettingError, StorageError, one_line
-from northwind_elt.layout import DataTree
+from northwind_elt.layout import REPORT_NAME, DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
@@ -108,7 +108,7 @@ def command_report(args: argparse.Namespace) -> int:
         faults.point("before-commit")
         write_commit(tree, Commit(step=steps.PUBLISH_REPORT, run_date=day.isoformat(),
                                   attempt=marker.commit, committed_at=steps.now(),
-                                  rows={"orders_with_details": rows},
+                                  rows={REPORT_NAME: rows},
                                   details={"files": names, "load": load},
                                   inputs={steps.LOAD_WAREHOUSE: load["attempt"] or ""}))
     except Superseded as superseded:  # a later run's evidence and marker stand
@@ -126,7 +126,7 @@ def command_report(args: argparse.Namespace) -> int:
         raise
     faults.point("after-commit")
     heartbeat.stop()
-    marker.rows = {"orders_with_details": rows}
+    marker.rows = {REPORT_NAME: rows}
     marker.details = {"files": [tree.fs.url(folder / name) for name in names], "load": load}
     marker.inputs = {steps.LOAD_WAREHOUSE: load["attempt"] or ""}
     steps.finish(tree, marker)

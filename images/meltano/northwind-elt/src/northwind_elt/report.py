@@ -20,6 +20,7 @@ from psycopg import sql
 from northwind_elt import faults, report_json
 from northwind_elt.errors import PrerequisiteError
 from northwind_elt.history_sql import day_relation
+from northwind_elt.layout import REPORT_CSV, REPORT_JSON
 from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from northwind_elt.warehouse import (
     SNAPSHOT_DATE,
@@ -28,8 +29,8 @@ from northwind_elt.warehouse import (
     loads_table,
 )
 
-REPORT_NAME = "orders_with_details"
-CSV_NAME, JSON_NAME = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
+#: The evidence's names, from the layout (the one place for paths).
+CSV_NAME, JSON_NAME = REPORT_CSV, REPORT_JSON
 ORDERS, DETAILS, JOIN_KEY = "orders", "order_details", "order_id"
 
 
