@@ -140,10 +140,9 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date, folder: PurePosix
     """Write the day's evidence into ``folder``; return its rows, file names and load read.
 
     Locally the report writes straight into the tree. For object storage it writes each file on
-    local disk while a thread uploads it as it grows, so the two overlap: 1 GiB written in 7 s
-    was published 7.8 s after the start instead of 13.8 s. At scale 1000 on loopback SeaweedFS,
-    which needs as much CPU as the report itself on the same 2 cores, 16.0 s became 14.2 s (the
-    file system: 8 s). A failed report leaves no partial object (see treefs.Outbox).
+    local disk while a thread uploads it as it grows, so writing and uploading overlap instead of
+    adding up (docs/benchmark.md, "Figures behind the code"). A failed report leaves no partial
+    object (see treefs.Outbox).
     """
     outbox = Outbox(tree.fs, folder, tree.staging)
     load: dict = {}

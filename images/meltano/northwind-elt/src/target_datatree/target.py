@@ -42,9 +42,8 @@ from target_datatree.sinks import PartitionSink
 from target_datatree.staging import StagedPartition
 
 #: Partitions published at once (threads: the work is I/O, and hashing releases the GIL). Each
-#: thread costs about 12 MB whatever the partition's size (the S3 client's own, measured with
-#: buffers sized to the file): a small extract's process took 134 MB with 1, 187 with 4, 219-230
-#: with 8.
+#: thread costs a fixed amount of memory whatever the partition's size (the S3 client's own):
+#: measured in docs/benchmark.md, "Figures behind the code".
 PUBLISH_THREADS = 8
 
 
@@ -116,9 +115,9 @@ class TargetDataTree(StepTarget):
         """Check the run is complete, publish every staged partition, commit, mark the step done.
 
         Partitions are published side by side into this attempt's folders: each is a few
-        requests on object storage, independent of the others (13 partitions on loopback
-        SeaweedFS: 0.26 s in turn, 0.15 s with 8 threads; a remote store's latency multiplies
-        both); the commit waits for them all and makes them current at once. A failed one fails
+        requests on object storage, independent of the others, so their latencies overlap
+        (docs/benchmark.md, "Figures behind the code"); the commit waits for them all and makes
+        them current at once. A failed one fails
         the step, and the attempt's files are removed; the previous commit stays current.
         """
         self._check_complete()
