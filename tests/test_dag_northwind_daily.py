@@ -344,7 +344,8 @@ def test_cluster_env_parser_rejects_malformed_lines_and_missing_names():
         ClusterNames.from_mapping({"NAMESPACE": "a"})
 
 
-@pytest.mark.parametrize("module", ["northwind.cluster", "northwind.pods", "northwind.operators"])
+@pytest.mark.parametrize("module", ["northwind.cluster", "northwind.pods", "northwind.pod_settings",
+                                    "northwind.operators"])
 def test_docstring_examples_run(module):
     load_dag()  # puts the DAG folder on sys.path, as the DAG processor does
     result = doctest.testmod(importlib.import_module(module))
