@@ -76,6 +76,7 @@ PIPELINE_SETS = \
 	--set-string data.s3.prefix=$(S3_PREFIX) \
 	--set-string data.s3.region=$(S3_REGION) \
 	--set-string data.s3.endpoint=$(S3_ENDPOINT) \
+	--set-string data.s3.caConfigMapName=$(S3_CA_CONFIGMAP) \
 	--set-string data.s3.secretName=$(S3_SECRET)
 
 # --- options of `make up`: NODES, DATA_BACKEND (default: cluster.env), EXECUTOR ----------------
@@ -93,6 +94,7 @@ OBJECTSTORE_SETS = \
 	--set-string bucket.name=$(S3_BUCKET) \
 	--set-string region=$(S3_REGION) \
 	--set-string auth.secretName=$(S3_SECRET) \
+	--set-string tls.caConfigMapName=$(S3_CA_CONFIGMAP) \
 	--set-string bucket.image.repository=$(IMAGE_REPOSITORY) \
 	--set-string bucket.image.tag=$(IMAGE_TAG)
 # Values files layered on charts/airflow/values.yaml by the options.

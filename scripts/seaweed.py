@@ -39,6 +39,15 @@ class SeaweedUnavailable(RuntimeError):
 
 
 @dataclass
+class TLSFiles:
+    """PEM files of an S3 port served over TLS: the server's certificate and key, the CA to trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass
 class S3Server:
     """A running server: its endpoint, the AWS variables that reach it, its process."""
 
@@ -48,7 +57,9 @@ class S3Server:
     folder: Path
 
     def filesystem(self, endpoint: str | None = None, **options) -> pafs.S3FileSystem:
-        """A pyarrow S3 client with this server's keys."""
+        """A pyarrow S3 client with this server's keys (trusting its CA, over TLS)."""
+        if "AWS_CA_BUNDLE" in self.env:
+            options.setdefault("tls_ca_file_path", self.env["AWS_CA_BUNDLE"])
         return pafs.S3FileSystem(access_key=self.env["AWS_ACCESS_KEY_ID"],
                                  secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
                                  endpoint_override=endpoint or self.endpoint, region=REGION,
@@ -80,12 +91,14 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start(folder: Path, flags: tuple[str, ...] = ()) -> S3Server:
+def start(folder: Path, flags: tuple[str, ...] = (), tls: TLSFiles | None = None) -> S3Server:
     """Start ``weed mini`` in ``folder`` and create the bucket.
 
     Args:
         folder: The server's data, identity file and log (``weed.log``).
         flags: More ``weed mini`` flags.
+        tls: Serve S3 over TLS only, with this certificate (for 127.0.0.1); the server's
+            ``env`` then names the CA in ``AWS_CA_BUNDLE``.
 
     Raises:
         SeaweedUnavailable: If weed is missing, exits, or does not serve S3 within
@@ -109,16 +122,19 @@ def start(folder: Path, flags: tuple[str, ...] = ()) -> S3Server:
     (folder / "data").mkdir(exist_ok=True)
     command = [weed, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
-               *(f"-{flag}={port}" for flag, port in ports.items()), *flags]
+               *(f"-{flag}={port}" for flag, port in ports.items()), *flags,
+               *((f"-s3.cert.file={tls.cert}", f"-s3.key.file={tls.key}") if tls else ())]
     log = folder / "weed.log"
     try:
         with open(log, "wb") as out:
             process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     except OSError as error:
         raise SeaweedUnavailable(f"the weed binary cannot run here: {error}") from None
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{ports['s3.port']}"
     server = S3Server(endpoint, {**keys, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION,
-                                 "AWS_EC2_METADATA_DISABLED": "true"}, process, folder)
+                                 "AWS_EC2_METADATA_DISABLED": "true",
+                                 **({"AWS_CA_BUNDLE": str(tls.ca)} if tls else {})},
+                      process, folder)
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:

@@ -23,15 +23,25 @@ from settings import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from seaweed import BUCKET, S3Server, SeaweedUnavailable, free_ports, start, step_environment  # noqa: E402, F401
+from seaweed import (  # noqa: E402, F401
+    BUCKET,
+    S3Server,
+    SeaweedUnavailable,
+    TLSFiles,
+    free_ports,
+    start,
+    step_environment,
+)
 
-__all__ = ["BUCKET", "FreezingProxy", "S3Server", "s3_server", "start_or_fail", "with_server"]
+__all__ = ["BUCKET", "FreezingProxy", "S3Server", "TLSFiles", "s3_server", "start_or_fail",
+           "with_server"]
 
 
-def start_or_fail(folder: Path, flags: tuple[str, ...] = ()) -> S3Server:
-    """Start the server in ``folder`` (with more weed ``flags``), or fail the test saying why."""
+def start_or_fail(folder: Path, flags: tuple[str, ...] = (), tls: TLSFiles | None = None
+                  ) -> S3Server:
+    """Start the server in ``folder`` (with more weed ``flags``, over ``tls``), or fail the test."""
     try:
-        return start(folder, flags)
+        return start(folder, flags, tls)
     except SeaweedUnavailable as reason:
         pytest.fail(f"the S3 server (weed) did not start: {reason}", pytrace=False)
 

@@ -142,7 +142,11 @@ def open_bucket(raw: str) -> tuple[S3Tree, PurePosixPath]:
 
 
 def s3_options() -> dict[str, Any]:
-    """S3FileSystem options from the AWS variables pyarrow's constructor does not read itself."""
+    """S3FileSystem options from the AWS variables pyarrow's constructor does not read itself.
+
+    Raises:
+        SettingError: If ``AWS_CA_BUNDLE`` names no file.
+    """
     options: dict[str, Any] = {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
@@ -150,4 +154,11 @@ def s3_options() -> dict[str, Any]:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["region"] = region
+    # The AWS SDKs' name for a private CA's bundle; pyarrow's S3 client takes it only as an option.
+    ca_bundle = os.environ.get("AWS_CA_BUNDLE")
+    if ca_bundle:
+        if not os.path.isfile(ca_bundle):
+            raise SettingError(f"AWS_CA_BUNDLE={ca_bundle}: no such file (the CA certificate that "
+                               "signed the S3 endpoint's)")
+        options["tls_ca_file_path"] = ca_bundle
     return options
