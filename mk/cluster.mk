@@ -115,6 +115,8 @@ up-options:
 	@case '$(EXECUTOR)' in LocalExecutor|KubernetesExecutor) ;; *) echo "EXECUTOR=$(EXECUTOR): use LocalExecutor or KubernetesExecutor" >&2; exit 1;; esac
 	@if [ '$(filter s3,$(DATA_BACKEND))$(filter true,$(OBJECTSTORE_ENABLED))' = s3true ] && [ -z '$(strip $(S3_SECRET))' ]; then \
 		echo "S3_SECRET=: the in-cluster object store needs its Secret's name (empty only with OBJECTSTORE_ENABLED=false)" >&2; exit 1; fi
+	@if [ '$(filter s3,$(DATA_BACKEND))$(filter true,$(OBJECTSTORE_ENABLED))' = s3true ] && [ -z '$(strip $(S3_CA_CONFIGMAP))' ]; then \
+		echo "S3_CA_CONFIGMAP=: the in-cluster object store's certificate needs its CA's ConfigMap name (empty only with OBJECTSTORE_ENABLED=false)" >&2; exit 1; fi
 
 # One clear line instead of a chart error deep inside `make up` when helm is too old.
 helm-version:

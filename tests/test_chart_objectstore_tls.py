@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,13 @@ def test_the_pipeline_chart_gives_the_step_env_and_the_helm_test_pod_the_ca():
                                                          "s3": {"caConfigMapName": ""}}})
     assert "AWS_CA_BUNDLE" not in helm.one(public, "ConfigMap", "northwind-pipeline-step-env")["data"]
     assert CA_CONFIGMAP not in json.dumps(public)
+
+
+def test_make_up_refuses_the_in_cluster_store_without_its_ca_configmap():
+    up = ["make", "-s", "up-options", "DATA_BACKEND=s3", "S3_CA_CONFIGMAP=", "OBJECTSTORE_ENABLED=true"]
+    result = subprocess.run(up, cwd=helm.ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert result.stderr.startswith("S3_CA_CONFIGMAP=: the in-cluster object store's certificate")
+    result = subprocess.run([*up[:-1], "OBJECTSTORE_ENABLED=false"], cwd=helm.ROOT,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr  # a cloud bucket: the image's public CAs

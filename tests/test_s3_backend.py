@@ -25,6 +25,7 @@ import pytest
 from northwind_elt import cli, report, steps, tree_s3
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
+from northwind_elt.tree_s3 import S3Tree
 from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
 from pipeline import (
     assert_ok,
@@ -291,7 +292,7 @@ def test_a_json_the_server_renders_is_streamed_to_s3_like_the_files(databases, s
         conn.execute("INSERT INTO snapshots.orders VALUES (1, %s, 'a\"b')", (DAY,))
         conn.execute(f"INSERT INTO snapshots.order_details VALUES (1, %s, {column})", (DAY,))
     monkeypatch.setattr(report, "loaded_days", lambda cur: {dt.date.fromisoformat(DAY)})
-    fs, folder = TreeFS(s3_server.filesystem(), "s3://"), PurePosixPath(
+    fs, folder = S3Tree(s3_server.filesystem()), PurePosixPath(
         s3_server.new_root().removeprefix("s3://"))
     outbox = Outbox(fs, folder, tmp_path / "staging")
     with databases.warehouse() as conn, databases.warehouse() as second:
