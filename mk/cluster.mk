@@ -71,6 +71,7 @@ PIPELINE_SETS = \
 	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set databases.port=$(DB_PORT) \
 	--set-string airflow.release=$(AIRFLOW_RELEASE) \
+	--set-string admissionPolicy.workerPods.metadataSecretName=$(AIRFLOW_DB_SECRET) \
 	--set-string data.backend=$(DATA_BACKEND) \
 	--set-string data.s3.bucket=$(S3_BUCKET) \
 	--set-string data.s3.prefix=$(S3_PREFIX) \

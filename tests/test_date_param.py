@@ -14,7 +14,7 @@ def param():
     return dag_support.load_dag().params.get_param("date")
 
 
-@pytest.mark.parametrize("value", ["2024-01-02", "1996-07-04", "2024-12-31", None])
+@pytest.mark.parametrize("value", ["2024-01-02", "1996-07-04", "2024-12-31", "2024-02-29", None])
 def test_plain_dates_are_accepted(param, value):
     assert param.resolve(value) == value
 
@@ -24,6 +24,7 @@ def test_plain_dates_are_accepted(param, value):
     "２０２４-01-02",  # fullwidth digits: \d matches them
     "٢٠٢٤-٠١-٠٢",  # Arabic-Indic digits
     "2024-13-45", "2024-00-10", "2024-01-00", "2024-1-2", "24-01-02", "2024-01-02T00:00",
+    "2024-02-30", "2023-02-29", "2024-04-31",  # the pattern's ranges, but no such day
     "../x", "",
 ])
 def test_anything_else_is_refused(param, value):
