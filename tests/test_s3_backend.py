@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt import cli, report, steps, treefs
+from northwind_elt import cli, report, steps, tree_s3
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
+from northwind_elt.tree_s3 import S3Tree
 from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
 from pipeline import (
     assert_ok,
@@ -291,7 +292,7 @@ def test_a_json_the_server_renders_is_streamed_to_s3_like_the_files(databases, s
         conn.execute("INSERT INTO snapshots.orders VALUES (1, %s, 'a\"b')", (DAY,))
         conn.execute(f"INSERT INTO snapshots.order_details VALUES (1, %s, {column})", (DAY,))
     monkeypatch.setattr(report, "loaded_days", lambda cur: {dt.date.fromisoformat(DAY)})
-    fs, folder = TreeFS(s3_server.filesystem(), "s3://"), PurePosixPath(
+    fs, folder = S3Tree(s3_server.filesystem()), PurePosixPath(
         s3_server.new_root().removeprefix("s3://"))
     outbox = Outbox(fs, folder, tmp_path / "staging")
     with databases.warehouse() as conn, databases.warehouse() as second:
@@ -457,8 +458,8 @@ def test_a_published_file_arrives_whole_whatever_its_size(s3_tree, tmp_path, mon
         asked.append(most)
         return chunks(source, most)
 
-    chunks = treefs._next_chunk
-    monkeypatch.setattr(treefs, "_next_chunk", recording)
+    chunks = tree_s3._next_chunk
+    monkeypatch.setattr(tree_s3, "_next_chunk", recording)
     fs.put_file(local, root / "file.bin")
 
     assert fs.read_bytes(root / "file.bin") == sent
@@ -473,14 +474,14 @@ def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_tree, tmp_path
     fs.write_bytes(root / "file.bin", b"the previous run's")
     local = tmp_path / "file.bin"
     local.write_bytes(os.urandom(2 * CHUNK + 7))
-    chunks = treefs._next_chunk
+    chunks = tree_s3._next_chunk
 
     def failing_second_read(source, most):
         if source.tell() >= CHUNK:
             raise OSError("disk read error")
         return chunks(source, most)
 
-    monkeypatch.setattr(treefs, "_next_chunk", failing_second_read)
+    monkeypatch.setattr(tree_s3, "_next_chunk", failing_second_read)
     with pytest.raises(OSError, match="disk read error"):
         fs.put_file(local, root / "file.bin")
 

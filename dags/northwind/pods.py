@@ -325,6 +325,11 @@ S3_CREDENTIALS_KEY = "credentials"
 #: names.
 S3_CREDENTIALS_FILE = f"{CREDENTIALS_FOLDER}/s3/credentials"
 S3_CREDENTIALS_FILE_ENV = "AWS_SHARED_CREDENTIALS_FILE"
+#: The store's CA certificate (ConfigMap S3_CA_CONFIGMAP), named by the AWS SDKs' variable, which
+#: northwind_elt.tree_s3 hands to pyarrow: the endpoint is HTTPS, its certificate checked.
+S3_CA_VOLUME = "s3-ca"
+S3_CA_PATH = "/etc/northwind/s3-ca/ca.crt"
+S3_CA_ENV = "AWS_CA_BUNDLE"
 #: The label that lets a pod reach the in-cluster object store through the NetworkPolicies of
 #: charts/northwind-objectstore (northwind-objectstore.clientLabel); every step touches the data tree.
 OBJECTSTORE_CLIENT_LABEL = "northwind.io/objectstore-client"
@@ -354,7 +359,20 @@ def s3_env(s3: S3Names = S3) -> dict[str, str]:
         env["AWS_ENDPOINT_URL"] = s3.s3_endpoint
     if s3.s3_secret:
         env[S3_CREDENTIALS_FILE_ENV] = S3_CREDENTIALS_FILE
+    if s3.s3_ca_configmap:
+        env[S3_CA_ENV] = S3_CA_PATH
     return env
+
+
+def s3_ca_volumes(s3: S3Names = S3) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """Return the volume and mount of the store's CA certificate (none for the public CAs)."""
+    if not s3.s3_ca_configmap:
+        return [], []
+    volume = k8s.V1Volume(name=S3_CA_VOLUME,
+                          config_map=k8s.V1ConfigMapVolumeSource(name=s3.s3_ca_configmap))
+    mount = k8s.V1VolumeMount(name=S3_CA_VOLUME, mount_path=S3_CA_PATH.rpartition("/")[0],
+                              read_only=True)
+    return [volume], [mount]
 
 
 def s3_secrets(s3: S3Names = S3) -> list[Secret]:
@@ -377,18 +395,19 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
 
     ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
     claim pins the pod to a node), points ``NORTHWIND_DATA_ROOT`` at the bucket and adds the
-    endpoint, region and Secret-sourced keys (a local run keeps its own values of all of them),
-    and the label the object store's NetworkPolicy admits.
+    endpoint, region, CA certificate and Secret-sourced keys (a local run keeps its own values of
+    all of them), and the label the object store's NetworkPolicy admits.
     """
     if check_backend(backend, BACKEND_VARIABLE) == FILESYSTEM:
         return kwargs
     env = s3_env(s3)
+    ca_volumes, ca_mounts = s3_ca_volumes(s3)
     return {
         **kwargs,
         "cluster_only_env": kwargs["cluster_only_env"] | set(env),
         "env_vars": {**kwargs["env_vars"], **env},
         "secrets": [*kwargs["secrets"], *s3_secrets(s3)],
         "labels": {**kwargs["labels"], OBJECTSTORE_CLIENT_LABEL: "true"},
-        "volumes": [v for v in kwargs["volumes"] if v.name != DATA_VOLUME],
-        "volume_mounts": [m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME],
+        "volumes": [*(v for v in kwargs["volumes"] if v.name != DATA_VOLUME), *ca_volumes],
+        "volume_mounts": [*(m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME), *ca_mounts],
     }
