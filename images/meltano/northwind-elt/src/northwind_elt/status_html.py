@@ -25,6 +25,8 @@ UNKNOWN_COLOUR = "#9e9e9e"
 #: The duration chart's drawing area and the small per-table charts, in px.
 CHART_WIDTH, CHART_HEIGHT = 900, 180
 SPARK_WIDTH, SPARK_HEIGHT = 220, 44
+#: The widest bar, in px, so that a few days do not make slabs.
+MAX_BAR = 24
 #: At most this many day labels under the duration chart (every k-th day beyond).
 MAX_DAY_LABELS = 12
 
@@ -88,9 +90,14 @@ def views_of(markers: Sequence[StepMarker], states: Sequence[tuple[str, str]]
 
 
 def format_seconds(seconds: float) -> str:
-    """``4.2 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    """``< 1 s``, ``4 s``, ``4.2 s``, ``3 min 05 s``, ``1 h 02 min``.
+
+    Markers keep whole seconds (:func:`northwind_elt.steps.now`): no decimals are made up.
+    """
+    if seconds < 1:
+        return "< 1 s"
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.0f} s" if seconds == int(seconds) else f"{seconds:.1f} s"
     whole = round(seconds)
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
@@ -123,7 +130,7 @@ def day_table(days: Sequence[str], steps: Sequence[str],
             colour = STATE_COLOURS.get(view.state, UNKNOWN_COLOUR)
             parts = [f'<span class="state" style="color:{colour}">{escape(view.state)}</span>']
             if view.seconds is not None:
-                parts.append(f'<span class="duration">{format_seconds(view.seconds)}</span>')
+                parts.append(f'<span class="duration">{escape(format_seconds(view.seconds))}</span>')
             if view.rows:
                 parts.append(f'<span class="rows">{sum(view.rows.values()):,} rows</span>')
             if view.reason:
@@ -144,17 +151,17 @@ def duration_chart(days: Sequence[str], steps: Sequence[str],
     left, bottom, top = 56, 22, 8
     width, height = CHART_WIDTH - left, CHART_HEIGHT - bottom - top
     group = width / len(days)
-    bar = group * 0.8 / len(steps)
+    bar = min(group * 0.8 / len(steps), MAX_BAR)
     every = max(1, -(-len(days) // MAX_DAY_LABELS))
     parts = [f'<svg class="durations" role="img" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
              f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" xmlns="http://www.w3.org/2000/svg">',
              f'<text x="{left - 6}" y="{top + 10}" text-anchor="end">'
-             f'{format_seconds(longest)}</text>',
+             f'{escape(format_seconds(longest))}</text>',
              f'<text x="{left - 6}" y="{top + height}" text-anchor="end">0 s</text>',
              f'<line x1="{left}" y1="{top + height}" x2="{CHART_WIDTH}" y2="{top + height}" '
              'stroke="#bdbdbd"/>']
     for i, day in enumerate(days):
-        x0 = left + i * group + group * 0.1
+        x0 = left + i * group + (group - bar * len(steps)) / 2
         for j, step in enumerate(steps):
             view = by_key.get((day, step))
             if view is None or view.seconds is None:
@@ -166,7 +173,7 @@ def duration_chart(days: Sequence[str], steps: Sequence[str],
                          f'data-step="{escape(step)}" x="{x0 + j * bar:.2f}" '
                          f'y="{top + height - h:.2f}" width="{bar:.2f}" height="{h:.2f}" '
                          f'fill="{colour}"><title>{escape(day)} {escape(step)}: '
-                         f'{escape(view.state)}, {format_seconds(view.seconds)}</title></rect>')
+                         f'{escape(view.state)}, {escape(format_seconds(view.seconds))}</title></rect>')
         if i % every == 0:
             parts.append(f'<text x="{left + (i + 0.5) * group:.2f}" y="{CHART_HEIGHT - 6}" '
                          f'text-anchor="middle">{escape(day)}</text>')
@@ -180,7 +187,7 @@ def duration_chart(days: Sequence[str], steps: Sequence[str],
 def table_chart(table: str, days: Sequence[str], rows_by_day: dict[str, int]) -> str:
     """One table's rows across ``days``: a bar per day, a grey stub where no count was recorded."""
     most = max(rows_by_day.values(), default=0) or 1
-    slot = SPARK_WIDTH / len(days)
+    slot = min(SPARK_WIDTH / len(days), MAX_BAR)
     bar, height = max(slot * 0.8, 0.5), SPARK_HEIGHT - 12
     parts = [f'<svg class="table-rows" role="img" viewBox="0 0 {SPARK_WIDTH} {SPARK_HEIGHT}" '
              f'width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" xmlns="http://www.w3.org/2000/svg">']
@@ -197,9 +204,9 @@ def table_chart(table: str, days: Sequence[str], rows_by_day: dict[str, int]) ->
                          f'y="{height - 1}" width="{bar:.2f}" height="1">'
                          f'<title>{escape(day)}: no count</title></rect>')
     low, high = min(rows_by_day.values(), default=0), max(rows_by_day.values(), default=0)
-    parts.append(f'<text x="0" y="{SPARK_HEIGHT - 1}">{escape(days[0])}</text>'
-                 f'<text x="{SPARK_WIDTH}" y="{SPARK_HEIGHT - 1}" text-anchor="end">'
-                 f'{low:,}–{high:,} rows</text></svg>')
+    counts = f"{low:,}–{high:,}" if low != high else f"{high:,}"
+    parts.append(f'<text x="{SPARK_WIDTH}" y="{SPARK_HEIGHT - 1}" text-anchor="end">'
+                 f'{counts} rows</text></svg>')
     return (f'<figure class="table-chart" data-table="{escape(table)}">'
             f'<figcaption>{escape(table)}</figcaption>{"".join(parts)}</figure>')
 
