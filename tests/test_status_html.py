@@ -13,6 +13,7 @@ import html.parser
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -156,6 +157,17 @@ def test_a_page_that_cannot_be_written_is_one_line_naming_the_path(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot write {target}" in err, err
     assert "Traceback" not in err
+
+
+def test_plain_status_does_not_import_the_page_module(tmp_path):
+    probe = ("import sys; from northwind_elt import cli; "
+             f"code = cli.main(['--data-root', {str(tmp_path / 'data')!r}, 'status']); "
+             "print(code, 'northwind_elt.status_html' in sys.modules)")
+
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60)
+
+    assert done.stdout.splitlines()[-1] == "0 False", done.stdout
 
 
 def days_with_a_hostile_table_and_a_failed_extract(databases) -> None:

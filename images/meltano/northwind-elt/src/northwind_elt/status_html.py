@@ -93,6 +93,10 @@ def format_seconds(seconds: float) -> str:
     """``< 1 s``, ``4 s``, ``4.2 s``, ``3 min 05 s``, ``1 h 02 min``.
 
     Markers keep whole seconds (:func:`northwind_elt.steps.now`): no decimals are made up.
+
+    Example:
+        >>> [format_seconds(s) for s in (0.4, 4, 4.2, 185, 3725)]
+        ['< 1 s', '4 s', '4.2 s', '3 min 05 s', '1 h 02 min']
     """
     if seconds < 1:
         return "< 1 s"
