@@ -120,6 +120,15 @@ def test_a_day_without_a_step_shows_not_run_and_a_stub_in_its_chart():
     assert orders.count('class="bar"') == 1 and orders.count('class="gap"') == 1
 
 
+def test_steps_done_within_their_first_second_still_get_bars():
+    found = Elements(page_of([marker(GOOD_DAY, "extract-postgres", seconds=0),
+                              marker(GOOD_DAY, "extract-csv", seconds=0),
+                              marker(FAILED_DAY, "extract-csv", "running")]))
+    bars = found.named("rect", class_="bar state-success")
+    assert [(b["data-day"], b["data-step"]) for b in bars] == [
+        (GOOD_DAY, "extract-postgres"), (GOOD_DAY, "extract-csv")]
+
+
 def test_no_markers_make_a_page_that_says_so():
     page = page_of([])
     assert "No step has run yet under /data" in page and "<svg" not in page

@@ -149,9 +149,10 @@ def day_table(days: Sequence[str], steps: Sequence[str],
 def duration_chart(days: Sequence[str], steps: Sequence[str],
                    by_key: dict[tuple[str, str], StepView]) -> str:
     """Grouped bars: per day, one bar per step with its duration; a failed step's bar is red."""
-    longest = max((v.seconds for v in by_key.values() if v.seconds), default=0.0)
-    if not longest:
+    finished = [v.seconds for v in by_key.values() if v.seconds is not None]
+    if not finished:
         return '<p class="empty">No step has finished yet: no durations to draw.</p>'
+    longest = max(*finished, 1.0)  # steps all done within their first second still get bars
     left, bottom, top = 56, 22, 8
     width, height = CHART_WIDTH - left, CHART_HEIGHT - bottom - top
     group = width / len(days)
