@@ -1,6 +1,7 @@
 """``northwind``: the operator's command line.
 
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
+                 [--html PATH]        ... also drawn as one HTML page (northwind_elt.status_html)
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
 northwind verify --date D [--source]   re-check a loaded day against its manifests (and the source)
 northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
@@ -56,6 +57,10 @@ def command_status(args: argparse.Namespace) -> int:
     markers = [m for day in days for step in steps.STEPS
                if (m := steps.read_marker(tree, step, day)) is not None]
     states = [marker_state(tree, marker) for marker in markers]
+    if args.html:  # imported only here: plain ``status`` never pays for the page
+        from northwind_elt.status_html import write_page
+        print(write_page(args.html, markers, states, tree.url))
+        return 0
     if args.json:
         print(json.dumps([asdict(m) | {"state": state, "state_detail": why}
                           for m, (state, why) in zip(markers, states, strict=True)],
@@ -217,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="which steps succeeded for which days")
     status.add_argument("--date", help="one day (YYYY-MM-DD), with rows per table")
     status.add_argument("--json", action="store_true", help="print the markers as JSON")
+    status.add_argument("--html", metavar="PATH", help="write the days as one HTML page to PATH")
     status.set_defaults(run=command_status)
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")
