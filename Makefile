@@ -53,8 +53,8 @@ run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, 
 airflow: install  ## Airflow 3 and its UI on this machine, no cluster (prints URL and login; Ctrl-C stops)
 	$(UV) run --frozen python scripts/airflow_local.py $(if $(PORT),--port $(PORT))
 
-status: install  ## Which steps succeeded for which days (local data tree)
-	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status
+status: install  ## Which steps succeeded for which days (local data tree); HTML=path also draws them
+	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status $(if $(HTML),--html '$(HTML)')
 
 test: install  ## The whole test suite (what CI runs)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
