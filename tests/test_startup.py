@@ -8,6 +8,8 @@ Our plugins run from the venv that runs Meltano (meltano.yml gives them no ``pip
 install of the lock, no plugin venv per plugin.
 """
 
+import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
+
 import importlib.metadata
 import importlib.util
 import shutil
@@ -59,6 +61,16 @@ def test_every_plugin_of_ours_runs_from_the_venv_that_runs_meltano(meltano_proje
         assert found and Path(found).parent == venv_bin, f"{plugin.name}: {found}"
         script = importlib.metadata.entry_points(group="console_scripts", name=plugin.executable)
         assert [s.dist.name for s in script] == ["northwind-elt"], plugin.name
+
+
+def test_a_local_step_finds_our_plugins_where_the_venv_is_not_on_path(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # Airflow started by the venv's python, no `uv run`
+    task = dag_support.load_dag().get_task("extract_csv")
+
+    env = task.local_env()
+
+    found = shutil.which("tap-csvtyped", path=env["PATH"])
+    assert found == str(Path(sys.executable).parent / "tap-csvtyped")
 
 
 def test_meltano_never_asks_pypi_for_its_newest_version(meltano_project):
