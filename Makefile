@@ -36,7 +36,8 @@ install: $(MELTANO_STAMP) $(SOURCES_STAMP)  ## Install uv, the Python environmen
 	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 	@touch $@
 
-# The plugin venvs get theirs here, our own sources (editable installs, the DAG folder) below.
+# Our plugins run from .venv (meltano.yml: no pip_url); `meltano install` makes the stock tap's venv
+# (tests and `make bench`), which gets its bytecode here; our own sources (editable) below.
 $(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northwind-elt/pyproject.toml
 	cd $(MELTANO_DIR) && $(UV) run --frozen $(MELTANO_INSTALL)
 	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/.meltano >/dev/null

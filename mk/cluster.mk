@@ -10,8 +10,8 @@ KUBECTL ?= kubectl
 HELM ?= helm
 DOCKER ?= docker
 
-# The one spelling of the build-time install (images/meltano/Dockerfile runs it verbatim;
-# tests/test_dockerfile.py keeps them in step). Run it in MELTANO_PROJECT_DIR.
+# The one spelling of the install of Meltano's plugins (Makefile, tests/conftest.py): only the
+# stock tap has a venv of its own; ours run from the repository's venv. Run it in the project.
 MELTANO_INSTALL := meltano install
 
 IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)

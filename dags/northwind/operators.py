@@ -102,7 +102,13 @@ class MeltanoStepOperator(KubernetesPodOperator):
             for name, value in pairs
             if name not in self.cluster_only_env and value not in (None, "")
         }
-        return {**os.environ, **rendered}
+        env = {**os.environ, **rendered}
+        # Meltano finds our plugins' executables on PATH (meltano.yml: no pip_url); they are in
+        # this interpreter's venv, which may not be on PATH (see local_command).
+        venv_bin = str(Path(sys.executable).parent)
+        if venv_bin not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = os.pathsep.join(filter(None, [env.get("PATH"), venv_bin]))
+        return env
 
     def local_command(self, env: dict[str, str]) -> list[str]:
         """Return ``cmds + arguments`` with the executable resolved like a shell would.
