@@ -69,7 +69,7 @@ lint: .venv/.synced  ## Ruff over every Python file
 check: lint test  ## Lint, then test
 
 bench: install  ## Benchmark each step against raw COPY on a scaled source (SCALE=1000; BACKEND=s3 adds the S3 data tree)
-	$(UV) run --frozen python scripts/benchmark.py $(if $(SCALE),--scale $(SCALE)) $(if $(filter s3,$(BACKEND)),--backend s3)
+	$(UV) run --frozen python -m scripts.bench $(if $(SCALE),--scale $(SCALE)) $(if $(filter s3,$(BACKEND)),--backend s3)
 
 clean:  ## Stop the local PostgreSQL; remove data/, .local/ and the installed plugins (images/meltano/.meltano)
 	-$(UV) run --frozen python -c "from pathlib import Path; from northwind_elt.localdb import stop_server; stop_server(Path('.local'))"

@@ -14,7 +14,7 @@ two loaded days later. Printed:
 * as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole.
 
 Usage (standalone, a private server in /tmp): ``uv run python scripts/bench_history.py --rows
-300000 --days 30``; ``scripts/benchmark.py`` calls :func:`history_lines` in its run.
+300000 --days 30``; ``scripts.bench`` calls :func:`history_lines` in its run.
 """
 
 from __future__ import annotations

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from settings import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from seaweed import (  # noqa: E402, F401
+from scripts.seaweed import (  # noqa: F401
     BUCKET,
     S3Server,
     SeaweedUnavailable,

@@ -32,7 +32,7 @@ from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
 from northwind_elt.treefs import Outbox
-from northwind_elt.warehouse import KEEP_DAYS_VARIABLE, keep_days_setting
+from northwind_elt.warehouse_load import KEEP_DAYS_VARIABLE, keep_days_setting
 
 #: The repository (for local defaults); in the image this is /project.
 REPOSITORY = Path(__file__).resolve().parents[5]

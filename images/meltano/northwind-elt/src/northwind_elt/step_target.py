@@ -60,6 +60,19 @@ class StepTarget(Target):
     #: True once this attempt's commit is written: its files are then current, never removed.
     committed = False
 
+    def listen(self, file_input: t.IO[str] | None = None) -> None:
+        """Begin the step's run, then read the tap's messages.
+
+        A constructor only reads and checks settings: markers, folders and connections are the
+        run's (:meth:`begin_run`), so building a target changes nothing.
+        """
+        self.begin_run()
+        super().listen(file_input)
+
+    def begin_run(self) -> None:
+        """Start the step's attempt before the first message (mark it running, connect...)."""
+        raise NotImplementedError
+
     def start_step(self, tree: DataTree, step: str, day: dt.date, *, may_keep: bool = False
                    ) -> None:
         """Start the step's attempt, or wait for the tap to say whether it keeps the day.

@@ -73,20 +73,24 @@ class TargetDataTree(StepTarget):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Validate every setting before anything is written.
-        day = parse_run_date(self.config.get("run_date"))
+        # Every setting is checked here; nothing is read or written before the run.
+        self.day = parse_run_date(self.config.get("run_date"))
         self.source = check_source(self.config["source"])
-        tree = DataTree.from_setting(self.config.get("data_root"))
+        self.tree = DataTree.from_setting(self.config.get("data_root"))
+        self.reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
         self.max_parallelism = 1
-        reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
-        kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
-        self.start_step(tree, self.config["step"], day, may_keep=kept is not None)
-        self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
-        atomic.make_folders(self.staging)  # a fresh name: never there before
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
         self._published_count = 0
         self._count_lock = threading.Lock()
+
+    def begin_run(self) -> None:
+        """Start the step's attempt (or wait for the tap to keep the day) and its staging folder."""
+        step = self.config["step"]
+        kept = steps.kept_extract(self.tree, step, self.day, reextract=self.reextract)
+        self.start_step(self.tree, step, self.day, may_keep=kept is not None)
+        self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
+        atomic.make_folders(self.staging)  # a fresh name: never there before
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
     def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
