@@ -3,7 +3,8 @@
 The objectstore chart generates a CA once and a server certificate for the Service's names (kept
 on upgrade, like the keys); the server serves S3 with it; the bucket Job, the `helm test` pod and
 the DAG's step pods trust the CA's ConfigMap through ``AWS_CA_BUNDLE`` at an ``https://`` endpoint.
-The store for real over TLS: tests/test_chart_s3.py (rendered arguments) and tests/test_s3_tls.py.
+The store for real over TLS: tests/test_objectstore_server.py (rendered arguments) and
+tests/test_s3_tls.py.
 """
 
 from __future__ import annotations
