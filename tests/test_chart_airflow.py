@@ -25,6 +25,7 @@ import helm
 import official_chart
 import pytest
 import yaml
+from fake_tool_support import make_with_fake_tool
 from make_targets import dry_run, helm_installs, option_values
 
 VALUES_FILE = official_chart.AIRFLOW_VALUES
@@ -308,11 +309,7 @@ def test_make_up_installs_the_chart_version_these_tests_render():
 ])
 def test_make_up_refuses_an_old_helm_in_one_line(tmp_path, version, passes):
     # No helm binary on these machines: a script answers `helm version --template` instead.
-    fake = tmp_path / "helm"
-    fake.write_text(f"#!/bin/sh\necho '{version}'\n")
-    fake.chmod(0o755)
-    result = subprocess.run(["make", "-s", "helm-version", f"HELM={fake}"], cwd=helm.ROOT,
-                            capture_output=True, text=True, check=False)
+    result = make_with_fake_tool(tmp_path, "helm-version", "HELM", version)
     assert (result.returncode == 0) is passes, result.stderr
     if not passes:
         first = result.stderr.splitlines()[0]
