@@ -22,6 +22,7 @@ import official_chart
 import pytest
 import yaml
 from dag_support import build_pod, utc_day
+from make_targets import dry_run
 from objectstore_support import OBJECTSTORE, container_env
 from test_chart_airflow import _secret_refs
 from test_names_in_step import cluster_env
@@ -402,17 +403,12 @@ def test_kind_three_node_config_has_two_workers_with_the_same_mounts():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_up_options_pick_the_layers():
-    def dry_run(*options):
-        result = subprocess.run(["make", "-n", "up", "HELM=helm", *options], cwd=helm.ROOT,
-                                capture_output=True, text=True, check=False)
-        return result.returncode, result.stdout + result.stderr
-
-    code, default = dry_run()
-    assert code == 0 and "kind-config.yaml" in default and "-f data-pvc.yaml" in default
+    default = "\n".join(dry_run("up"))
+    assert "kind-config.yaml" in default and "-f data-pvc.yaml" in default
     assert "values-s3.yaml" not in default and "charts/northwind-objectstore" not in default
-    code, s3 = dry_run("DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor",
-                       "OBJECTSTORE_ENABLED=true", "S3_SECRET=northwind-objectstore")
-    assert code == 0 and "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
+    s3 = "\n".join(dry_run("up", "DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor",
+                           "OBJECTSTORE_ENABLED=true", "S3_SECRET=northwind-objectstore"))
+    assert "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
     assert "-f charts/airflow/values-s3.yaml -f charts/airflow/values-kubernetes-executor.yaml" in s3
     assert "upgrade --install northwind-objectstore charts/northwind-objectstore" in s3
     assert "podLauncher.extraServiceAccounts={airflow-worker}" in s3
