@@ -3,7 +3,8 @@
 The objectstore chart generates a CA once and a server certificate for the Service's names (kept
 on upgrade, like the keys); the server serves S3 with it; the bucket Job, the `helm test` pod and
 the DAG's step pods trust the CA's ConfigMap through ``AWS_CA_BUNDLE`` at an ``https://`` endpoint.
-The store for real over TLS: tests/test_chart_s3.py (rendered arguments) and tests/test_s3_tls.py.
+The store for real over TLS: tests/test_objectstore_server.py (rendered arguments) and
+tests/test_s3_tls.py.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 from northwind import pods
 from northwind.cluster import S3, S3Names
+from objectstore_support import OBJECTSTORE, container_env
 from test_names_in_step import cluster_env
 
-OBJECTSTORE = "northwind-objectstore"
 TRUTH = cluster_env()
 CA_CONFIGMAP = TRUTH["S3_CA_CONFIGMAP"]
 TLS_SECRET = f"{TRUTH['OBJECTSTORE_HOST']}-tls"
@@ -37,10 +38,6 @@ def _data(doc: dict[str, Any]) -> dict[str, str]:
     if doc["kind"] == "Secret":
         return {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
     return doc["data"]
-
-
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
 
 
 def _mounted_file(spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str]:
@@ -98,7 +95,7 @@ def test_the_server_serves_s3_with_that_certificate_only(docs):
 def test_the_bucket_job_verifies_the_server_with_the_ca(docs):
     spec = helm.pod_spec(helm.by_kind(docs, "Job")[0])
     [container] = spec["containers"]
-    env = _env(container)
+    env = container_env(container)
     assert env["AWS_ENDPOINT_URL"] == TRUTH["S3_ENDPOINT"]
     assert env["AWS_ENDPOINT_URL"].startswith("https://")
     assert _mounted_file(spec, container, env["AWS_CA_BUNDLE"]) == ("ConfigMap", CA_CONFIGMAP)

@@ -81,10 +81,10 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
     string is ``""``. The JSON is one array of ``row_to_json`` objects (NULL is ``null``), one
     object per line, in the same order: ``[``, the objects separated by ``,`` at line ends, ``]``.
     When every column has a plain JSON form (:mod:`northwind_elt.report_json`) the JSON is built
-    from the CSV just written, at a third of the cost of the server rendering it; otherwise the
-    server's ``COPY`` of ``row_to_json`` writes it, in the same snapshot. Each file is published
-    whole once written (:class:`~northwind_elt.treefs.Outbox`: renamed into place, or uploaded as
-    it is written).
+    from the CSV just written, for less than the server's rendering costs (docs/benchmark.md,
+    "Figures behind the code"); otherwise the server's ``COPY`` of ``row_to_json`` writes it, in
+    the same snapshot. Each file is published whole once written
+    (:class:`~northwind_elt.treefs.Outbox`: renamed into place, or uploaded as it is written).
 
     Args:
         conn: A connection to the warehouse, not in a transaction.
