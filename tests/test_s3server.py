@@ -6,7 +6,8 @@ say so with weed's own log, not turn into skips that leave the object-store path
 
 import pytest
 import s3server
-import seaweed
+
+from scripts import seaweed
 
 
 def test_a_weed_that_exits_fails_the_test_with_its_log(tmp_path):

@@ -14,10 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from browser_support import chromium, needs_chromium
 from northwind_elt import cli, status_html
 from northwind_elt.steps import StepMarker
 from pipeline import assert_ok, run_step
@@ -25,13 +25,6 @@ from psycopg import sql
 from s3server import with_server
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1300,1400",
-)
 SCREENSHOT = ROOT / "docs" / "status-html.png"
 GOOD_DAY, FAILED_DAY = "2024-01-02", "2024-01-03"
 #: A source table whose name is markup: the page must show it as text and run nothing.
@@ -196,27 +189,13 @@ def days_with_a_hostile_table_and_a_failed_extract(databases) -> None:
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The driver's path given: selenium-manager (which would download one) never runs.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(tmp_path, "1300,1400", console_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("meltano_project")
-@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (scripts/install_browser.sh)")
+@needs_chromium
 def test_two_real_days_in_a_browser(databases, browser, tmp_path, capsys):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
