@@ -160,15 +160,27 @@ def splice_table(cur: psycopg.Cursor, plan: hs.Plan, day: dt.date, following: dt
     changed = cur.rowcount
     hs.local_settings(cur, before)
     if changed:
-        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))  # a few rows: index lookups
+        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))
         cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
             new_table, hs.new_versions(plan, source, following)))
+        probe = source is not None and changed <= hs.PROBE_SHARE * day_rows(cur, source)
+        if probe:
+            cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(new_table, plan.identity_list()))
         cur.execute(sql.SQL("ANALYZE {}").format(new_table))
+        before = hs.local_settings(cur, hs.PROBE_PLAN) if probe else {}
         for statement in hs.splice_statements(plan, day, following, first_load):
             cur.execute(statement)
+        hs.local_settings(cur, before)
         cur.execute(sql.SQL("DROP TABLE {}").format(new_table))
     cur.execute(sql.SQL("DROP TABLE {}").format(changed_table))
     return changed
+
+
+def day_rows(cur: psycopg.Cursor, partition: sql.Composable) -> float:
+    """The rows of a day's partition, as its ANALYZE (in the load's swap) counted them."""
+    cur.execute(sql.SQL("SELECT reltuples FROM pg_class WHERE oid = {}::regclass").format(
+        sql.Literal(partition.as_string(cur))))
+    return max(cur.fetchone()[0], 0)
 
 
 def create_as_of(cur: psycopg.Cursor, table: str, plan: hs.Plan) -> None:

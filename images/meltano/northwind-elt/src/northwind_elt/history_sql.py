@@ -47,6 +47,13 @@ EXACT_EQUALITY = frozenset({"int2", "int4", "int8", "text", "varchar", "date", "
 #: partition and the history (both in key order) instead of hashing a whole day, which takes
 #: more CPU and spills to disk in batches at the default ``work_mem``.
 MERGE_PLAN = {"enable_hashjoin": "off", "enable_sort": "off"}
+#: The planner's settings for the splice's statements when few identities changed: each joins
+#: them to the history through its key index (and to ``history_new`` through its own), where the
+#: planner would read the whole history (a hash join of all its versions) for a few thousand rows.
+PROBE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
+#: The largest share of the day's rows that may change for :data:`PROBE_PLAN` (reading the history
+#: whole costs about as much as probing its index for 5% of its rows).
+PROBE_SHARE = 0.05
 #: Settings that decide how values print, fixed so a digest never depends on the session.
 _CANONICAL_TEXT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
                    "extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C"}
@@ -260,19 +267,17 @@ def splice_statements(plan: Plan, day: dt.date, following: dt.date | None, first
             hist=hist, same=same("h", "n", ident), n=sql.Literal(following),
             v=plan.same_version("h", "n"),
             h_ident=names(ident, "h"), same_g=same("n", "g", ident), **WORK))
-    insert = sql.SQL("INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, "
-                     "n._nw_valid_to FROM {new} n").format(
-        hist=hist, stored=names(plan.stored), interval=interval, n_stored=names(plan.stored, "n"),
-        d=d, **WORK)
-    if first_load:
-        statements.append(insert)
-    else:
+    if not first_load:
         statements.append(sql.SQL(
             "WITH extended AS (UPDATE {hist} h SET _nw_valid_to = n._nw_valid_to FROM {new} n "
             "WHERE {same} AND h._nw_valid_to = {d} AND {v} RETURNING {h_ident}) "
-            "{insert} WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
+            "DELETE FROM {new} n USING extended e WHERE {same_e}").format(
             hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
-            h_ident=names(ident, "h"), insert=insert, same_e=same("e", "n", ident), **WORK))
+            h_ident=names(ident, "h"), same_e=same("e", "n", ident), **WORK))
+    statements.append(sql.SQL(
+        "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n._nw_valid_to "
+        "FROM {new} n").format(hist=hist, stored=names(plan.stored), interval=interval,
+                               n_stored=names(plan.stored, "n"), d=d, **WORK))
     return statements
 
 
