@@ -8,7 +8,9 @@ empty keyed table (raw COPY). Days are loaded every other date, so a day can be 
 two loaded days later. Printed:
 
 * storage: ``history.<table>`` (table + index, after VACUUM) over one day's partition;
-* load: COPY + swap + history over raw COPY of the same bytes, and the history part alone;
+* load: COPY + swap + history over raw COPY of the same bytes, and the history part alone; also
+  as the server's CPU time (its backend's, from ``/proc``, when the server runs here), which other
+  work on a shared machine disturbs far less than the elapsed time;
 * out of order: a new day between the two middle loaded days over a new day after the newest
   (both rolled back: the history is unchanged between them);
 * as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole.
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -80,6 +84,15 @@ def day_bytes(conn: psycopg.Connection) -> bytes:
     return bytes(data)
 
 
+def server_cpu(conn: psycopg.Connection) -> float:
+    """CPU seconds the connection's server process has used (NaN when it runs elsewhere)."""
+    try:
+        fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def raw_copy(conn: psycopg.Connection, data: bytes) -> float:
     """Seconds to COPY ``data`` into an empty keyed table (rolled back)."""
     start = time.perf_counter()
@@ -127,14 +140,18 @@ def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
     """Load ``days`` days of ``rows`` rows changing 1% a day; return the printed figures."""
     build_source(conn, rows)
     loads, parts, raws, data, middle_data = [], [], [], b"", b""
+    cpu_raws, cpu_loads = [], []
     for n in range(days):
         if n:
             change(conn, rows, n)
         data = day_bytes(conn)
         if n == days // 2:  # spliced in later the day before: 1% changed from its previous day
             middle_data = data
+        cpu = server_cpu(conn)
         raws.append(raw_copy(conn, data))
+        cpu_raws.append(server_cpu(conn) - cpu)
         whole, part = load(conn, START + dt.timedelta(days=2 * n), data)
+        cpu_loads.append(server_cpu(conn) - cpu - cpu_raws[-1])
         loads.append(whole)
         parts.append(part)
     conn.autocommit = True
@@ -156,13 +173,15 @@ def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
     scan = statistics.median(read_seconds(conn, sql.SQL(
         "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
             warehouse.partition_name(TABLE, day)))) for _ in range(3))
-    raw, whole, part = (statistics.median(x[1:]) for x in (raws, loads, parts))
+    raw, whole, part, cpu_raw, cpu_load = (statistics.median(x[1:]) for x in (
+        raws, loads, parts, cpu_raws, cpu_loads))
     return [
         f"History ({days} loaded days of {rows:,} rows, 1% changed a day; medians of days 2..):",
         f"  storage: history {sizes[0] / 2**20:.1f} MB = {sizes[0] / sizes[1]:.2f}x one day's "
         f"partition ({sizes[1] / 2**20:.1f} MB); full copies: {days}x",
         f"  load: raw COPY {raw:.2f} s; load with history {whole:.2f} s = {whole / raw:.2f}x "
-        f"(history part {part:.2f} s = {part / raw:.2f}x)",
+        f"(history part {part:.2f} s = {part / raw:.2f}x); server CPU {cpu_raw:.2f} s and "
+        f"{cpu_load:.2f} s = {cpu_load / cpu_raw:.2f}x",
         f"  out of order: a day between loaded days {in_middle:.2f} s, at the end {at_end:.2f} s "
         f"= {in_middle / at_end:.2f}x",
         f"  as-of: reading history.{TABLE}(day) {as_of:.2f} s, the day's partition {scan:.2f} s "
