@@ -138,6 +138,11 @@ def read_seconds(conn: psycopg.Connection, query: sql.Composable) -> float:
     return time.perf_counter() - start
 
 
+def ratio(part: float, whole: float) -> str:
+    """``1.23x``, or ``n/a`` where ``whole`` was not measured (no CPU seconds at a tiny size)."""
+    return f"{part / whole:.2f}x" if whole > 0 else "n/a"
+
+
 def paired(conn: psycopg.Connection, times: int, first: Callable[[], float],
            second: Callable[[], float]) -> tuple[tuple[float, float], tuple[float, float]]:
     """Median (elapsed, server CPU) seconds of ``first`` and ``second``, run in turns.
@@ -199,12 +204,12 @@ def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
         f"partition ({sizes[1] / 2**20:.1f} MB); full copies: {days}x",
         f"  load: raw COPY {raw:.2f} s; load with history {whole:.2f} s = {whole / raw:.2f}x "
         f"(history part {part:.2f} s = {part / raw:.2f}x); server CPU {cpu_raw:.2f} s and "
-        f"{cpu_load:.2f} s = {cpu_load / cpu_raw:.2f}x",
+        f"{cpu_load:.2f} s = {ratio(cpu_load, cpu_raw)}",
         f"  out of order: a day between loaded days {in_middle[0]:.2f} s, at the end "
         f"{at_end[0]:.2f} s = {in_middle[0] / at_end[0]:.2f}x; server CPU "
-        f"{in_middle[1] / at_end[1]:.2f}x",
+        f"{ratio(in_middle[1], at_end[1])}",
         f"  as-of: reading history.{TABLE}(day) {as_of[0]:.2f} s, the day's partition "
-        f"{scan[0]:.2f} s = {as_of[0] / scan[0]:.2f}x; server CPU {as_of[1] / scan[1]:.2f}x",
+        f"{scan[0]:.2f} s = {as_of[0] / scan[0]:.2f}x; server CPU {ratio(as_of[1], scan[1])}",
     ]
 
 
