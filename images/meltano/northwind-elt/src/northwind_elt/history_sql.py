@@ -21,6 +21,15 @@ differs from the history's state as of D (``history_changed``) and their new ver
    that version instead of being inserted.
 
 The history stays in one canonical form (no two adjacent equal versions), whatever the order.
+A day new to the history skips the deletes of step 2 and the extension of step 3: every bound of
+a version is a loaded day, so none starts or ends on it.
+
+**Plans.** A keyed table's change detection merges two index scans in key order, the partition's
+key index (its day made a constant) and the history's, with neither a hash of a whole day nor a
+sort (:data:`MERGE_PLAN`); it carries the day's versions of the changed keys, so the partition is
+read once. When few rows changed (:data:`PROBE_SHARE`), the splice's statements probe the
+history's key index for them (:data:`PROBE_PLAN`): the planner, costing pages as if on disk, would
+read every version instead, a cost that grows with the history.
 """
 
 import datetime as dt
