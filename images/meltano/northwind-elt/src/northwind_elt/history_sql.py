@@ -58,8 +58,9 @@ EXACT_EQUALITY = frozenset({"int2", "int4", "int8", "text", "varchar", "date", "
 MERGE_PLAN = {"enable_hashjoin": "off", "enable_sort": "off"}
 #: The planner's settings for the splice's statements when few identities changed: each joins
 #: them to the history through its key index (and to ``history_new`` through its own), where the
-#: planner would read the whole history (a hash join of all its versions) for a few thousand rows.
-PROBE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
+#: planner would read the whole history (a hash join of all its versions) for a few thousand rows,
+#: or, misled by a history never analyzed, loop over all its versions for each changed row.
+PROBE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_seqscan": "off"}
 #: The largest share of the day's rows that may change for :data:`PROBE_PLAN` (reading the history
 #: whole costs about as much as probing its index for 5% of its rows).
 PROBE_SHARE = 0.05
