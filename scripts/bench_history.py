@@ -181,21 +181,22 @@ def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
     conn.autocommit = True
     conn.execute(sql.SQL("VACUUM ANALYZE {}").format(history_sql.history_table(TABLE)))
     conn.autocommit = False
-    middle = START + dt.timedelta(days=2 * (days // 2) - 1)
-    change(conn, rows, days)
-    data = day_bytes(conn)
-    day = START + dt.timedelta(days=2 * (days // 2))
-    in_middle, at_end = paired(conn, 3, lambda: load(conn, middle, middle_data, False)[0],
-                               lambda: load(conn, START + dt.timedelta(days=2 * days), data,
-                                            False)[0])
-    as_of, scan = paired(conn, 5, lambda: read_seconds(conn, sql.SQL("SELECT * FROM {}({})").format(
-        history_sql.history_table(TABLE), sql.Literal(day))), lambda: read_seconds(conn, sql.SQL(
-            "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
-                warehouse.partition_name(TABLE, day)))))
+    # Before the rolled-back loads below, whose dead rows are no part of the history.
     sizes = conn.execute(
         "SELECT pg_total_relation_size(%s::regclass), pg_total_relation_size(format("
         "'snapshot_days.%%I', %s::text)::regclass)",
         (f'history."{TABLE}"', warehouse.partition_name(TABLE, START))).fetchone()
+    day = START + dt.timedelta(days=2 * (days // 2))
+    as_of, scan = paired(conn, 5, lambda: read_seconds(conn, sql.SQL("SELECT * FROM {}({})").format(
+        history_sql.history_table(TABLE), sql.Literal(day))), lambda: read_seconds(conn, sql.SQL(
+            "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
+                warehouse.partition_name(TABLE, day)))))
+    middle = START + dt.timedelta(days=2 * (days // 2) - 1)
+    change(conn, rows, days)
+    data = day_bytes(conn)
+    in_middle, at_end = paired(conn, 3, lambda: load(conn, middle, middle_data, False)[0],
+                               lambda: load(conn, START + dt.timedelta(days=2 * days), data,
+                                            False)[0])
     raw, whole, part, cpu_raw, cpu_load = (statistics.median(x[1:]) for x in (
         raws, loads, parts, cpu_raws, cpu_loads))
     return [
