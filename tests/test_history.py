@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import sys
 
 import psycopg
 import pytest
@@ -16,7 +15,6 @@ from history_support import (
     random_days,
 )
 from northwind_elt import history_sql
-from settings import ROOT
 
 START = dt.date(2024, 1, 1)
 
@@ -130,8 +128,7 @@ def warehouses(pg_socket):
 
 def test_the_history_figures_run(warehouses):
     """scripts/bench_history.py at a tiny size: no timing asserted, the figures are printed."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import bench_history
+    from scripts import bench_history
 
     lines = bench_history.history_lines(warehouses(), 2000, 4)
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
