@@ -301,6 +301,12 @@ def test_a_day_in_step_pods_shares_the_tree_with_a_local_run(stack):
                           ).fetchone() == (ORDER_DETAILS_ROWS,)
         assert wh.execute("SELECT count(*) FROM history.orders(%s)", (DAY,)).fetchone() == \
             wh.execute("SELECT count(*) FROM orders").fetchone()  # the day's history
+        relations = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = %s AND c.relkind = %s")
+        assert {t for (t,) in wh.execute(relations, ("history", "r"))} == \
+            {t for (t,) in wh.execute(relations, ("snapshots", "p"))}  # every table has its history
+        assert wh.execute("SELECT array_agg(snapshot_date::text) FROM northwind.history_days"
+                          ).fetchone() == ([str(DAY)],)
         before = warehouse_digest(wh)
     files = tree_digest(data) | tree_digest(data, "reports/**/*")
 
