@@ -24,7 +24,7 @@ Every day, for the run's date `D` (`RUN_DATE`):
 3. `publish_report` writes `reports/D/orders_with_details.csv` and `.json`.
 
 Each task runs one command of the Meltano project (`meltano run <step>`): in a pod of the Meltano
-image when `NORTHWIND_RUNTIME=kubernetes`, as a local process otherwise.
+image, or as a local process when `NORTHWIND_RUNTIME=local` (`make run`, `make airflow`).
 
 **Date.** `D` is the `date` param when given, else the run's logical date, else (a manual trigger
 without a logical date) the day the run was queued for. Every step is idempotent per date.

@@ -1,6 +1,6 @@
 """Alerts (issue 25 point 1): a failed day notifies a real SMTP server and webhook; a green day not.
 
-The day runs through the local Airflow (``northwind.local_run``: real task instances, real
+The day runs through the local Airflow (``northwind_local.day_run``: real task instances, real
 ``meltano run`` steps); the sinks are socket servers started here; the Airflow connections are the
 ``AIRFLOW_CONN_<ID>`` environment variables an operator would set.
 """
@@ -26,8 +26,9 @@ import pytest
 
 from dag_support import DAGS_FOLDER, run_dag
 
-if str(DAGS_FOLDER) not in sys.path:
-    sys.path.append(str(DAGS_FOLDER))
+for folder in (DAGS_FOLDER, dag_support.SCRIPTS_FOLDER):
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
 
 from northwind import alerts  # noqa: E402 - needs the DAG folder on sys.path
 
@@ -235,7 +236,7 @@ def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_trigger
     from airflow.models.trigger import Trigger
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
-    from northwind.local_run import _sync_bag_to_db
+    from northwind_local.day_run import sync_bag_to_db
     from sqlalchemy import select
 
     _, webhook, alert_env = sinks
@@ -245,7 +246,7 @@ def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_trigger
                       "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}
     with dag_support.patched_environ({**alert_env, **short_deadline}):
         bag = dag_support.load_dagbag()
-        _sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
+        sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
         with settings.Session() as session:
             stored = SerializedDagModel.get_dag(dag_support.DAG_ID, session=session)
             run_id = DagRun.generate_run_id(run_type=DagRunType.SCHEDULED, logical_date=logical_date,
@@ -281,7 +282,7 @@ def test_a_queued_day_past_its_deadline_alerts_through_the_scheduler_and_trigger
     # Store the DAG with its usual deadline again, for the tests that follow in this session.
     with dag_support.patched_environ({"AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0"}):
         bag = dag_support.load_dagbag()
-        _sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
+        sync_bag_to_db(bag, bag.dags[dag_support.DAG_ID])
 
     assert payloads[-1]["state"] == "success", payloads
     [post] = webhook.posts

@@ -28,14 +28,13 @@ from northwind_elt import atomic, logger, metrics
 from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, remove_stale_attempts
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
-
-EXTRACT_POSTGRES = "extract-postgres"
-EXTRACT_CSV = "extract-csv"
-LOAD_WAREHOUSE = "load-warehouse"
-PUBLISH_REPORT = "publish-report"
-
-#: Every step, in the order a day runs them.
-STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+from northwind_elt.step_names import (  # noqa: F401 - the step names are imported from here
+    EXTRACT_CSV,
+    EXTRACT_POSTGRES,
+    LOAD_WAREHOUSE,
+    PUBLISH_REPORT,
+    STEPS,
+)
 
 #: The data-tree source each extract step publishes.
 SOURCE_OF_STEP = {EXTRACT_POSTGRES: "postgres", EXTRACT_CSV: "csv"}
