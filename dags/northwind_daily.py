@@ -76,8 +76,8 @@ with DAG(
             # may match before a final newline): the raw value becomes a pod label.
             pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
             maxLength=10,
-            # A day of the calendar (2024-02-30 fits the pattern): checked by Param's FormatChecker.
-            format="date",
+            # No `format: date`: the UI would swap the text field for a locale date picker. A day
+            # the calendar lacks (2024-02-30) fits the pattern and is refused by every step.
             description="Day to process (YYYY-MM-DD); empty means the run's logical date.",
         ),
         "reextract": Param(
