@@ -34,9 +34,14 @@ def results(databases, day: str) -> dict[tuple[str, str], tuple]:
             "FROM northwind.check_results WHERE snapshot_date = %s", (day,))}
 
 
-def status(env: dict[str, str], day: str) -> str:
-    found = subprocess.run([sys.executable, "-m", "northwind_elt.cli", "status", "--date", day],
-                           env={**os.environ, **env}, capture_output=True, text=True, check=True)
+def northwind(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "northwind_elt.cli", *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
+
+
+def status(env: dict[str, str], day: str | None = None) -> str:
+    found = northwind(env, "status", *(("--date", day) if day else ()))
+    assert found.returncode == 0, found.stderr
     return found.stdout
 
 
@@ -89,6 +94,7 @@ def test_an_error_check_fails_the_step_names_the_figures_and_keeps_the_load(data
         "error", False)
     assert found[("orders", "unique(order_id)")][:2] == ("error", True)
     assert "failed: orders: row_count_change: 352 rows" in status(env, DAY2)
+    assert "2 failed, 0 warned checks (status --date lists them)" in status(env)
     # Never a rollback: the day stays loaded and current; day 1's results stay as they were.
     with databases.warehouse() as wh:
         assert wh.execute("SELECT count(*) FROM orders").fetchone() == (352,)
@@ -130,3 +136,13 @@ def test_a_check_of_a_column_the_table_lacks_is_one_line_and_stores_nothing(data
     assert reason in output(failed) and "Traceback" not in output(failed)
     assert marker(env, DAY1)["error"] == reason
     assert results(databases, DAY1) == {}
+
+    # Fixed, in a file of its own for one run: the day's checks pass.
+    checks.write_text("tables:\n  orders:\n    not_null: [order_id, ship_via]\n")
+    fixed = tmp_path / "fixed.yml"
+    checks.rename(fixed)
+    rerun = northwind(env, "check", "--date", DAY1, "--checks-file", str(fixed))
+    assert rerun.returncode == 0, rerun.stderr
+    assert marker(env, DAY1)["status"] == "success"
+    assert set(results(databases, DAY1)) == {("orders", "not_null(order_id)"),
+                                             ("orders", "not_null(ship_via)")}

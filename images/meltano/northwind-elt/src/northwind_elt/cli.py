@@ -74,14 +74,16 @@ def command_status(args: argparse.Namespace) -> int:
     for marker, (state, why) in zip(markers, states, strict=True):
         detail = why or marker.error or ", ".join(
             f"{s}={n}" for s, n in sorted(marker.rows.items()))
+        checks = marker.step == steps.CHECK_WAREHOUSE
         if not args.date and len(detail) > 80:
-            detail = f"{len(marker.rows)} streams"
+            detail = (f"{marker.rows.get('failed', 0)} failed, {marker.rows.get('warned', 0)} "
+                      "warned checks (status --date lists them)" if checks
+                      else f"{len(marker.rows)} streams")
         print(f"{marker.run_date:<12}{marker.step:<18}{state:<9}"
               f"{sum(marker.rows.values()):>10}  {detail}")
-        if args.date:  # the data checks that failed or warned, one per line
+        if args.date and checks:  # each data check that failed or warned on its own line
             for kind in ("failed", "warned"):
-                for line in marker.details.get(kind, []) if marker.step == steps.CHECK_WAREHOUSE \
-                        else []:
+                for line in marker.details.get(kind, []):
                     print(f"{'':<12}  {kind}: {line}")
     return 0
 
