@@ -138,11 +138,37 @@ def test_a_check_of_a_column_the_table_lacks_is_one_line_and_stores_nothing(data
     assert results(databases, DAY1) == {}
 
     # Fixed, in a file of its own for one run: the day's checks pass.
-    checks.write_text("tables:\n  orders:\n    not_null: [order_id, ship_via]\n")
     fixed = tmp_path / "fixed.yml"
-    checks.rename(fixed)
+    fixed.write_text("tables:\n  orders:\n    not_null: [order_id, ship_via]\n"
+                     "  order_details:\n    references: {column: [order_id, product_id], "
+                     "table: order_details, to: [order_id, product_id]}\n")
     rerun = northwind(env, "check", "--date", DAY1, "--checks-file", str(fixed))
     assert rerun.returncode == 0, rerun.stderr
     assert marker(env, DAY1)["status"] == "success"
-    assert set(results(databases, DAY1)) == {("orders", "not_null(order_id)"),
-                                             ("orders", "not_null(ship_via)")}
+    composite = "references(order_id, product_id -> order_details(order_id, product_id))"
+    assert results(databases, DAY1) == {
+        ("orders", "not_null(order_id)"): ("error", True, "0 rows with order_id NULL"),
+        ("orders", "not_null(ship_via)"): ("error", True, "0 rows with ship_via NULL"),
+        ("order_details", composite): ("error", True, "0 rows without a match")}
+
+
+def test_an_orphan_csv_detail_fails_its_reference_read_from_the_history(databases):
+    """With no partition kept (NORTHWIND_KEEP_DAYS=0) the checks read the history as of the day."""
+    csv_file = Path(databases.env["ORDER_DETAILS_CSV"])
+    csv_file.write_text(csv_file.read_text() + "30000,11,14,1,0\n")  # no order 30000
+    env = {**databases.env, "NORTHWIND_KEEP_DAYS": "0"}
+    load(DAY1, env)
+    with databases.warehouse() as wh:  # the day is in the history only
+        assert wh.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'snapshot_days'"
+                          ).fetchone() == (0,)
+    failed = run_step(CHECK, DAY1, env)
+
+    assert failed.returncode != 0
+    assert ("1 data check failed for 2024-01-02: order_details: references(order_id -> "
+            "orders(order_id)): 1 rows without a match, e.g. 30000 (expected every value in "
+            "orders)") in output(failed)
+    found = results(databases, DAY1)
+    assert found[("order_details", "unique(order_id, product_id)")] == (
+        "error", True, "0 duplicated keys in 0 rows")
+    assert found[("order_details", "row_count_change")][2] == "2156 rows, no earlier loaded day"
+    assert sum(not passed for _, passed, _ in found.values()) == 1

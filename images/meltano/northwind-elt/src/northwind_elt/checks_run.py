@@ -7,6 +7,7 @@ day's against the previous loaded day's. Every identifier is quoted (``psycopg.s
 """
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import psycopg
@@ -16,6 +17,10 @@ from northwind_elt.checks_config import ERROR, Check
 from northwind_elt.errors import SettingError
 from northwind_elt.history_sql import day_relation
 from northwind_elt.warehouse import SNAPSHOT_DATE, existing_columns, loaded_days
+
+#: A check's (passed, observed, expected); the runners read the day's rows through ``rows_of``.
+Outcome = tuple[bool, str, str]
+RowsOf = Callable[[str], sql.Composed]
 
 
 @dataclass(frozen=True)
@@ -92,12 +97,15 @@ def failures(results: list[CheckResult], severity: str = ERROR) -> list[CheckRes
 
 
 def _row_count_change(check: Check, rows: int, previous: tuple[dt.date, dict] | None
-                      ) -> tuple[bool, str, str]:
+                      ) -> Outcome:
+    """The day's rows against the previous loaded day's (the load log's counts)."""
     expected = f"a change of at most {check.limit:g}%"
     if previous is None:
         return True, f"{rows} rows, no earlier loaded day", expected
     before_day, counts = previous
-    before = int(counts.get(check.table, 0))
+    if check.table not in counts:
+        return True, f"{rows} rows, no {check.table} on {before_day}", expected
+    before = int(counts[check.table])
     if before == 0:
         change = 0.0 if rows == 0 else float("inf")
     else:
@@ -106,12 +114,13 @@ def _row_count_change(check: Check, rows: int, previous: tuple[dt.date, dict] | 
             f"{rows} rows, {change:+.1f}% from {before} on {before_day}", expected)
 
 
-def _columns(names: tuple[str, ...], alias: str = "") -> sql.Composed:
-    prefix = sql.SQL(f"{alias}.") if alias else sql.SQL("")
-    return sql.SQL(", ").join(prefix + sql.Identifier(n) for n in names)
+def _columns(names: tuple[str, ...], alias: str) -> sql.Composed:
+    """``alias."a", alias."b"``."""
+    return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(n))
+                              for n in names)
 
 
-def _not_null(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
+def _not_null(cur: psycopg.Cursor, check: Check, rows_of: RowsOf, day: dt.date) -> Outcome:
     (column,) = check.columns
     cur.execute(sql.SQL("SELECT count(*) FROM {} AS t WHERE t.{} IS NULL").format(
         rows_of(check.table), sql.Identifier(column)))
@@ -119,7 +128,7 @@ def _not_null(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
     return nulls == 0, f"{nulls} rows with {column} NULL", "none"
 
 
-def _unique(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
+def _unique(cur: psycopg.Cursor, check: Check, rows_of: RowsOf, day: dt.date) -> Outcome:
     cur.execute(sql.SQL(
         "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {} AS t "
         "GROUP BY {} HAVING count(*) > 1) AS d").format(
@@ -128,7 +137,8 @@ def _unique(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
     return keys == 0, f"{keys} duplicated keys in {rows} rows", "no duplicated key"
 
 
-def _references(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
+def _references(cur: psycopg.Cursor, check: Check, rows_of: RowsOf, day: dt.date) -> Outcome:
+    """Child rows whose (non-NULL) columns match no parent row of the same day; one example."""
     matches = sql.SQL(" AND ").join(
         sql.SQL("p.{} = c.{}").format(sql.Identifier(p), sql.Identifier(c))
         for c, p in zip(check.columns, check.parent_columns, strict=True))
@@ -137,8 +147,7 @@ def _references(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
     cur.execute(sql.SQL(
         "SELECT count(*), min(({keys})::text) FROM {child} AS c WHERE {present} "
         "AND NOT EXISTS (SELECT FROM {parent} AS p WHERE {matches})").format(
-            keys=_columns(check.columns, "c") if len(check.columns) > 1
-            else sql.SQL("c.{}").format(sql.Identifier(check.columns[0])),
+            keys=_columns(check.columns, "c"),
             child=rows_of(check.table), present=present, parent=rows_of(check.parent),
             matches=matches))
     orphans, example = cur.fetchone()
@@ -146,7 +155,8 @@ def _references(cur, check: Check, rows_of, day) -> tuple[bool, str, str]:
     return orphans == 0, observed, f"every value in {check.parent}"
 
 
-def _fresh(cur, check: Check, rows_of, day: dt.date) -> tuple[bool, str, str]:
+def _fresh(cur: psycopg.Cursor, check: Check, rows_of: RowsOf, day: dt.date) -> Outcome:
+    """The newest value of the column (as a date) against the logical date, not the clock."""
     (column,) = check.columns
     cur.execute(sql.SQL("SELECT max(t.{}::date) FROM {} AS t").format(
         sql.Identifier(column), rows_of(check.table)))
