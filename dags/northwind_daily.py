@@ -1,4 +1,4 @@
-"""The daily Northwind pipeline: extract both sources, load the warehouse, publish the report."""
+"""The daily Northwind pipeline: extract both sources, load the warehouse, report and check it."""
 
 import datetime as dt
 
@@ -6,6 +6,7 @@ from airflow.sdk import DAG, Param
 from northwind.alerts import deadline, on_task_failure
 from northwind.operators import MeltanoStepOperator
 from northwind.pods import (
+    CHECK_WAREHOUSE,
     EXTRACT_CSV,
     EXTRACT_POSTGRES,
     LOAD_WAREHOUSE,
@@ -21,7 +22,10 @@ Every day, for the run's date `D` (`RUN_DATE`):
 1. `extract_postgres` and `extract_csv` (in parallel) write every Northwind table and the
    order-details CSV to the data tree (`postgres/<table>/D/`, `csv/D/`);
 2. `load_warehouse` loads that day's files into the warehouse PostgreSQL;
-3. `publish_report` writes `reports/D/orders_with_details.csv` and `.json`.
+3. `publish_report` writes `reports/D/orders_with_details.csv` and `.json`; at the same time
+   `check_warehouse` runs the data checks on the loaded day (results in
+   `northwind.check_results`). A failed check of severity error fails that task (and the run),
+   never the load or the evidence: nothing is rolled back.
 
 Each task runs one command of the Meltano project (`meltano run <step>`): in a pod of the Meltano
 image, or as a local process when `NORTHWIND_RUNTIME=local` (`make run`, `make airflow`).
@@ -104,5 +108,8 @@ with DAG(
     # Backfills set their own max_active_runs: one load (and report) at a time, whatever runs.
     load_warehouse = MeltanoStepOperator(**step_pod_kwargs(LOAD_WAREHOUSE), max_active_tis_per_dag=1)
     publish_report = MeltanoStepOperator(**step_pod_kwargs(PUBLISH_REPORT), max_active_tis_per_dag=1)
+    # Beside the report, not before it: the evidence of a load never waits on its checks.
+    check_warehouse = MeltanoStepOperator(**step_pod_kwargs(CHECK_WAREHOUSE),
+                                          max_active_tis_per_dag=1)
 
-    [extract_postgres, extract_csv] >> load_warehouse >> publish_report
+    [extract_postgres, extract_csv] >> load_warehouse >> [publish_report, check_warehouse]

@@ -23,7 +23,7 @@ DAGS_FOLDER = ROOT / "dags"
 #: The local runner of ``make run`` (``scripts/northwind_local``), which never ships with the DAGs.
 SCRIPTS_FOLDER = ROOT / "scripts"
 DAG_ID = "northwind_daily"
-TASK_IDS = ("extract_postgres", "extract_csv", "load_warehouse", "publish_report")
+TASK_IDS = ("extract_postgres", "extract_csv", "load_warehouse", "publish_report", "check_warehouse")
 
 
 def _configure_airflow() -> Path:

@@ -136,6 +136,7 @@ def test_a_broken_csv_fails_its_extract_and_leaves_the_warehouse_unchanged(datab
         "extract_csv": "failed",
         "load_warehouse": "upstream_failed",
         "publish_report": "upstream_failed",
+        "check_warehouse": "upstream_failed",
     }
     with databases.warehouse() as conn:
         assert warehouse_digest(conn) == before

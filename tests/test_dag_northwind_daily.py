@@ -62,14 +62,16 @@ def test_dag_folder_imports_without_errors():
     assert list(bag.dags) == [DAG_ID]
 
 
-def test_dependency_graph_is_exactly_extracts_then_load_then_report(dag):
+def test_dependency_graph_is_exactly_extracts_then_load_then_report_and_checks(dag):
     graph = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
 
+    # The checks run beside the report: a failed check never holds back the evidence.
     assert graph == {
         "extract_postgres": {"load_warehouse"},
         "extract_csv": {"load_warehouse"},
-        "load_warehouse": {"publish_report"},
+        "load_warehouse": {"publish_report", "check_warehouse"},
         "publish_report": set(),
+        "check_warehouse": set(),
     }
 
 
@@ -80,7 +82,7 @@ def test_schedule_is_daily_without_catchup_and_one_run_loads_at_a_time(dag):
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     # Backfills have their own max_active_runs: the load and the report guard themselves too.
-    for task_id in ("load_warehouse", "publish_report"):
+    for task_id in ("load_warehouse", "publish_report", "check_warehouse"):
         assert dag.get_task(task_id).max_active_tis_per_dag == 1
 
 
@@ -170,7 +172,8 @@ def test_pod_mounts_the_data_volume_and_a_private_tmp(pods, names, task_id):
 
 #: The databases each step logs in to; every other pod gets no credential of it.
 STEP_DATABASES = {"extract_postgres": {"SOURCE_PG"}, "extract_csv": set(),
-                  "load_warehouse": {"WAREHOUSE_PG"}, "publish_report": {"WAREHOUSE_PG"}}
+                  "load_warehouse": {"WAREHOUSE_PG"}, "publish_report": {"WAREHOUSE_PG"},
+                  "check_warehouse": {"WAREHOUSE_PG"}}
 
 
 @pytest.mark.parametrize("task_id", TASK_IDS)
@@ -178,8 +181,10 @@ def test_pod_reads_only_its_own_credentials_from_secrets(pods, names, task_id):
     env = env_of(pods[task_id])
 
     n = names
-    # The report reads the warehouse as its read-only role; hosts carry the databases' namespace.
-    warehouse = n.warehouse_reader_secret if task_id == "publish_report" else n.warehouse_db_secret
+    # The report and the checks read the warehouse as its read-only role; hosts carry the
+    # databases' namespace.
+    warehouse = n.warehouse_reader_secret if task_id in ("publish_report", "check_warehouse") \
+        else n.warehouse_db_secret
     for prefix, secret, host, database in (
         ("SOURCE_PG", n.source_db_secret, n.service_host(n.source_db_host), n.source_db_name),
         ("WAREHOUSE_PG", warehouse, n.service_host(n.warehouse_db_host), n.warehouse_db_name),

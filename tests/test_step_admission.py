@@ -180,3 +180,13 @@ def test_hostile_pods_are_refused_naming_the_rule(policies, kind, monkeypatch):
     hostile, request = _hostile(kind, pod)
     messages = refusals(policies["filesystem"], hostile, **request)
     assert messages and all(HOSTILE[kind] in m for m in messages[:1]), messages
+
+
+def test_the_check_pod_reads_the_warehouse_as_its_reader_only(policies, monkeypatch):
+    pod = dag_pod("check_warehouse", "filesystem", monkeypatch)
+    secrets = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert secrets == {CLUSTER.warehouse_reader_secret}
+    # The load role's Secret (it could change loaded rows) is not the check step's to read.
+    _env_secret(pod, CLUSTER.warehouse_db_secret)
+    messages = refusals(policies["filesystem"], pod)
+    assert messages and "its own Secrets" in messages[0], messages

@@ -1,4 +1,4 @@
-"""The pod-wide settings of every step pod: its security contexts and where it runs.
+"""The pod-wide settings of every step pod: security contexts, resources, where it runs.
 
 Pure builders of Kubernetes models from the shared names (``cluster.env``) and
 ``pod-scheduling.yaml``; :func:`northwind.pods.step_pod_kwargs` puts them into each step's pod.
@@ -10,6 +10,31 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from northwind.cluster import CLUSTER, SCHEDULING, ClusterNames, PodScheduling
+
+#: The only writable path of a pod besides the data volume (the root file system is read-only).
+TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir private to the pod, not a shared host folder
+#: Meltano's system database: migrated once when the image is built, opened read-only and
+#: immutable (the steps record no job or state), so no step migrates one at start (same value as
+#: the image's default).
+MELTANO_DATABASE_URI = (
+    "sqlite:///file:/project/images/meltano/.meltano/meltano.db?mode=ro&immutable=1&uri=true"
+)
+
+#: Where the image keeps the CSV source (the image copies the repo's ``sources/`` to /project).
+IMAGE_ORDER_DETAILS_CSV = "/project/sources/order_details.csv"
+
+#: The databases' CA certificate (ConfigMap DB_CA_CONFIGMAP): every connection is TLS, the server
+#: checked by its Service name (libpq reads PGSSLMODE and PGSSLROOTCERT).
+DB_CA_VOLUME = "db-ca"
+DB_CA_PATH = "/etc/northwind/db-ca/ca.crt"
+#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small. Ephemeral storage
+#: holds the logs and /tmp (Meltano's logs, a partition staged for S3).
+RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
+    limits={"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"},
+)
+#: The cap of the /tmp emptyDir, within the ephemeral-storage limit.
+TMP_SIZE_LIMIT = "1Gi"
 
 
 def security_contexts(
@@ -62,4 +87,23 @@ def scheduling_kwargs(scheduling: PodScheduling = SCHEDULING) -> dict:
         "node_selector": dict(scheduling.node_selector),
         "tolerations": [client.deserialize(_Raw(t), "V1Toleration") for t in scheduling.tolerations],
         "affinity": client.deserialize(_Raw(affinity), "V1Affinity") if affinity else None,
+    }
+
+
+def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
+    """Return the plain environment a pod needs and a local run takes from its own environment."""
+    return {
+        "NORTHWIND_DATA_ROOT": names.data_mount_path,
+        "ORDER_DETAILS_CSV": IMAGE_ORDER_DETAILS_CSV,
+        "MELTANO_PROJECT_ROOT": names.meltano_project_dir,
+        "MELTANO_DATABASE_URI": MELTANO_DATABASE_URI,
+        # The databases live in NAMESPACE, the step pods in STEP_NAMESPACE.
+        "SOURCE_PGHOST": names.service_host(names.source_db_host),
+        "SOURCE_PGPORT": names.db_port,
+        "SOURCE_PGDATABASE": names.source_db_name,
+        "WAREHOUSE_PGHOST": names.service_host(names.warehouse_db_host),
+        "WAREHOUSE_PGPORT": names.db_port,
+        "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": DB_CA_PATH,
     }

@@ -23,7 +23,16 @@ from northwind.cluster import (
     S3Names,
     check_backend,
 )
-from northwind.pod_settings import scheduling_kwargs, security_contexts
+from northwind.pod_settings import (
+    DB_CA_PATH,
+    DB_CA_VOLUME,
+    RESOURCES,
+    TMP_PATH,
+    TMP_SIZE_LIMIT,
+    cluster_env,
+    scheduling_kwargs,
+    security_contexts,
+)
 
 # The steps of the Meltano project, in the order a day runs them. They equal
 # northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
@@ -32,7 +41,8 @@ EXTRACT_POSTGRES = "extract-postgres"
 EXTRACT_CSV = "extract-csv"
 LOAD_WAREHOUSE = "load-warehouse"
 PUBLISH_REPORT = "publish-report"
-STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+CHECK_WAREHOUSE = "check-warehouse"
+STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT, CHECK_WAREHOUSE)
 
 #: The logical date of the run as ``YYYY-MM-DD``: the ``date`` param when a user gives one, else
 #: the logical date, else (a manual trigger without one) the moment the run was queued for.
@@ -59,33 +69,8 @@ STEP_LABEL = "northwind.io/step"
 RUN_DATE_LABEL = "northwind.io/run-date"
 PART_OF = "northwind"
 
-#: Where the image keeps the CSV source (the image copies the repo's ``sources/`` to /project).
-IMAGE_ORDER_DETAILS_CSV = "/project/sources/order_details.csv"
-
-#: The only writable path of a pod besides the data volume (the root file system is read-only).
-TMP_PATH = "/tmp"  # noqa: S108 - an emptyDir private to the pod, not a shared host folder
-#: Meltano's system database: migrated once when the image is built, opened read-only and
-#: immutable (the steps record no job or state), so no step migrates one at start (same value as
-#: the image's default).
-MELTANO_DATABASE_URI = (
-    "sqlite:///file:/project/images/meltano/.meltano/meltano.db?mode=ro&immutable=1&uri=true"
-)
-
 DATA_VOLUME = "data"
 TMP_VOLUME = "tmp"
-#: The databases' CA certificate (ConfigMap DB_CA_CONFIGMAP): every connection is TLS, the server
-#: checked by its Service name (libpq reads PGSSLMODE and PGSSLROOTCERT).
-DB_CA_VOLUME = "db-ca"
-DB_CA_PATH = "/etc/northwind/db-ca/ca.crt"
-
-#: Sized for Meltano plus one table in pyarrow; the Northwind tables are small. Ephemeral storage
-#: holds the logs and /tmp (Meltano's logs, a partition staged for S3).
-RESOURCES = k8s.V1ResourceRequirements(
-    requests={"cpu": "250m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
-    limits={"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"},
-)
-#: The cap of the /tmp emptyDir, within the ephemeral-storage limit.
-TMP_SIZE_LIMIT = "1Gi"
 
 
 def task_id(step: str) -> str:
@@ -163,10 +148,13 @@ STEP_DATABASES: dict[str, tuple[str, ...]] = {
     EXTRACT_CSV: (),
     LOAD_WAREHOUSE: ("warehouse",),
     PUBLISH_REPORT: ("warehouse",),
+    CHECK_WAREHOUSE: ("warehouse",),
 }
 _DATABASE_SECRETS = {"source": source_secrets, "warehouse": warehouse_secrets}
-#: Steps that only read a database log in as its read-only role: the report writes files only.
-_READ_ONLY_SECRETS = {PUBLISH_REPORT: {"warehouse": warehouse_reader_secrets}}
+#: Steps that only read a database log in as its read-only role: the report writes files only, the
+#: checks their results, through the one function the reader may run (northwind_elt.checks_store).
+_READ_ONLY_SECRETS = {step: {"warehouse": warehouse_reader_secrets}
+                      for step in (PUBLISH_REPORT, CHECK_WAREHOUSE)}
 
 
 def _databases_of(step: str) -> tuple[str, ...]:
@@ -206,25 +194,6 @@ def client_labels(step: str) -> dict[str, str]:
         {'northwind.io/warehouse-client': 'true'}
     """
     return {f"northwind.io/{db}-client": "true" for db in _databases_of(step)}
-
-
-def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
-    """Return the plain environment a pod needs and a local run takes from its own environment."""
-    return {
-        "NORTHWIND_DATA_ROOT": names.data_mount_path,
-        "ORDER_DETAILS_CSV": IMAGE_ORDER_DETAILS_CSV,
-        "MELTANO_PROJECT_ROOT": names.meltano_project_dir,
-        "MELTANO_DATABASE_URI": MELTANO_DATABASE_URI,
-        # The databases live in NAMESPACE, the step pods in STEP_NAMESPACE.
-        "SOURCE_PGHOST": names.service_host(names.source_db_host),
-        "SOURCE_PGPORT": names.db_port,
-        "SOURCE_PGDATABASE": names.source_db_name,
-        "WAREHOUSE_PGHOST": names.service_host(names.warehouse_db_host),
-        "WAREHOUSE_PGPORT": names.db_port,
-        "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
-        "PGSSLMODE": "verify-full",
-        "PGSSLROOTCERT": DB_CA_PATH,
-    }
 
 
 def step_pod_kwargs(

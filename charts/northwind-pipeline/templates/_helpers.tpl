@@ -131,10 +131,11 @@ extract-postgres: [source]
 extract-csv: []
 load-warehouse: [warehouse]
 publish-report: [report]
+check-warehouse: [report]
 connection-test: [source, warehouse]
 {{- end -}}
 
-{{/* The Secret of a database key of stepDatabases (report: the warehouse's read-only role). */}}
+{{/* The Secret of a database key of stepDatabases (report: the warehouse's read-only role, which the report and the checks use). */}}
 {{- define "northwind-pipeline.dbSecret" -}}
 {{- $db := index .root.Values.databases (ternary "warehouse" .db (eq .db "report")) -}}
 {{- ternary $db.readerSecretName $db.secretName (eq .db "report") -}}

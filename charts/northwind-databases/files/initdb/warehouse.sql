@@ -27,3 +27,34 @@ GRANT USAGE ON SCHEMA snapshots, snapshot_days, northwind, history, public TO :"
 ALTER DEFAULT PRIVILEGES FOR ROLE :"app_user"
   IN SCHEMA snapshots, snapshot_days, northwind, history, public
   GRANT SELECT ON TABLES TO :"reader_user";
+-- The data checks' results (check-warehouse): northwind.check_results and the one function that
+-- writes it, owned by the login role. The read-only role may run that function (it replaces one
+-- day's results, nothing else) and read the table; it still changes no loaded row. The statements
+-- are northwind_elt/checks_store.py's DDL, verbatim (tests/test_checks_roles.py compares them).
+SET ROLE :"app_user";
+CREATE TABLE IF NOT EXISTS northwind.check_results (
+  snapshot_date date NOT NULL,
+  table_name text NOT NULL,
+  check_name text NOT NULL,
+  severity text NOT NULL CHECK (severity IN ('error', 'warn')),
+  passed boolean NOT NULL,
+  observed text NOT NULL,
+  expected text NOT NULL,
+  attempt text NOT NULL,
+  checked_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (snapshot_date, table_name, check_name)
+);
+CREATE OR REPLACE FUNCTION northwind.record_check_results(day date, attempt text, results jsonb)
+  RETURNS integer LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  DELETE FROM northwind.check_results WHERE snapshot_date = day;
+  INSERT INTO northwind.check_results
+    (snapshot_date, table_name, check_name, severity, passed, observed, expected, attempt)
+  SELECT day, r."table", r."check", r.severity, r.passed, r.observed, r.expected, attempt
+    FROM jsonb_to_recordset(results) AS r("table" text, "check" text, severity text,
+                                          passed boolean, observed text, expected text);
+  SELECT count(*)::integer FROM northwind.check_results WHERE snapshot_date = day;
+$$;
+REVOKE ALL ON FUNCTION northwind.record_check_results(date, text, jsonb) FROM PUBLIC;
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION northwind.record_check_results(date, text, jsonb) TO :"reader_user";

@@ -3,6 +3,7 @@
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
                  [--html PATH]        ... also drawn as one HTML page (northwind_elt.status_html)
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
+northwind check                        the check-warehouse step (RUN_DATE, WAREHOUSE_PG*)
 northwind verify --date D [--source]   re-check a loaded day against its manifests (and the source)
 northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
 northwind seed-source [--dump FILE]    load the Northwind dump into the source (once)
@@ -73,10 +74,17 @@ def command_status(args: argparse.Namespace) -> int:
     for marker, (state, why) in zip(markers, states, strict=True):
         detail = why or marker.error or ", ".join(
             f"{s}={n}" for s, n in sorted(marker.rows.items()))
+        checks = marker.step == steps.CHECK_WAREHOUSE
         if not args.date and len(detail) > 80:
-            detail = f"{len(marker.rows)} streams"
+            detail = (f"{marker.rows.get('failed', 0)} failed, {marker.rows.get('warned', 0)} "
+                      "warned checks (status --date lists them)" if checks
+                      else f"{len(marker.rows)} streams")
         print(f"{marker.run_date:<12}{marker.step:<18}{state:<9}"
               f"{sum(marker.rows.values()):>10}  {detail}")
+        if args.date and checks:  # each data check that failed or warned on its own line
+            for kind in ("failed", "warned"):
+                for line in marker.details.get(kind, []):
+                    print(f"{'':<12}  {kind}: {line}")
     return 0
 
 
@@ -155,6 +163,17 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date, folder: PurePosix
     return rows, sorted(outbox.published), load
 
 
+def command_check(args: argparse.Namespace) -> int:
+    """Run the check-warehouse step for RUN_DATE: the data checks of the day's load."""
+    from northwind_elt.checks_config import checks_file
+    from northwind_elt.checks_step import check_day
+
+    day = parse_run_date(args.date or os.environ.get(RUN_DATE_VARIABLE))
+    print(check_day(DataTree.from_setting(args.data_root), day, settings_from_env("WAREHOUSE_PG"),
+                    Path(args.checks_file) if args.checks_file else checks_file()))
+    return 0
+
+
 def command_verify(args: argparse.Namespace) -> int:
     """Re-check a loaded day's partitions against their manifests (and the live source)."""
     from northwind_elt.verify import verify_day
@@ -227,6 +246,11 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")
     report.set_defaults(run=command_report)
+    checking = sub.add_parser("check", help="run the data checks on the day's load")
+    checking.add_argument("--date", help="the day (default: $RUN_DATE)")
+    checking.add_argument("--checks-file", help="default: $NORTHWIND_CHECKS_FILE, else the "
+                          "shipped Northwind checks")
+    checking.set_defaults(run=command_check)
     verifying = sub.add_parser("verify", help="re-check a loaded day against its manifests")
     verifying.add_argument("--date", required=True, help="the loaded day (YYYY-MM-DD)")
     verifying.add_argument("--source", action="store_true",

@@ -11,6 +11,7 @@ EXTRACT_POSTGRES = "extract-postgres"
 EXTRACT_CSV = "extract-csv"
 LOAD_WAREHOUSE = "load-warehouse"
 PUBLISH_REPORT = "publish-report"
+CHECK_WAREHOUSE = "check-warehouse"
 
-#: Every step, in the order a day runs them.
-STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+#: Every step, in the order a day runs them (the report and the checks both follow the load).
+STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT, CHECK_WAREHOUSE)

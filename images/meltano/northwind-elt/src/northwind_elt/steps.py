@@ -1,4 +1,4 @@
-"""The four steps of a day and their markers in ``_status/<date>/<step>.json``.
+"""The steps of a day and their markers in ``_status/<date>/<step>.json``.
 
 A step writes ``running`` when it starts (so a crash or kill never leaves an older ``success``
 standing), then ``success`` or ``failed`` with the reason. A step runs as a tap and a target: the
@@ -29,6 +29,7 @@ from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, re
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
 from northwind_elt.step_names import (  # noqa: F401 - the step names are imported from here
+    CHECK_WAREHOUSE,
     EXTRACT_CSV,
     EXTRACT_POSTGRES,
     LOAD_WAREHOUSE,
@@ -45,6 +46,7 @@ PREREQUISITES = {
     EXTRACT_CSV: (),
     LOAD_WAREHOUSE: (EXTRACT_POSTGRES, EXTRACT_CSV),
     PUBLISH_REPORT: (LOAD_WAREHOUSE,),
+    CHECK_WAREHOUSE: (LOAD_WAREHOUSE,),
 }
 
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
