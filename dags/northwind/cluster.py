@@ -78,6 +78,8 @@ class ClusterNames:
     warehouse_db_name: str
     meltano_project_dir: str
     step_service_account: str
+    statsd_host: str
+    statsd_port: str
 
     @property
     def image(self) -> str:

@@ -106,4 +106,7 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
         "WAREHOUSE_PGDATABASE": names.warehouse_db_name,
         "PGSSLMODE": "verify-full",
         "PGSSLROOTCERT": DB_CA_PATH,
+        # Step metrics (northwind_elt.metrics) to Airflow's statsd exporter, in NAMESPACE.
+        "NORTHWIND_STATSD_HOST": names.service_host(names.statsd_host),
+        "NORTHWIND_STATSD_PORT": names.statsd_port,
     }

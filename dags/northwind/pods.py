@@ -231,6 +231,9 @@ def step_pod_kwargs(
         "namespace": names.step_namespace,
         "image": names.image,
         "image_pull_policy": "IfNotPresent",
+        # A failed step's termination message is its last log lines (its `<plugin>: error:` line),
+        # which the failure alert quotes (alerts.reason_line).
+        "termination_message_policy": "FallbackToLogsOnError",
         "cmds": command[:1],
         "arguments": command[1:],
         "env_vars": {
