@@ -14,7 +14,6 @@ import logging
 import threading
 from pathlib import Path
 
-import psycopg
 import pyarrow.parquet as pq
 import pytest
 from northwind_elt.errors import SettingError

@@ -25,9 +25,9 @@ from psycopg import sql
 #: The settings (and their environment variables in images/meltano/meltano.yml).
 CONNECTIONS_SETTING = "connections (TAP_PGCOPY_CONNECTIONS, NORTHWIND_EXTRACT_CONNECTIONS)"
 RANGE_PAGES_SETTING = "range_pages (TAP_PGCOPY_RANGE_PAGES)"
-#: A range holds at least this many 8 kB pages (64 MB): a smaller one costs more in start-up
-#: (a query, a COPY header) than a second connection gains.
-DEFAULT_RANGE_PAGES = 8192
+#: A table of more than this many 8 kB pages (8 MB) is cut into ranges: a smaller one is read
+#: in a fraction of a second, less than a second connection's start-up would gain.
+DEFAULT_RANGE_PAGES = 1024
 #: The first server version with TID Range Scans.
 TID_RANGE_SCAN_VERSION = 140000
 #: Where a container's CPU limit is (cgroup v2): "<quota> <period>" or "max <period>".
@@ -127,15 +127,15 @@ def table_pages(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> 
 
 
 def split(pages: int, connections: int, range_pages: int) -> list[PageRange]:
-    """Cut ``pages`` into at most ``connections`` ranges of at least ``range_pages`` pages each.
+    """Cut ``pages`` into ``ceil(pages / range_pages)`` equal ranges, at most ``connections``.
 
     Example:
-        >>> [str(r) for r in split(100, 4, 30)]
+        >>> [str(r) for r in split(100, 3, 40)]
         ['pages 0-32', 'pages 33-65', 'pages 66-end']
-        >>> split(10, 4, 30)
+        >>> split(30, 4, 30)
         [PageRange(start=0, end=None)]
     """
-    count = max(1, min(connections, pages // range_pages))
+    count = max(1, min(connections, math.ceil(pages / range_pages)))
     bounds = [pages * i // count for i in range(count)]
     return [PageRange(start, bounds[i + 1] if i + 1 < count else None)
             for i, start in enumerate(bounds)]

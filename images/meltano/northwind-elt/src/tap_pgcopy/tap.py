@@ -52,8 +52,8 @@ class TapPgCopy(BatchTap):
                     description="Connections reading the snapshot in parallel (default: the cores "
                                 f"this process may use); {CONNECTIONS_SETTING}"),
         th.Property("range_pages", th.CustomType({"type": ["integer", "string", "null"]}),
-                    description="Cut a table into ranges of at least this many pages, one per "
-                                f"connection (default {DEFAULT_RANGE_PAGES}: 64 MB)"),
+                    description="Cut a table of more pages than this into page ranges, at most one "
+                                f"per connection (default {DEFAULT_RANGE_PAGES}: 8 MB)"),
         th.Property("enable_row_security", th.BooleanType, default=False,
                     description="Extract tables that row-level security filters for the source "
                                 "role, with only the rows its policies let through (default: "
