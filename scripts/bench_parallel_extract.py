@@ -26,7 +26,7 @@ import benchmark as bench
 
 EXTRACT = "extract-postgres"
 #: The tap's own log lines that open and close its reading of the snapshot.
-_STARTS, _ENDS = "tap-pgcopy   extracting ", "tap-pgcopy   content digests of "
+_STARTS, _ENDS = re.compile(r"tap-pgcopy +extracting \d+ tables on"), "tap-pgcopy   content digests of "
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+)Z")
 
 
@@ -34,10 +34,10 @@ def tap_read_seconds(log: Path) -> float:
     """From the tap's first queued range to its last digest (no Meltano or Python start-up)."""
     stamps = {}
     for line in log.read_text(errors="replace").splitlines():
-        for key in (_STARTS, _ENDS):
-            if key in line and (found := _STAMP.match(line)):
-                stamps[key] = dt.datetime.fromisoformat(found.group(1))
-    return (stamps[_ENDS] - stamps[_STARTS]).total_seconds()
+        key = "start" if _STARTS.search(line) else "end" if _ENDS in line else None
+        if key and (found := _STAMP.match(line)):
+            stamps[key] = dt.datetime.fromisoformat(found.group(1))
+    return (stamps["end"] - stamps["start"]).total_seconds()
 
 
 def extract_runs(server: bench.Server, source: str, folder: Path, connections: list[int],
