@@ -6,6 +6,11 @@ median of 3), then ``meltano run extract-postgres`` with ``TAP_PGCOPY_CONNECTION
 the Ns taking turns round after round so a drift of the machine moves them alike. The data part
 is the step's wall time minus its start-up (the same step on an empty source, same N).
 
+``--in-process`` times the tap alone in this process instead (no Meltano, no start-up), with and
+without content digests, and counts CPU seconds: the tap's own and its server backends' (sampled
+every 20 ms), so that on a machine shared with other work the cost of each N can still be
+compared (wall time there measures the neighbours as much as the extract).
+
 Usage::
 
     uv run --frozen python scripts/bench_parallel_extract.py [--scale 100] [--runs 3]
@@ -15,14 +20,25 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
+import logging
+import os
 import re
+import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import benchmark as bench
+import psutil
+from northwind_elt.content_digest import DIGEST_VARIABLE
+from tap_pgcopy.tap import TapPgCopy
 
 EXTRACT = "extract-postgres"
 #: The tap's own log lines that open and close its reading of the snapshot.
@@ -61,6 +77,91 @@ def extract_runs(server: bench.Server, source: str, folder: Path, connections: l
     return {n: bench.median_of(found[n]) for n in connections}, reads
 
 
+class BackendCpu(threading.Thread):
+    """Sum the CPU seconds of the server's processes started after this (the backends of a run)."""
+
+    def __init__(self, server: bench.Server):
+        super().__init__(daemon=True)
+        pid = (server.state / "postgres" / "postmaster.pid").read_text().split()[0]
+        self.postmaster = psutil.Process(int(pid))
+        self.before = {p.pid for p in self.postmaster.children()}
+        self.stop, self.seen = threading.Event(), {}
+        self.start()
+
+    def run(self) -> None:  # noqa: D102 (threading.Thread protocol)
+        while not self.stop.is_set():
+            for child in self.postmaster.children():
+                if child.pid not in self.before:
+                    with contextlib.suppress(psutil.Error):
+                        times = child.cpu_times()
+                        self.seen[child.pid] = times.user + times.system
+            self.stop.wait(0.02)
+
+    def total(self) -> float:
+        """CPU seconds of every backend seen."""
+        self.stop.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def tap_in_process(server: bench.Server, source: str, folder: Path, connections: int,
+                   digests: str) -> tuple[float, float, float]:
+    """One tap run in this process: wall, the process's CPU and its backends' CPU (seconds)."""
+    os.environ[DIGEST_VARIABLE] = digests
+    folder.mkdir(parents=True)
+    info = server.conninfo(source)
+    config = {**info, "connections": connections, "batch_config": {
+        "encoding": {"format": "parquet"}, "storage": {"root": folder.as_uri()}}}
+    backends = BackendCpu(server)
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        TapPgCopy(config=config).sync_all()
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+    shutil.rmtree(folder)
+    own = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, own, backends.total()
+
+
+def raw_in_process(server: bench.Server, source: str, tables: list[str], folder: Path
+                   ) -> tuple[float, float, float]:
+    r"""Raw ``\copy ... (FORMAT binary)`` of ``tables`` by psql: wall, psql's CPU, the server's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "raw.sql"
+    script.write_text("".join(f"\\copy (SELECT * FROM public.{t}) TO '{folder / t}.bin' "  # noqa: S608
+                              "WITH (FORMAT binary)\n" for t in tables))
+    backends = BackendCpu(server)
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(server.psql_command(source, script), check=True)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, own, backends.total()
+
+
+def in_process(server: bench.Server, source: str, folder: Path, connections: list[int],
+               runs: int, tables: list[str]) -> None:
+    """Print the in-process table: median wall and CPU per N, digests off and on."""
+    found: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+    for run in range(runs):
+        found.setdefault((0, "raw"), []).append(raw_in_process(server, source, tables,
+                                                               folder / "raw"))
+        for n in connections:
+            for digests in ("off", "postgres"):
+                found.setdefault((n, digests), []).append(tap_in_process(
+                    server, source, folder / f"tap-{n}-{digests}-{run}", n, digests))
+    raw = statistics.median(r[0] for r in found[0, "raw"])
+    print(f"in process, medians of {runs}; N 0 = raw COPY (psql); CPU = the client's + its server "
+          "backends'; cpu/2 = the wall of two free cores")
+    print(f"{'N':>3} {'digests':>8} {'wall s':>7} {'min s':>6} {'wall/raw':>9} {'tap cpu':>8} "
+          f"{'server cpu':>11} {'cpu/2 / raw':>12}")
+    for (n, digests), runs_found in found.items():
+        wall = statistics.median(r[0] for r in runs_found)
+        low = min(r[0] for r in runs_found)
+        own = statistics.median(r[1] for r in runs_found)
+        backend = statistics.median(r[2] for r in runs_found)
+        print(f"{n:>3} {digests:>8} {wall:>7.2f} {low:>6.2f} {wall / raw:>8.2f}x "
+              f"{own:>8.2f} {backend:>11.2f} {(own + backend) / 2 / raw:>11.2f}x")
+
+
 def main() -> None:
     """Build the source, measure raw COPY and the extract for each N, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +169,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", default="1,2,4")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time the tap alone in this process, with its CPU and its server's")
     args = parser.parse_args()
+    logging.disable(logging.INFO)  # the in-process tap's log lines
     connections = [int(n) for n in args.connections.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
     server = bench.Server(workdir)
@@ -79,6 +183,9 @@ def main() -> None:
         with server.connect(source) as conn:
             tables = bench.public_tables(conn)
         rows = sum(counts[t] for t in tables)
+        if args.in_process:
+            in_process(server, source, workdir / "in-process", connections, args.runs, tables)
+            return
         raw = bench.raw_copy_out(server, source, {t: f"public.{t}" for t in tables},
                                  workdir / "raw", rows, "raw out (public tables)")
         bench.empty_source(server, "northwind_empty", workdir / "empty.csv")
