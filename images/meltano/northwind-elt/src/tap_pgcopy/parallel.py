@@ -141,8 +141,9 @@ class ParallelExtract:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             opened = self._connect()
+            conn = opened.__enter__()  # outside the lock: the connections open side by side
             with self._lock:
-                conn = self._opened.enter_context(opened)
+                self._opened.push(opened.__exit__)
             self._local.conn = conn
         return conn
 
