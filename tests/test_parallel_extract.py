@@ -12,11 +12,12 @@ import io
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt.errors import SettingError
+from northwind_elt.errors import InputError, SettingError
 from northwind_elt.protocol import parse_completion
 from pipeline import Databases, assert_ok, committed, output, run_step
 from tap_pgcopy.ranges import PageRange, cpu_quota, split
@@ -196,3 +197,30 @@ def test_a_parallel_extract_of_a_source_being_written_is_its_snapshot(databases:
     assert orders == (before_orders | added) - removed
     assert set(pairs) == ({p for p in before_details if p[0] not in removed}
                           | {(order, p) for order in added - removed for p in (1, 2, 3)})
+
+
+def test_a_session_waiting_to_lock_a_table_fails_the_extract_in_one_line(databases: Databases,
+                                                                        tmp_path: Path):
+    """Without NOWAIT, a range would queue behind the ALTER, which waits for the connection that
+    read orders first (a range or its digest: it holds the table until the extract ends), which
+    waits for that range: a hang."""
+    tap = TapPgCopy(config=_source_config(databases.env, tmp_path, connections=2))
+    tap.snapshot[0].execute("SELECT count(*) FROM orders")  # as the digest's scan: orders is held
+    alter = threading.Thread(target=_alter_orders, args=(databases,), daemon=True)
+    alter.start()
+    with databases.source(autocommit=True) as watch:
+        while not watch.execute("SELECT count(*) FROM pg_locks l JOIN pg_class c ON "
+                                "c.oid = l.relation WHERE c.relname = 'orders' AND NOT l.granted"
+                                ).fetchone()[0]:
+            time.sleep(0.05)
+    with pytest.raises(InputError) as raised, contextlib.redirect_stdout(io.StringIO()):
+        tap.sync_all()  # ends the snapshot's transaction: the ALTER goes through
+    alter.join(timeout=30)
+    assert str(raised.value).startswith("table public.orders: another session is waiting for an "
+                                        "exclusive lock on it")
+    assert not alter.is_alive()
+
+
+def _alter_orders(databases: Databases) -> None:
+    with databases.source(autocommit=True) as conn:
+        conn.execute("ALTER TABLE orders ADD COLUMN note text")

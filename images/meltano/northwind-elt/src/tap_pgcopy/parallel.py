@@ -26,13 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from northwind_elt import pgconn
 from northwind_elt.arrow_io import PARQUET_COMPRESSION, ProgressCallback
-from northwind_elt.errors import StorageError, os_reason
+from northwind_elt.errors import InputError, StorageError, os_reason
 from northwind_elt.pgtypes import Column, arrow_schema
 from psycopg import sql
 
-from tap_pgcopy.ranges import PageRange
+from tap_pgcopy.ranges import PageRange, Size
 
 Result = TypeVar("Result")
+#: SQLSTATE of a lock that NOWAIT did not get.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class NeedsText(Exception):
@@ -54,7 +56,9 @@ class TableJob:
         columns: The selected columns (the query also selects one flag per flagged column).
         convert: Turns a batch of the query into a batch of the Parquet schema (or raises).
         ranges: The page ranges, each read by one unit.
-        pages: The table's size, to start the largest work first.
+        size: The table's size (to start the largest work first), and whether it is locked.
+        lock: ``LOCK TABLE ... IN ACCESS SHARE MODE NOWAIT`` of the table, None for a relation
+            LOCK TABLE does not take (a view, a foreign table...).
     """
 
     stream: str
@@ -65,7 +69,8 @@ class TableJob:
     ranges: list[PageRange]
     destination: Path
     progress: ProgressCallback
-    pages: int = 0
+    size: Size = Size(0, False)
+    lock: str | None = None
     rows: int = 0
     future: Future = field(default_factory=Future)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -149,7 +154,7 @@ class ParallelExtract:
 
     def submit(self, jobs: list[TableJob]) -> None:
         """Queue every range of ``jobs``, the largest first (they finish closest together)."""
-        units = [(job.pages / len(job.ranges), n, job, page_range)
+        units = [(job.size.pages / len(job.ranges), n, job, page_range)
                  for n, job in enumerate(jobs) for page_range in job.ranges]
         for job in jobs:
             job._remaining = len(job.ranges)
@@ -184,6 +189,12 @@ class ParallelExtract:
             raise Stopped()
         cursor = self._connection().cursor()
         try:
+            if job.lock is not None:
+                # As pg_dump -j: a lock this connection would queue for behind a session waiting
+                # for an exclusive one (ALTER, TRUNCATE...), itself waiting for the connection
+                # that read the table first (another range, the digest: held until the end),
+                # would never come.
+                cursor.execute(job.lock)
             cursor.execute(job.query(page_range))
             with ThreadPoolExecutor(1, thread_name_prefix="parquet") as background:
                 # Encode and compress batch N in the background while batch N+1 is read.
@@ -198,6 +209,11 @@ class ParallelExtract:
                 if pending is not None:
                     pending.result()
         except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
+            if getattr(error, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise InputError(
+                    f"{job.where}: another session is waiting for an exclusive lock on it (ALTER "
+                    "TABLE, TRUNCATE, VACUUM FULL...) that only the end of this extract would "
+                    "grant: run the extract again once that session is done") from None
             raise pgconn.read_failure(error, job.where) from None
         except OSError as error:
             raise StorageError(f"cannot write {job.destination}: {os_reason(error)}") from None

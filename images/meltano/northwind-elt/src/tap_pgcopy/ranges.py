@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from northwind_elt.errors import SettingError
@@ -34,11 +34,13 @@ TID_RANGE_SCAN_VERSION = 140000
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 # The pages of each table now (pg_relation_size is not transactional: the plan's sizes, not the
-# snapshot's). Only ordinary tables and materialized views have pages of their own to cut.
+# snapshot's), and whether LOCK TABLE takes it. Only ordinary tables and materialized views have
+# pages of their own to cut.
 _PAGES = """
 SELECT t.schema, t.name,
        CASE WHEN c.relkind IN ('r', 'm')
-            THEN pg_relation_size(c.oid) / current_setting('block_size')::bigint ELSE 0 END
+            THEN pg_relation_size(c.oid) / current_setting('block_size')::bigint ELSE 0 END,
+       c.relkind IN ('r', 'p')
 FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS t(schema, name)
 JOIN pg_namespace n ON n.nspname = t.schema
 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
@@ -120,10 +122,18 @@ def tid_range_scans(conn: psycopg.Connection) -> bool:
     return conn.info.server_version >= TID_RANGE_SCAN_VERSION
 
 
-def table_pages(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The pages of each (schema, name) now; 0 for a relation that cannot be cut."""
+class Size(NamedTuple):
+    """A relation's pages now (0: it cannot be cut), and whether it is a table LOCK TABLE takes."""
+
+    pages: int
+    lockable: bool
+
+
+def table_sizes(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]
+                ) -> dict[tuple[str, str], Size]:
+    """The :class:`Size` of each (schema, name)."""
     rows = conn.execute(_PAGES, {"schemas": [s for s, _ in tables], "names": [n for _, n in tables]})
-    return {(schema, name): int(pages) for schema, name, pages in rows}
+    return {(schema, name): Size(int(pages), lockable) for schema, name, pages, lockable in rows}
 
 
 def split(pages: int, connections: int, range_pages: int) -> list[PageRange]:

@@ -30,7 +30,7 @@ from singer_sdk.singerlib import SchemaMessage
 
 from tap_pgcopy.catalog import Table
 from tap_pgcopy.parallel import NeedsText, TableJob, range_query
-from tap_pgcopy.ranges import PageRange
+from tap_pgcopy.ranges import PageRange, Size
 
 if t.TYPE_CHECKING:
     from tap_pgcopy.tap import TapPgCopy
@@ -69,7 +69,7 @@ class TableStream(BatchStream):
         return sql.SQL("{}.{}").format(sql.Identifier(self.table.schema),
                                        sql.Identifier(self.table.name))
 
-    def job(self, columns: list[Column], ranges: list[PageRange], pages: int,
+    def job(self, columns: list[Column], ranges: list[PageRange], size: Size,
             batch_config: BatchConfig) -> TableJob:
         """The work of extracting ``columns`` of the table, range by range, into its batch file."""
         flagged = [c for c in columns if _flag(c) is not None]
@@ -80,7 +80,9 @@ class TableStream(BatchStream):
             query=lambda page_range: range_query(select, page_range.condition()),
             columns=columns, convert=lambda batch: convert_batch(batch, schema),
             ranges=ranges, destination=self.batch_file(batch_config),
-            progress=throttled_progress(self.logger.info, f"extracting {self.name}"), pages=pages)
+            progress=throttled_progress(self.logger.info, f"extracting {self.name}"), size=size,
+            lock=sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(
+                self.source_table).as_string() if size.lockable else None)
 
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
@@ -100,7 +102,7 @@ class TableStream(BatchStream):
             self.logger.info("%s: columns %s hold values without a native Parquet form (NaN, "
                              "infinity, BC): stored as PostgreSQL text", self.name,
                              ", ".join(c.name for c in columns if c.text_form))
-            again = self.job(columns, job.ranges, job.pages, batch_config)
+            again = self.job(columns, job.ranges, job.size, batch_config)
             tap.extraction.submit([again])
             self.rows_written = tap.extraction.wait(again)
         tap.report_progress(self.name, self.rows_written)

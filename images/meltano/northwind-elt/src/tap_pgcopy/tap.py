@@ -20,10 +20,11 @@ from tap_pgcopy.ranges import (
     CONNECTIONS_SETTING,
     DEFAULT_RANGE_PAGES,
     PageRange,
+    Size,
     connections_of,
     range_pages_of,
     split,
-    table_pages,
+    table_sizes,
     tid_range_scans,
 )
 from tap_pgcopy.streams import TableStream
@@ -107,7 +108,7 @@ class TapPgCopy(BatchTap):
         conn = self.snapshot[0]
         connections, range_pages = self.parallelism
         selected = [s for s in self.streams.values() if s.selected]
-        pages = table_pages(conn, [(s.table.schema, s.table.name) for s in selected])
+        sizes = table_sizes(conn, [(s.table.schema, s.table.name) for s in selected])
         cut = connections > 1 and tid_range_scans(conn)
         if connections > 1 and not cut:
             self.logger.info("the source predates PostgreSQL 14 (no TID Range Scan): each table "
@@ -116,10 +117,11 @@ class TapPgCopy(BatchTap):
         self._closing.callback(extraction.close)
         jobs = []
         for stream in selected:
-            size = pages.get((stream.table.schema, stream.table.name), 0)
-            ranges = split(size, connections, range_pages) if cut else [PageRange()]
+            size = sizes.get((stream.table.schema, stream.table.name), Size(0, False))
+            ranges = split(size.pages, connections, range_pages) if cut else [PageRange()]
             if len(ranges) > 1:
-                self.logger.info("%s: %d pages read in %d ranges", stream.name, size, len(ranges))
+                self.logger.info("%s: %d pages read in %d ranges", stream.name, size.pages,
+                                 len(ranges))
             batch_config = stream.get_batch_config(self.config)
             jobs.append(stream.job(stream.selected_columns, ranges, size, batch_config))
             if self.digests is not None:  # queued now: they run while the rows are copied out
