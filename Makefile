@@ -30,13 +30,14 @@ install: $(MELTANO_STAMP) $(SOURCES_STAMP)  ## Install uv, the Python environmen
 
 # Bytecode is written once, at install: where PYTHONDONTWRITEBYTECODE is set (CI, many shells and
 # containers) Python would otherwise compile every module it imports at every start, in each of a
-# step's three processes (measured here: a step 5 s -> 1.5-2 s, a warm `make run` 32 s -> 23 s).
+# step's three processes (what it saves: docs/benchmark.md, "Figures behind the code").
 .venv/.synced: pyproject.toml uv.lock Makefile
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	UV_COMPILE_BYTECODE=1 $(UV) sync --frozen
 	@touch $@
 
-# The plugin venvs get theirs here, our own sources (editable installs, the DAG folder) below.
+# Our plugins run from .venv (meltano.yml: no pip_url); `meltano install` makes the stock tap's venv
+# (tests and `make bench`), which gets its bytecode here; our own sources (editable) below.
 $(MELTANO_STAMP): .venv/.synced $(MELTANO_DIR)/meltano.yml $(MELTANO_DIR)/northwind-elt/pyproject.toml
 	cd $(MELTANO_DIR) && $(UV) run --frozen $(MELTANO_INSTALL)
 	$(UV) run --frozen python -m compileall -q -j 0 $(MELTANO_DIR)/.meltano >/dev/null
@@ -53,13 +54,13 @@ run: install  ## Run the daily DAG locally for DATE=YYYY-MM-DD (default: today, 
 airflow: install  ## Airflow 3 and its UI on this machine, no cluster (prints URL and login; Ctrl-C stops)
 	$(UV) run --frozen python scripts/airflow_local.py $(if $(PORT),--port $(PORT))
 
-status: install  ## Which steps succeeded for which days (local data tree)
-	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status
+status: install  ## Which steps succeeded for which days (local data tree); HTML=path also draws them
+	NORTHWIND_DATA_ROOT=$(CURDIR)/data $(UV) run --frozen northwind status $(if $(HTML),--html '$(HTML)')
 
 test: install  ## The whole test suite (what CI runs)
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-test-fast: install  ## Tests that start neither Meltano nor Airflow runs
+test-fast: install  ## The tests not marked slow: no Airflow run of the DAG, few Meltano runs
 	$(UV) run --frozen pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: .venv/.synced  ## Ruff over every Python file
@@ -68,8 +69,8 @@ lint: .venv/.synced  ## Ruff over every Python file
 check: lint test  ## Lint, then test
 
 bench: install  ## Benchmark each step against raw COPY on a scaled source (SCALE=1000; BACKEND=s3 adds the S3 data tree)
-	$(UV) run --frozen python scripts/benchmark.py $(if $(SCALE),--scale $(SCALE)) $(if $(filter s3,$(BACKEND)),--backend s3)
+	$(UV) run --frozen python -m scripts.bench $(if $(SCALE),--scale $(SCALE)) $(if $(filter s3,$(BACKEND)),--backend s3)
 
-clean:  ## Stop the local PostgreSQL and remove local state (data/, .local/)
+clean:  ## Stop the local PostgreSQL; remove data/, .local/ and the installed plugins (images/meltano/.meltano)
 	-$(UV) run --frozen python -c "from pathlib import Path; from northwind_elt.localdb import stop_server; stop_server(Path('.local'))"
 	rm -rf data .local $(MELTANO_DIR)/.meltano

@@ -3,6 +3,7 @@
 import datetime as dt
 
 from airflow.sdk import DAG, Param
+from northwind.alerts import deadline, on_task_failure
 from northwind.operators import MeltanoStepOperator
 from northwind.pods import (
     EXTRACT_CSV,
@@ -23,7 +24,7 @@ Every day, for the run's date `D` (`RUN_DATE`):
 3. `publish_report` writes `reports/D/orders_with_details.csv` and `.json`.
 
 Each task runs one command of the Meltano project (`meltano run <step>`): in a pod of the Meltano
-image when `NORTHWIND_RUNTIME=kubernetes`, as a local process otherwise.
+image, or as a local process when `NORTHWIND_RUNTIME=local` (`make run`, `make airflow`).
 
 **Date.** `D` is the `date` param when given, else the run's logical date, else (a manual trigger
 without a logical date) the day the run was queued for. Every step is idempotent per date.
@@ -65,6 +66,8 @@ with DAG(
     # Longer than a run that uses every retry (a shorter timeout would kill the retries it
     # schedules), shorter than a day, so a stuck run still frees max_active_runs for the next.
     dagrun_timeout=LONGEST_PATH * TASK_BUDGET,
+    # A day still running NORTHWIND_DEADLINE_HOURS after it was queued alerts (docs/operations.md).
+    deadline=deadline(),
     params={
         "date": Param(
             None,
@@ -73,6 +76,8 @@ with DAG(
             # may match before a final newline): the raw value becomes a pod label.
             pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
             maxLength=10,
+            # No `format: date`: the UI would swap the text field for a locale date picker. A day
+            # the calendar lacks (2024-02-30) fits the pattern and is refused by every step.
             description="Day to process (YYYY-MM-DD); empty means the run's logical date.",
         ),
         "reextract": Param(
@@ -89,6 +94,8 @@ with DAG(
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
         "execution_timeout": EXECUTION_TIMEOUT,
+        # After the last retry only; sends nothing unless an alert connection is set.
+        "on_failure_callback": on_task_failure,
     },
     tags=["northwind", "elt", "meltano", "kubernetes"],
 ) as dag:

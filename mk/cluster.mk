@@ -10,8 +10,8 @@ KUBECTL ?= kubectl
 HELM ?= helm
 DOCKER ?= docker
 
-# The one spelling of the build-time install (images/meltano/Dockerfile runs it verbatim;
-# tests/test_dockerfile.py keeps them in step). Run it in MELTANO_PROJECT_DIR.
+# The one spelling of the install of Meltano's plugins (Makefile, tests/conftest.py): only the
+# stock tap has a venv of its own; ours run from the repository's venv. Run it in the project.
 MELTANO_INSTALL := meltano install
 
 IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
@@ -71,11 +71,13 @@ PIPELINE_SETS = \
 	--set-string stepNamespace=$(STEP_NAMESPACE) \
 	--set databases.port=$(DB_PORT) \
 	--set-string airflow.release=$(AIRFLOW_RELEASE) \
+	--set-string admissionPolicy.workerPods.metadataSecretName=$(AIRFLOW_DB_SECRET) \
 	--set-string data.backend=$(DATA_BACKEND) \
 	--set-string data.s3.bucket=$(S3_BUCKET) \
 	--set-string data.s3.prefix=$(S3_PREFIX) \
 	--set-string data.s3.region=$(S3_REGION) \
 	--set-string data.s3.endpoint=$(S3_ENDPOINT) \
+	--set-string data.s3.caConfigMapName=$(S3_CA_CONFIGMAP) \
 	--set-string data.s3.secretName=$(S3_SECRET)
 
 # --- options of `make up`: NODES, DATA_BACKEND (default: cluster.env), EXECUTOR ----------------
@@ -93,6 +95,7 @@ OBJECTSTORE_SETS = \
 	--set-string bucket.name=$(S3_BUCKET) \
 	--set-string region=$(S3_REGION) \
 	--set-string auth.secretName=$(S3_SECRET) \
+	--set-string tls.caConfigMapName=$(S3_CA_CONFIGMAP) \
 	--set-string bucket.image.repository=$(IMAGE_REPOSITORY) \
 	--set-string bucket.image.tag=$(IMAGE_TAG)
 # Values files layered on charts/airflow/values.yaml by the options.
@@ -113,6 +116,8 @@ up-options:
 	@case '$(EXECUTOR)' in LocalExecutor|KubernetesExecutor) ;; *) echo "EXECUTOR=$(EXECUTOR): use LocalExecutor or KubernetesExecutor" >&2; exit 1;; esac
 	@if [ '$(filter s3,$(DATA_BACKEND))$(filter true,$(OBJECTSTORE_ENABLED))' = s3true ] && [ -z '$(strip $(S3_SECRET))' ]; then \
 		echo "S3_SECRET=: the in-cluster object store needs its Secret's name (empty only with OBJECTSTORE_ENABLED=false)" >&2; exit 1; fi
+	@if [ '$(filter s3,$(DATA_BACKEND))$(filter true,$(OBJECTSTORE_ENABLED))' = s3true ] && [ -z '$(strip $(S3_CA_CONFIGMAP))' ]; then \
+		echo "S3_CA_CONFIGMAP=: the in-cluster object store's certificate needs its CA's ConfigMap name (empty only with OBJECTSTORE_ENABLED=false)" >&2; exit 1; fi
 
 # One clear line instead of a chart error deep inside `make up` when helm is too old.
 helm-version:

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from run_local import REPOSITORY, local_environment
+from northwind_local.settings import DAGS_FOLDER, local_environment, state_dir
 
 #: The metadata database of the local Airflow, beside the pipeline's two.
 AIRFLOW_DATABASE = "airflow"
@@ -32,16 +32,16 @@ USER = "admin"
 STARTUP_TIMEOUT_SECONDS = 900  # a loaded 2-core machine needs minutes
 
 
-def airflow_environment(state_dir: Path, port: int) -> dict[str, str]:
+def airflow_environment(state: Path, port: int) -> dict[str, str]:
     """Return the settings of the local Airflow: the pipeline's, plus home, database and server."""
     import psycopg
     from northwind_elt.localdb import SUPERUSER, ensure_database
 
-    env = local_environment(state_dir)
+    env = local_environment(state)  # NORTHWIND_RUNTIME=local among them
     socket_dir = env["WAREHOUSE_PGHOST"]
     with psycopg.connect(host=socket_dir, dbname="postgres", user=SUPERUSER, autocommit=True) as admin:
         ensure_database(admin, AIRFLOW_DATABASE)
-    home = state_dir / "airflow-server"
+    home = state / "airflow-server"
     home.mkdir(parents=True, exist_ok=True)
     # A socket-only server: the host goes in the query (libpq takes a folder as host).
     database = f"{SUPERUSER}@/{AIRFLOW_DATABASE}?host={socket_dir}"
@@ -66,7 +66,7 @@ def airflow_environment(state_dir: Path, port: int) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPOSITORY / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # Paused until the user triggers a day (the Trigger dialog unpauses it): unpaused at
         # creation, @daily would start today's run at once and, with max_active_runs=1, hold
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C must stop us even when started where SIGINT is ignored (a background job of a script);
     # standalone then inherits the default handling too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
+    local_dir = state_dir()
     # Unbuffered: standalone relays its components' lines, and the log should show them as they come.
-    env = {**os.environ, **airflow_environment(state_dir, args.port), "PYTHONUNBUFFERED": "1"}
-    log = state_dir / "logs" / "airflow-server.log"
+    env = {**os.environ, **airflow_environment(local_dir, args.port), "PYTHONUNBUFFERED": "1"}
+    log = local_dir / "logs" / "airflow-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     url = f"http://localhost:{args.port}"
     print(f"airflow_local: starting Airflow (log: {log})", flush=True)

@@ -8,23 +8,29 @@ empty keyed table (raw COPY). Days are loaded every other date, so a day can be 
 two loaded days later. Printed:
 
 * storage: ``history.<table>`` (table + index, after VACUUM) over one day's partition;
-* load: COPY + swap + history over raw COPY of the same bytes, and the history part alone;
+* load: COPY + swap + history over raw COPY of the same bytes, and the history part alone; also
+  as the server's CPU time (its backend's, from ``/proc``, when the server runs here), which other
+  work on a shared machine disturbs far less than the elapsed time;
 * out of order: a new day between the two middle loaded days over a new day after the newest
-  (both rolled back: the history is unchanged between them);
-* as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole.
+  (both rolled back: the history is unchanged between them), taking turns;
+* as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole, taking
+  turns. The last two also as the server's CPU time.
 
 Usage (standalone, a private server in /tmp): ``uv run python scripts/bench_history.py --rows
-300000 --days 30``; ``scripts/benchmark.py`` calls :func:`history_lines` in its run.
+300000 --days 30``; ``scripts.bench`` calls :func:`history_lines` in its run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
+import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -80,6 +86,15 @@ def day_bytes(conn: psycopg.Connection) -> bytes:
     return bytes(data)
 
 
+def server_cpu(conn: psycopg.Connection) -> float:
+    """CPU seconds the connection's server process has used (NaN when it runs elsewhere)."""
+    try:
+        fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def raw_copy(conn: psycopg.Connection, data: bytes) -> float:
     """Seconds to COPY ``data`` into an empty keyed table (rolled back)."""
     start = time.perf_counter()
@@ -123,50 +138,79 @@ def read_seconds(conn: psycopg.Connection, query: sql.Composable) -> float:
     return time.perf_counter() - start
 
 
+def ratio(part: float, whole: float) -> str:
+    """``1.23x``, or ``n/a`` where ``whole`` was not measured (no CPU seconds at a tiny size)."""
+    return f"{part / whole:.2f}x" if whole > 0 else "n/a"
+
+
+def paired(conn: psycopg.Connection, times: int, first: Callable[[], float],
+           second: Callable[[], float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median (elapsed, server CPU) seconds of ``first`` and ``second``, run in turns.
+
+    Each callable returns its own elapsed seconds; taking turns lets a drift of a shared machine
+    move both alike.
+    """
+    runs: list[list[tuple[float, float]]] = [[], []]
+    for _ in range(times):
+        for side, action in enumerate((first, second)):
+            cpu = server_cpu(conn)
+            elapsed = action()
+            runs[side].append((elapsed, server_cpu(conn) - cpu))
+    return tuple((statistics.median(r[0] for r in side), statistics.median(r[1] for r in side))
+                 for side in runs)
+
+
 def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
     """Load ``days`` days of ``rows`` rows changing 1% a day; return the printed figures."""
     build_source(conn, rows)
     loads, parts, raws, data, middle_data = [], [], [], b"", b""
+    cpu_raws, cpu_loads = [], []
     for n in range(days):
         if n:
             change(conn, rows, n)
         data = day_bytes(conn)
         if n == days // 2:  # spliced in later the day before: 1% changed from its previous day
             middle_data = data
+        cpu = server_cpu(conn)
         raws.append(raw_copy(conn, data))
+        cpu_raws.append(server_cpu(conn) - cpu)
         whole, part = load(conn, START + dt.timedelta(days=2 * n), data)
+        cpu_loads.append(server_cpu(conn) - cpu - cpu_raws[-1])
         loads.append(whole)
         parts.append(part)
     conn.autocommit = True
     conn.execute(sql.SQL("VACUUM ANALYZE {}").format(history_sql.history_table(TABLE)))
     conn.autocommit = False
-    middle = START + dt.timedelta(days=2 * (days // 2) - 1)
-    change(conn, rows, days)
-    data = day_bytes(conn)
-    at_end = statistics.median(load(conn, START + dt.timedelta(days=2 * days), data, False)[0]
-                               for _ in range(3))
-    in_middle = statistics.median(load(conn, middle, middle_data, False)[0] for _ in range(3))
+    # Before the rolled-back loads below, whose dead rows are no part of the history.
     sizes = conn.execute(
         "SELECT pg_total_relation_size(%s::regclass), pg_total_relation_size(format("
         "'snapshot_days.%%I', %s::text)::regclass)",
         (f'history."{TABLE}"', warehouse.partition_name(TABLE, START))).fetchone()
     day = START + dt.timedelta(days=2 * (days // 2))
-    as_of = statistics.median(read_seconds(conn, sql.SQL("SELECT * FROM {}({})").format(
-        history_sql.history_table(TABLE), sql.Literal(day))) for _ in range(3))
-    scan = statistics.median(read_seconds(conn, sql.SQL(
-        "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
-            warehouse.partition_name(TABLE, day)))) for _ in range(3))
-    raw, whole, part = (statistics.median(x[1:]) for x in (raws, loads, parts))
+    as_of, scan = paired(conn, 5, lambda: read_seconds(conn, sql.SQL("SELECT * FROM {}({})").format(
+        history_sql.history_table(TABLE), sql.Literal(day))), lambda: read_seconds(conn, sql.SQL(
+            "SELECT * FROM snapshot_days.{}").format(sql.Identifier(
+                warehouse.partition_name(TABLE, day)))))
+    middle = START + dt.timedelta(days=2 * (days // 2) - 1)
+    change(conn, rows, days)
+    data = day_bytes(conn)
+    in_middle, at_end = paired(conn, 3, lambda: load(conn, middle, middle_data, False)[0],
+                               lambda: load(conn, START + dt.timedelta(days=2 * days), data,
+                                            False)[0])
+    raw, whole, part, cpu_raw, cpu_load = (statistics.median(x[1:]) for x in (
+        raws, loads, parts, cpu_raws, cpu_loads))
     return [
         f"History ({days} loaded days of {rows:,} rows, 1% changed a day; medians of days 2..):",
         f"  storage: history {sizes[0] / 2**20:.1f} MB = {sizes[0] / sizes[1]:.2f}x one day's "
         f"partition ({sizes[1] / 2**20:.1f} MB); full copies: {days}x",
         f"  load: raw COPY {raw:.2f} s; load with history {whole:.2f} s = {whole / raw:.2f}x "
-        f"(history part {part:.2f} s = {part / raw:.2f}x)",
-        f"  out of order: a day between loaded days {in_middle:.2f} s, at the end {at_end:.2f} s "
-        f"= {in_middle / at_end:.2f}x",
-        f"  as-of: reading history.{TABLE}(day) {as_of:.2f} s, the day's partition {scan:.2f} s "
-        f"= {as_of / scan:.2f}x",
+        f"(history part {part:.2f} s = {part / raw:.2f}x); server CPU {cpu_raw:.2f} s and "
+        f"{cpu_load:.2f} s = {ratio(cpu_load, cpu_raw)}",
+        f"  out of order: a day between loaded days {in_middle[0]:.2f} s, at the end "
+        f"{at_end[0]:.2f} s = {in_middle[0] / at_end[0]:.2f}x; server CPU "
+        f"{ratio(in_middle[1], at_end[1])}",
+        f"  as-of: reading history.{TABLE}(day) {as_of[0]:.2f} s, the day's partition "
+        f"{scan[0]:.2f} s = {as_of[0] / scan[0]:.2f}x; server CPU {ratio(as_of[1], scan[1])}",
     ]
 
 

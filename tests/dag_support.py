@@ -20,6 +20,8 @@ from unittest import mock
 from settings import ROOT
 
 DAGS_FOLDER = ROOT / "dags"
+#: The local runner of ``make run`` (``scripts/northwind_local``), which never ships with the DAGs.
+SCRIPTS_FOLDER = ROOT / "scripts"
 DAG_ID = "northwind_daily"
 TASK_IDS = ("extract_postgres", "extract_csv", "load_warehouse", "publish_report")
 
@@ -119,7 +121,7 @@ class RunResult:
 
     state: str
     task_states: dict[str, str]
-    #: Every task's outcome (start, end, error line), from ``northwind.local_run``.
+    #: Every task's outcome (start, end, error line), from ``northwind_local.day_run``.
     outcomes: dict
 
 
@@ -137,12 +139,14 @@ def run_dag(
         conf: The run's conf (params), e.g. ``{"date": "2024-01-02"}``.
         only: Run only this task; the others are marked success without running.
     """
-    if str(DAGS_FOLDER) not in sys.path:
-        sys.path.append(str(DAGS_FOLDER))
-    from northwind.local_run import run_day
+    for folder in (DAGS_FOLDER, SCRIPTS_FOLDER):
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+    from northwind_local.day_run import run_day
+    from northwind_local.settings import LOCAL_RUNTIME
 
     skipped = [task for task in TASK_IDS if task != only] if only else ()
-    with patched_environ({"NORTHWIND_RUNTIME": "local", **env}):
+    with patched_environ({**LOCAL_RUNTIME, **env}):
         bag = load_dagbag()
         assert not bag.import_errors, bag.import_errors
         no_retries(bag.dags[DAG_ID])

@@ -2,7 +2,8 @@
 
 `make up` installs the released chart from the Airflow Helm repository, which these machines
 cannot reach; ``../shared/airflow-chart`` beside the checkout is a copy of that chart for tests
-(never copied into this repository). Tests that use it skip, with the reason, when it is absent.
+(never copied into this repository). Tests that use it skip, with the reason, when it is absent;
+under ``CI=true`` that skip is a failure (tests/skip_guard.py): CI must render the real chart.
 The chart's bundled PostgreSQL (a Bitnami subchart, not in the copy) stays disabled, as in
 our values.
 """
@@ -40,7 +41,8 @@ def namespace() -> str:
 def require_chart() -> None:
     """Skip the calling test when the official chart copy is not beside the checkout."""
     if not (AIRFLOW_CHART / "Chart.yaml").is_file():
-        pytest.skip(f"official Airflow chart copy not found at {AIRFLOW_CHART}")
+        pytest.skip(f"official Airflow chart copy not found at {AIRFLOW_CHART}: put the chart/ folder "
+                    "of the Apache Airflow repository (the chart `make up` installs) there")
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

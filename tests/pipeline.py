@@ -13,9 +13,10 @@ from pathlib import Path
 
 import psycopg
 from northwind.meltano_local import own_run_folder
+from northwind_elt.commits import FOLDER_OF_STEP
+from northwind_elt.steps import STEPS
 from settings import MELTANO_PROJECT
 
-STEPS = ("extract-postgres", "extract-csv", "load-warehouse", "publish-report")
 #: The start of every step command; equal to dags/northwind/pods.MELTANO_RUN (a DAG test checks).
 MELTANO_RUN = ("meltano", "run", "--no-state-update")
 
@@ -77,7 +78,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 #: The step whose commit makes an attempt of each top folder current (northwind_elt.commits).
-STEP_OF_FOLDER = {"postgres": "extract-postgres", "csv": "extract-csv", "reports": "publish-report"}
+STEP_OF_FOLDER = {folder: step for step, folder in FOLDER_OF_STEP.items()}
 
 
 def _day_index(parts: tuple[str, ...]) -> int | None:

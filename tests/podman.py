@@ -119,7 +119,8 @@ def can_run_containers() -> str | None:
     """Why podman cannot run a container here, or None when it can."""
     result = podman("run", "--rm", ROOTFS_IMAGE, "true", check=False, timeout=120)
     if result.returncode != 0:
-        return f"podman cannot run a container: {result.stderr.strip()[-300:]}"
+        return (f"podman cannot run a container with {CONTAINERS_CONF} (rootful, runc; .ci/run "
+                f"installs them): {result.stderr.strip()[-300:]}")
     return None
 
 

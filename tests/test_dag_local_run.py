@@ -1,4 +1,4 @@
-"""The DAG end to end in local mode: real Airflow (``northwind.local_run``), real Meltano, real PostgreSQL.
+"""The DAG end to end in local mode: real Airflow (``northwind_local.day_run``), Meltano, PostgreSQL.
 
 Each test gets fresh databases and a fresh data tree (``pipeline_env``); the DAG's tasks run their
 step commands as local processes, exactly what ``make run`` does.

@@ -302,14 +302,35 @@ def test_without_the_variable_a_local_load_keeps_its_environments_retention(monk
     assert task.local_env()["NORTHWIND_KEEP_DAYS"] == "9"
 
 
-def test_runtime_is_local_by_default_and_rejects_unknown_values():
+def test_runtime_is_kubernetes_by_default_and_rejects_unknown_values():
     from airflow.sdk.exceptions import AirflowFailException
     from northwind.operators import runtime
 
-    assert runtime({}) == "local"
-    assert runtime({"NORTHWIND_RUNTIME": "kubernetes"}) == "kubernetes"
-    with pytest.raises(AirflowFailException, match="NORTHWIND_RUNTIME='k8s'"):
+    assert runtime({}) == runtime({"NORTHWIND_RUNTIME": " "}) == "kubernetes"
+    assert runtime({"NORTHWIND_RUNTIME": "local"}) == "local"
+    with pytest.raises(AirflowFailException) as refused:
         runtime({"NORTHWIND_RUNTIME": "k8s"})
+    assert str(refused.value) == "NORTHWIND_RUNTIME='k8s' is not one of local, kubernetes"
+
+
+def test_a_task_without_the_runtime_setting_asks_kubernetes_for_a_pod(tmp_path, monkeypatch):
+    from kubernetes.config import ConfigException
+
+    # No cluster here: an empty kubeconfig makes the pod path fail at its first call to the API,
+    # and a missing project would make the local path fail on meltano.yml instead.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("")
+    monkeypatch.delenv("NORTHWIND_RUNTIME", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("NORTHWIND_MELTANO_PROJECT", str(tmp_path / "no-project"))
+    dag = load_dag()
+    task = dag.get_task("extract_csv")
+    context = dag_support.task_context(dag, task, logical_date=utc_day(DAY))
+    task.render_template_fields(context)
+
+    with pytest.raises(ConfigException, match="kube-config"):
+        task.execute(context)
 
 
 def test_cluster_env_parser_rejects_malformed_lines_and_missing_names():
@@ -323,7 +344,8 @@ def test_cluster_env_parser_rejects_malformed_lines_and_missing_names():
         ClusterNames.from_mapping({"NAMESPACE": "a"})
 
 
-@pytest.mark.parametrize("module", ["northwind.cluster", "northwind.pods", "northwind.operators"])
+@pytest.mark.parametrize("module", ["northwind.cluster", "northwind.pods", "northwind.pod_settings",
+                                    "northwind.operators"])
 def test_docstring_examples_run(module):
     load_dag()  # puts the DAG folder on sys.path, as the DAG processor does
     result = doctest.testmod(importlib.import_module(module))

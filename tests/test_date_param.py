@@ -14,7 +14,7 @@ def param():
     return dag_support.load_dag().params.get_param("date")
 
 
-@pytest.mark.parametrize("value", ["2024-01-02", "1996-07-04", "2024-12-31", None])
+@pytest.mark.parametrize("value", ["2024-01-02", "1996-07-04", "2024-12-31", "2024-02-29", None])
 def test_plain_dates_are_accepted(param, value):
     assert param.resolve(value) == value
 
@@ -29,3 +29,8 @@ def test_plain_dates_are_accepted(param, value):
 def test_anything_else_is_refused(param, value):
     with pytest.raises(ParamValidationError):
         param.resolve(value)
+
+
+def test_the_trigger_form_keeps_a_text_field(param):
+    """No ``format: date``: Airflow's UI would render a locale date picker the user cannot type into."""
+    assert "format" not in param.schema

@@ -294,7 +294,9 @@ def test_an_unreachable_warehouse_fails_the_load_with_its_reason(tmp_path):
     config = {"host": str(tmp_path / "no-server-here"), "dbname": "warehouse", "user": "postgres",
               "data_root": str(tmp_path), "run_date": DAY}
     reason = f"cannot connect to the warehouse database postgres@{tmp_path / 'no-server-here'}"
+    target = TargetPgCopy(config=config)  # settings only: nothing connects or is written yet
+    assert marker(tmp_path, steps.LOAD_WAREHOUSE) is None
     with pytest.raises(SettingError, match=re.escape(reason)):
-        TargetPgCopy(config=config)
+        target.listen(io.StringIO(""))
     found = marker(tmp_path, steps.LOAD_WAREHOUSE)
     assert found is not None and found["status"] == steps.FAILED and reason in found["error"]

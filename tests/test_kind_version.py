@@ -9,6 +9,7 @@ import subprocess
 
 import helm
 import pytest
+from fake_tool_support import make_with_fake_tool
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
@@ -22,11 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
     ("", False),
 ])
 def test_make_up_refuses_an_old_kind_in_one_line(tmp_path, output, passes):
-    fake = tmp_path / "kind"
-    fake.write_text(f"#!/bin/sh\necho '{output}'\n")
-    fake.chmod(0o755)
-    result = subprocess.run(["make", "-s", "kind-version", f"KIND={fake}"], cwd=helm.ROOT,
-                            capture_output=True, text=True, check=False)
+    result = make_with_fake_tool(tmp_path, "kind-version", "KIND", output)
     assert (result.returncode == 0) is passes, result.stderr
     if not passes:
         assert result.stderr.splitlines()[0].startswith("make up needs kind 0.24.0 or newer")

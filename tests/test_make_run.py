@@ -107,3 +107,15 @@ def test_the_runner_refuses_a_value_that_is_not_a_day_in_one_line_before_startin
     assert result.stdout == ""
     assert result.stderr == f"run_local: DATE={value!r} is not a day (YYYY-MM-DD): {reason}\n"
     assert not state.exists() and not (tmp_path / "d").exists()  # no server, no data tree
+
+
+def test_a_task_id_that_is_no_plain_file_name_gets_no_log_file(tmp_path):
+    # The local runner lives beside the scripts, never in the DAG folder a cluster mounts.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from northwind_local.day_run import task_log_path
+
+    assert task_log_path(tmp_path, "load_warehouse") == tmp_path / "load_warehouse.log"
+    for task_id in ("../escape", "a/b", ".hidden", ""):
+        with pytest.raises(ValueError, match="cannot name a log file"):
+            task_log_path(tmp_path, task_id)
+    assert not (ROOT / "dags" / "northwind" / "local_run.py").exists()

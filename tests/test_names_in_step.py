@@ -1,8 +1,8 @@
 """One source of truth for shared names: dags/northwind/cluster.env.
 
 The charts' defaults, the values `make up` passes with --set, the Airflow values, the plain
-manifests and the kind config must all say what cluster.env says. The DAG side joins with one
-more assertion: ``assert_agrees("dags/northwind/pods.py", {"NAMESPACE": ..., ...})``.
+manifests, the kind config and the DAG's step pods must all say what cluster.env says. The file is
+read with the DAG's own parser (``northwind.cluster.parse_env_file``), the only one.
 """
 
 import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
@@ -23,14 +23,10 @@ CLUSTER_MK = ROOT / "mk" / "cluster.mk"
 
 
 def cluster_env(path: Path = CLUSTER_ENV) -> dict[str, str]:
-    """Parse cluster.env (KEY=value lines, # comments)."""
-    names = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            names[key.strip()] = value.strip()
-    return names
+    """Every name of cluster.env, parsed as the DAG parses it."""
+    from northwind.cluster import parse_env_file
+
+    return parse_env_file(path.read_text(encoding="utf-8"), str(path))
 
 
 def disagreements(place: str, names: Mapping[str, Any]) -> list[str]:
@@ -196,6 +192,29 @@ def test_own_secrets_are_read_under_one_name_by_every_consumer():
     }
     for reader, names in readers.items():
         assert names <= to_create, f"{reader} reads {sorted(names - to_create)}, never created"
+
+
+def test_the_dags_step_pods_use_the_names():
+    from northwind.pods import EXTRACT_POSTGRES, step_pod_kwargs
+
+    pod = step_pod_kwargs(EXTRACT_POSTGRES, backend="filesystem")
+    repository, _, tag = pod["image"].rpartition(":")
+    env = pod["env_vars"]
+    (claim,) = [v.persistent_volume_claim.claim_name for v in pod["volumes"] if v.persistent_volume_claim]
+    assert_agrees("dags/northwind/pods.py", {
+        "STEP_NAMESPACE": pod["namespace"],
+        "IMAGE_REPOSITORY": repository,
+        "IMAGE_TAG": tag,
+        "DATA_PVC": claim,
+        "DATA_MOUNT_PATH": env["NORTHWIND_DATA_ROOT"],
+        "STEP_SERVICE_ACCOUNT": pod["service_account_name"],
+        "SOURCE_DB_SECRET": next(s.secret for s in pod["secrets"]),
+        "SOURCE_DB_HOST": env["SOURCE_PGHOST"].partition(".")[0],
+        "NAMESPACE": env["SOURCE_PGHOST"].removesuffix(".svc").partition(".")[2],
+        "DB_PORT": env["SOURCE_PGPORT"],
+        "SOURCE_DB_NAME": env["SOURCE_PGDATABASE"],
+        "WAREHOUSE_DB_NAME": env["WAREHOUSE_PGDATABASE"],
+    })
 
 
 def test_plain_manifests_use_the_names():

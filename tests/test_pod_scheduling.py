@@ -13,6 +13,8 @@ import helm
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+from make_targets import dry_run, helm_installs, option_values
+from test_names_in_step import cluster_env
 
 if str(dag_support.DAGS_FOLDER) not in sys.path:
     sys.path.insert(0, str(dag_support.DAGS_FOLDER))
@@ -44,10 +46,13 @@ def test_chart_defaults_equal_the_file():
         assert helm.load_values_file(helm.chart_dir(chart) / "values.yaml")["pods"] == truth, chart
 
 
-def test_make_passes_the_file_to_every_chart():
-    text = (helm.ROOT / "mk" / "cluster.mk").read_text()
-    assert text.count("-f $(POD_SCHEDULING)") == len(helm.OWN_CHARTS)
-    assert "POD_SCHEDULING := dags/northwind/pod-scheduling.yaml" in text
+def test_make_up_passes_the_file_to_every_chart():
+    # With the in-cluster object store, `make up` installs all our charts.
+    s3 = ("DATA_BACKEND=s3", "OBJECTSTORE_ENABLED=true", f"S3_SECRET={cluster_env()['S3_SECRET']}")
+    installs = helm_installs(dry_run("up", *s3))
+    for chart in helm.OWN_CHARTS:
+        values_files = [helm.ROOT / path for path in option_values(installs[f"charts/{chart}"], "-f")]
+        assert POD_SCHEDULING in values_files, chart
 
 
 def _step_pod(scheduling: PodScheduling) -> dict:

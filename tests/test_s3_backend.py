@@ -4,6 +4,7 @@ A day on ``s3://bucket/prefix`` must give the same partitions (by checksum), war
 on the file system; reruns change nothing; and the fault tests of the file system hold without any
 rename: kills mid-extract, mid-publish and mid-load, a report failing while its files upload, a
 corrupted object, two runs of one day at once, hostile table names whose keys stay under the prefix.
+How single files reach the bucket: tests/test_s3_uploads.py.
 """
 
 import contextlib
@@ -14,18 +15,16 @@ import json
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from northwind_elt import cli, report, steps, treefs
+from northwind_elt import cli, report, steps
 from northwind_elt.errors import PartitionError, PrerequisiteError
 from northwind_elt.layout import DataTree, path_segment
-from northwind_elt.treefs import CHUNK, Outbox, TreeFS, open_root
 from pipeline import (
     assert_ok,
     committed_key,
@@ -277,34 +276,6 @@ def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed
     assert marker(found, steps.PUBLISH_REPORT)["status"] == steps.SUCCESS
 
 
-@pytest.mark.parametrize("column", ["'0044-03-15 BC'::date", "'2024-01-02 03:04'::timestamp"])
-def test_a_json_the_server_renders_is_streamed_to_s3_like_the_files(databases, s3_server,
-                                                                     tmp_path, monkeypatch,
-                                                                     column):
-    # A BC date: the JSON built from the CSV is dropped mid-upload, the server's uploaded instead.
-    # A timestamp: the server renders the JSON on a second connection while the CSV streams.
-    with databases.warehouse(autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA snapshots")
-        conn.execute("CREATE TABLE snapshots.orders (order_id int4, snapshot_date date, note text)")
-        conn.execute(f"CREATE TABLE snapshots.order_details (order_id int4, snapshot_date date, "
-                     f"moment {column.split('::')[1]})")
-        conn.execute("INSERT INTO snapshots.orders VALUES (1, %s, 'a\"b')", (DAY,))
-        conn.execute(f"INSERT INTO snapshots.order_details VALUES (1, %s, {column})", (DAY,))
-    monkeypatch.setattr(report, "loaded_days", lambda cur: {dt.date.fromisoformat(DAY)})
-    fs, folder = TreeFS(s3_server.filesystem(), "s3://"), PurePosixPath(
-        s3_server.new_root().removeprefix("s3://"))
-    outbox = Outbox(fs, folder, tmp_path / "staging")
-    with databases.warehouse() as conn, databases.warehouse() as second:
-        assert report.write_report(conn, dt.date.fromisoformat(DAY), outbox, second) == 1
-        assert report.write_report(conn, dt.date.fromisoformat(DAY), tmp_path / "local") == 1
-
-    assert outbox.published in ([report.CSV_NAME, report.JSON_NAME],
-                                [report.JSON_NAME, report.CSV_NAME])
-    for name in outbox.published:
-        assert fs.read_bytes(folder / name) == (tmp_path / "local" / name).read_bytes()
-    assert list((tmp_path / "staging").iterdir()) == []
-
-
 def test_a_corrupted_object_is_refused_naming_it(databases, s3_server, s3_env, monkeypatch):
     root, env = s3_env["NORTHWIND_DATA_ROOT"], s3_env
     for step in (steps.EXTRACT_POSTGRES, steps.EXTRACT_CSV):
@@ -402,120 +373,3 @@ def test_a_bad_s3_root_is_one_clear_line(tmp_path):
     assert result.stderr.strip() == ("northwind status: error: data root 's3://': expected "
                                      "s3://bucket/prefix (settings such as the endpoint come from "
                                      "AWS_* variables, not the URL)")
-
-
-#: Runs in its own process: publishes a file with put_file, prints the peak RSS it added (bytes).
-_UPLOAD_PEAK = """
-import os, resource, sys
-from pathlib import Path, PurePosixPath
-from northwind_elt.treefs import open_root
-fs, root = open_root(sys.argv[1])
-fs.write_bytes(root / "warm-up", b"x")  # the client and its threads exist before the baseline
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-fs.put_file(Path(sys.argv[2]), root / "big.bin")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
-"""
-
-
-def test_an_upload_holds_a_bounded_window_in_memory_not_the_file(s3_server, tmp_path):
-    from northwind_elt.treefs import UPLOAD_WINDOW
-
-    root = s3_server.new_root()
-    big = tmp_path / "big.bin"
-    with open(big, "wb") as out:
-        out.truncate(12 * UPLOAD_WINDOW)  # sparse: cheap to make, read back as zeros
-    env = {**os.environ, **s3_server.env}
-
-    done = subprocess.run([sys.executable, "-c", _UPLOAD_PEAK, root, str(big)], env=env,
-                          capture_output=True, text=True, check=True)
-
-    # pyarrow's background uploads alone held the whole file (12 windows); waiting for them
-    # every window keeps one or two in memory, beside the client's own 45 MB or so.
-    assert int(done.stdout.strip()) < 4 * UPLOAD_WINDOW
-    assert not big.exists()
-    fs = s3_server.filesystem()
-    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW
-
-
-@pytest.fixture
-def s3_tree(s3_server, monkeypatch) -> tuple[TreeFS, PurePosixPath]:
-    """A fresh data root on the S3 server, opened as a step opens it (from its environment)."""
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    return open_root(s3_server.new_root())
-
-
-@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
-def test_a_published_file_arrives_whole_whatever_its_size(s3_tree, tmp_path, monkeypatch, size):
-    fs, root = s3_tree
-    local = tmp_path / "file.bin"
-    local.write_bytes(os.urandom(size))
-    sent = local.read_bytes()
-    asked = []
-
-    def recording(source, most):
-        asked.append(most)
-        return chunks(source, most)
-
-    chunks = treefs._next_chunk
-    monkeypatch.setattr(treefs, "_next_chunk", recording)
-    fs.put_file(local, root / "file.bin")
-
-    assert fs.read_bytes(root / "file.bin") == sent
-    assert not local.exists()
-    # Buffers sized by what is left of the file, at most a chunk: a small file takes a small one.
-    assert [most for most in asked if most > 0] == [min(CHUNK, size - done)
-                                                     for done in range(0, size, CHUNK)]
-
-
-def test_an_upload_failing_part_way_leaves_no_truncated_object(s3_tree, tmp_path, monkeypatch):
-    fs, root = s3_tree
-    fs.write_bytes(root / "file.bin", b"the previous run's")
-    local = tmp_path / "file.bin"
-    local.write_bytes(os.urandom(2 * CHUNK + 7))
-    chunks = treefs._next_chunk
-
-    def failing_second_read(source, most):
-        if source.tell() >= CHUNK:
-            raise OSError("disk read error")
-        return chunks(source, most)
-
-    monkeypatch.setattr(treefs, "_next_chunk", failing_second_read)
-    with pytest.raises(OSError, match="disk read error"):
-        fs.put_file(local, root / "file.bin")
-
-    # pyarrow completed the upload with the first chunk; the failure deleted it again.
-    assert fs.size(root / "file.bin") is None
-    assert local.exists()  # the staged file stays for the step's own cleanup
-
-
-#: Runs in its own process: grows a file through an S3 outbox, which uploads it meanwhile; prints
-#: the peak RSS it added (bytes).
-_STREAMED_PEAK = """
-import os, resource, sys
-from pathlib import Path
-from northwind_elt.treefs import CHUNK, UPLOAD_WINDOW, Outbox, open_root
-fs, root = open_root(sys.argv[1])
-fs.write_bytes(root / "warm-up", b"x")  # the client and its threads exist before the baseline
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-with Outbox(fs, root, Path(sys.argv[2])).file("big.bin") as staged:
-    for size in range(CHUNK, 12 * UPLOAD_WINDOW + 1, CHUNK):
-        os.truncate(staged.path, size)  # grows by sparse zeros, faster than any upload
-        staged.grew()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
-"""
-
-
-def test_an_upload_that_follows_a_growing_file_holds_a_bounded_window(s3_server, tmp_path):
-    from northwind_elt.treefs import UPLOAD_WINDOW
-
-    root, staging = s3_server.new_root(), tmp_path / "staging"
-    env = {**os.environ, **s3_server.env}
-
-    done = subprocess.run([sys.executable, "-c", _STREAMED_PEAK, root, str(staging)], env=env,
-                          capture_output=True, text=True, check=True)
-
-    assert int(done.stdout.strip()) < 4 * UPLOAD_WINDOW
-    assert list(staging.iterdir()) == []
-    fs = s3_server.filesystem()
-    assert fs.get_file_info(f"{root.removeprefix('s3://')}/big.bin").size == 12 * UPLOAD_WINDOW

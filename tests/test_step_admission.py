@@ -3,8 +3,8 @@
 The policy of charts/northwind-pipeline is rendered by real Helm; its variables and validations
 are evaluated by a real CEL implementation (common-expression-language) the way the API server
 does: variables in order, then every validation, with ``object`` the pod and ``request`` the
-admission request. The pods are the ones the DAG builds (render_template_fields +
-build_pod_request_obj), the `helm test` pod, and hostile variants of them.
+admission request (tests/admission_cel.py). The pods are the ones the DAG builds
+(render_template_fields + build_pod_request_obj), the `helm test` pod, and hostile variants.
 """
 
 import dag_support  # noqa: I001 - first: it points Airflow at a private home before the import
@@ -13,7 +13,7 @@ import copy
 import sys
 from typing import Any
 
-import cel
+import admission_cel
 import helm
 import pytest
 from dag_support import build_pod, utc_day
@@ -38,16 +38,7 @@ def policy(values: dict | None = None) -> dict[str, Any]:
 
 def refusals(policy_doc: dict, pod: dict, *, user: str = LAUNCHER, operation: str = "CREATE") -> list[str]:
     """The messages of the validations ``pod`` fails (empty: admitted)."""
-    spec = policy_doc["spec"]
-    context = cel.Context()
-    context.add_variable("object", pod)
-    context.add_variable("request", {"operation": operation, "userInfo": {"username": user}})
-    variables: dict[str, Any] = {}
-    for variable in spec["variables"]:
-        context.add_variable("variables", variables)
-        variables[variable["name"]] = cel.evaluate(variable["expression"], context)
-    context.add_variable("variables", variables)
-    return [v["message"] for v in spec["validations"] if cel.evaluate(v["expression"], context) is not True]
+    return admission_cel.refusals(policy_doc, pod, user=user, operation=operation)
 
 
 def dag_pod(task_id: str, backend: str, monkeypatch) -> dict[str, Any]:
@@ -125,6 +116,10 @@ def _hostile(kind: str, pod: dict) -> tuple[dict, dict]:
         _env_secret(pod, "northwind-source-db-admin")
     elif kind == "another step's Secret":
         _env_secret(pod, CLUSTER.warehouse_db_secret)
+    elif kind == "init container reads another step's Secret":
+        ref = {"secretKeyRef": {"name": CLUSTER.warehouse_db_secret, "key": "password"}}
+        spec["initContainers"] = [{**spec["containers"][0], "name": "x",
+                                   "env": [{"name": "STOLEN", "valueFrom": ref}]}]
     elif kind == "Secret through envFrom":
         spec["containers"][0]["envFrom"] = [{"secretRef": {"name": CLUSTER.source_db_secret}}]
     elif kind == "Secret volume":
@@ -161,6 +156,7 @@ HOSTILE = {
     "init container image": "Meltano image",
     "admin Secret": "its own Secrets",
     "another step's Secret": "its own Secrets",
+    "init container reads another step's Secret": "its own Secrets",
     "Secret through envFrom": "its own Secrets",
     "Secret volume": "emptyDirs, the data claim",
     "hostPath": "emptyDirs, the data claim",

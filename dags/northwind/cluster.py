@@ -180,6 +180,8 @@ class S3Names:
     s3_region: str
     s3_endpoint: str
     s3_secret: str
+    #: The ConfigMap of the endpoint's CA certificate; empty: the image's public CAs.
+    s3_ca_configmap: str = ""
 
     @property
     def data_root(self) -> str:
@@ -193,16 +195,17 @@ class S3Names:
 
     @classmethod
     def from_mapping(cls, values: dict[str, str], source: str = "cluster.env") -> "S3Names":
-        """Pick the backend names out of ``values``; ``S3_ENDPOINT`` and ``S3_SECRET`` may be empty.
+        """Pick the backend names out of ``values``; the endpoint, Secret and CA may be empty.
 
         An empty ``S3_ENDPOINT`` is the AWS default endpoint of the region; an empty ``S3_SECRET``
-        leaves the credentials to the pod's identity (an IAM role for its ServiceAccount).
+        leaves the credentials to the pod's identity (an IAM role for its ServiceAccount); an
+        empty ``S3_CA_CONFIGMAP`` trusts the image's public CAs.
 
         Raises:
             ClusterEnvError: If a name is missing, or ``DATA_BACKEND`` is not a known backend.
         """
         keys = [field.name.upper() for field in fields(cls)]
-        optional = ("S3_ENDPOINT", "S3_SECRET")
+        optional = ("S3_ENDPOINT", "S3_SECRET", "S3_CA_CONFIGMAP")
         missing = [key for key in keys if key not in values or (key not in optional and not values[key])]
         if missing:
             raise ClusterEnvError(f"{source} lacks {', '.join(missing)}")

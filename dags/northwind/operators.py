@@ -3,10 +3,11 @@
 ``NORTHWIND_RUNTIME`` picks where the step's command runs, read when the task executes (never
 when the DAG is parsed):
 
-- ``kubernetes``: a pod from the Meltano image, exactly as the KubernetesPodOperator does.
-- ``local`` (the default, for ``make run`` and CI): the same ``cmds + arguments`` as a child
-  process in the Meltano project of this checkout, with the run's ``RUN_DATE`` and the database
-  and data-tree settings of the calling environment.
+- ``kubernetes`` (the default): a pod from the Meltano image, exactly as the
+  KubernetesPodOperator does. A worker that forgets the setting still runs no step itself.
+- ``local`` (set by ``make run``, ``make airflow`` and the tests): the same ``cmds + arguments``
+  as a child process in the Meltano project of this checkout, with the run's ``RUN_DATE`` and the
+  database and data-tree settings of the calling environment.
 
 So the task graph, the commands and the rendered dates are the same in both modes.
 """
@@ -25,7 +26,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from northwind.meltano_local import own_run_folder
 
-#: Selects where steps run: ``local`` or ``kubernetes``.
+#: Selects where steps run: ``kubernetes`` (the default) or ``local``.
 RUNTIME_VARIABLE = "NORTHWIND_RUNTIME"
 LOCAL, KUBERNETES = "local", "kubernetes"
 RUNTIMES = (LOCAL, KUBERNETES)
@@ -43,16 +44,16 @@ USER_ERROR_LINE = re.compile(r"(?:^|\s)((?:tap|target)-[\w-]+|northwind(?: \w+)?
 
 
 def runtime(environ: Mapping[str, str] = os.environ) -> str:
-    """Return the selected runtime, ``local`` when unset.
+    """Return the selected runtime, ``kubernetes`` when unset (production needs no setting).
 
     Raises:
         AirflowFailException: If the variable holds anything else than a known runtime.
 
     Example:
-        >>> runtime({}), runtime({"NORTHWIND_RUNTIME": "kubernetes"})
-        ('local', 'kubernetes')
+        >>> runtime({}), runtime({"NORTHWIND_RUNTIME": "local"})
+        ('kubernetes', 'local')
     """
-    value = environ.get(RUNTIME_VARIABLE, "").strip() or LOCAL
+    value = environ.get(RUNTIME_VARIABLE, "").strip() or KUBERNETES
     if value not in RUNTIMES:
         raise AirflowFailException(f"{RUNTIME_VARIABLE}={value!r} is not one of {', '.join(RUNTIMES)}")
     return value
@@ -101,7 +102,13 @@ class MeltanoStepOperator(KubernetesPodOperator):
             for name, value in pairs
             if name not in self.cluster_only_env and value not in (None, "")
         }
-        return {**os.environ, **rendered}
+        env = {**os.environ, **rendered}
+        # Meltano finds our plugins' executables on PATH (meltano.yml: no pip_url); they are in
+        # this interpreter's venv, which may not be on PATH (see local_command).
+        venv_bin = str(Path(sys.executable).parent)
+        if venv_bin not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = os.pathsep.join(filter(None, [env.get("PATH"), venv_bin]))
+        return env
 
     def local_command(self, env: dict[str, str]) -> list[str]:
         """Return ``cmds + arguments`` with the executable resolved like a shell would.

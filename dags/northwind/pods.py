@@ -7,12 +7,10 @@ The one exception is the backend switch ``NORTHWIND_DATA_BACKEND`` (:func:`data_
 by the deployment.
 """
 
-import json
 import os
 from collections.abc import Mapping
 
 from airflow.providers.cncf.kubernetes.secret import Secret
-from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from northwind.cluster import (
@@ -25,6 +23,7 @@ from northwind.cluster import (
     S3Names,
     check_backend,
 )
+from northwind.pod_settings import scheduling_kwargs, security_contexts
 
 # The steps of the Meltano project, in the order a day runs them. They equal
 # northwind_elt.steps.STEPS (tests compare them); they are repeated here because the Airflow
@@ -228,59 +227,6 @@ def cluster_env(names: ClusterNames = CLUSTER) -> dict[str, str]:
     }
 
 
-def security_contexts(
-    names: ClusterNames = CLUSTER,
-) -> tuple[k8s.V1PodSecurityContext, k8s.V1SecurityContext]:
-    """Return the pod and container security contexts of the Kubernetes "restricted" profile.
-
-    The pod's ``fsGroup`` is the data tree's group (``DATA_GID``): the step process holds it, so
-    it reads and writes the tree's ``0770``/``0660`` entries that the host user or another step
-    made, and nobody outside the group does. A hostPath volume is not chowned by the kubelet
-    (``make up`` gives ``./data`` the group); a real volume is, once (``OnRootMismatch``).
-    """
-    seccomp = k8s.V1SeccompProfile(type="RuntimeDefault")
-    pod = k8s.V1PodSecurityContext(run_as_non_root=True, seccomp_profile=seccomp,
-                                   fs_group=int(names.data_gid),
-                                   fs_group_change_policy="OnRootMismatch")
-    container = k8s.V1SecurityContext(
-        run_as_non_root=True,
-        allow_privilege_escalation=False,
-        capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        read_only_root_filesystem=True,
-        seccomp_profile=seccomp,
-    )
-    return pod, container
-
-
-class _Raw:
-    """A response-like holder: the Kubernetes client deserialises camelCase JSON from ``.data``."""
-
-    def __init__(self, value: object) -> None:
-        self.data = json.dumps(value)
-
-
-def scheduling_kwargs(scheduling: PodScheduling = SCHEDULING) -> dict:
-    """Return imagePullSecrets, nodeSelector, tolerations and affinity as operator kwargs.
-
-    The file holds Kubernetes' own (camelCase) shapes, as the charts take them; the client's
-    deserialiser turns them into the models the operator expects.
-
-    Example:
-        >>> scheduling_kwargs(PodScheduling(image_pull_secrets=[{"name": "regcred"}]))["image_pull_secrets"]
-        [{'name': 'regcred'}]
-    """
-    client = ApiClient()
-    affinity = scheduling.affinity
-    return {
-        "image_pull_secrets": [
-            client.deserialize(_Raw(s), "V1LocalObjectReference") for s in scheduling.image_pull_secrets
-        ],
-        "node_selector": dict(scheduling.node_selector),
-        "tolerations": [client.deserialize(_Raw(t), "V1Toleration") for t in scheduling.tolerations],
-        "affinity": client.deserialize(_Raw(affinity), "V1Affinity") if affinity else None,
-    }
-
-
 def step_pod_kwargs(
     step: str,
     names: ClusterNames = CLUSTER,
@@ -379,6 +325,11 @@ S3_CREDENTIALS_KEY = "credentials"
 #: names.
 S3_CREDENTIALS_FILE = f"{CREDENTIALS_FOLDER}/s3/credentials"
 S3_CREDENTIALS_FILE_ENV = "AWS_SHARED_CREDENTIALS_FILE"
+#: The store's CA certificate (ConfigMap S3_CA_CONFIGMAP), named by the AWS SDKs' variable, which
+#: northwind_elt.tree_s3 hands to pyarrow: the endpoint is HTTPS, its certificate checked.
+S3_CA_VOLUME = "s3-ca"
+S3_CA_PATH = "/etc/northwind/s3-ca/ca.crt"
+S3_CA_ENV = "AWS_CA_BUNDLE"
 #: The label that lets a pod reach the in-cluster object store through the NetworkPolicies of
 #: charts/northwind-objectstore (northwind-objectstore.clientLabel); every step touches the data tree.
 OBJECTSTORE_CLIENT_LABEL = "northwind.io/objectstore-client"
@@ -408,7 +359,20 @@ def s3_env(s3: S3Names = S3) -> dict[str, str]:
         env["AWS_ENDPOINT_URL"] = s3.s3_endpoint
     if s3.s3_secret:
         env[S3_CREDENTIALS_FILE_ENV] = S3_CREDENTIALS_FILE
+    if s3.s3_ca_configmap:
+        env[S3_CA_ENV] = S3_CA_PATH
     return env
+
+
+def s3_ca_volumes(s3: S3Names = S3) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """Return the volume and mount of the store's CA certificate (none for the public CAs)."""
+    if not s3.s3_ca_configmap:
+        return [], []
+    volume = k8s.V1Volume(name=S3_CA_VOLUME,
+                          config_map=k8s.V1ConfigMapVolumeSource(name=s3.s3_ca_configmap))
+    mount = k8s.V1VolumeMount(name=S3_CA_VOLUME, mount_path=S3_CA_PATH.rpartition("/")[0],
+                              read_only=True)
+    return [volume], [mount]
 
 
 def s3_secrets(s3: S3Names = S3) -> list[Secret]:
@@ -431,18 +395,19 @@ def with_data_backend(kwargs: dict, backend: str, s3: S3Names = S3) -> dict:
 
     ``filesystem`` keeps them as they are. ``s3`` drops the data volume and its mount (so no
     claim pins the pod to a node), points ``NORTHWIND_DATA_ROOT`` at the bucket and adds the
-    endpoint, region and Secret-sourced keys (a local run keeps its own values of all of them),
-    and the label the object store's NetworkPolicy admits.
+    endpoint, region, CA certificate and Secret-sourced keys (a local run keeps its own values of
+    all of them), and the label the object store's NetworkPolicy admits.
     """
     if check_backend(backend, BACKEND_VARIABLE) == FILESYSTEM:
         return kwargs
     env = s3_env(s3)
+    ca_volumes, ca_mounts = s3_ca_volumes(s3)
     return {
         **kwargs,
         "cluster_only_env": kwargs["cluster_only_env"] | set(env),
         "env_vars": {**kwargs["env_vars"], **env},
         "secrets": [*kwargs["secrets"], *s3_secrets(s3)],
         "labels": {**kwargs["labels"], OBJECTSTORE_CLIENT_LABEL: "true"},
-        "volumes": [v for v in kwargs["volumes"] if v.name != DATA_VOLUME],
-        "volume_mounts": [m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME],
+        "volumes": [*(v for v in kwargs["volumes"] if v.name != DATA_VOLUME), *ca_volumes],
+        "volume_mounts": [*(m for m in kwargs["volume_mounts"] if m.name != DATA_VOLUME), *ca_mounts],
     }

@@ -38,9 +38,25 @@ helm.sh/chart: {{ include "northwind-objectstore.chart" .root }}
 {{- .Values.auth.existingSecret | default .Values.auth.adminSecretName -}}
 {{- end -}}
 
-{{/* The S3 endpoint inside the cluster (S3_ENDPOINT in cluster.env). */}}
+{{/* The S3 endpoint inside the cluster, HTTPS only (S3_ENDPOINT in cluster.env). */}}
 {{- define "northwind-objectstore.endpoint" -}}
-{{- printf "http://%s.%s.svc:%v" .Values.name .Release.Namespace .Values.ports.s3 -}}
+{{- printf "https://%s.%s.svc:%v" .Values.name .Release.Namespace .Values.ports.s3 -}}
+{{- end -}}
+
+{{/* The server's TLS Secret (tls.crt, tls.key): generated (tls.create) or yours. */}}
+{{- define "northwind-objectstore.tlsSecretName" -}}
+{{- printf "%s-tls" .Values.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Where the bucket Job finds the CA certificate (AWS_CA_BUNDLE); the step pods use the same path. */}}
+{{- define "northwind-objectstore.caPath" -}}
+/etc/northwind/s3-ca/ca.crt
+{{- end -}}
+
+{{/* The data of a live Secret as JSON ({} when absent, or under `helm template`). Args: dict "namespace" "name". */}}
+{{- define "northwind-objectstore.liveSecretData" -}}
+{{- $live := lookup "v1" "Secret" .namespace .name | default dict -}}
+{{- $live.data | default dict | toJson -}}
 {{- end -}}
 
 {{/* The SeaweedFS image string. */}}

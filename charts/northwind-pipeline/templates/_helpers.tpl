@@ -169,3 +169,8 @@ file), named by AWS_SHARED_CREDENTIALS_FILE; equal to dags/northwind/pods.py S3_
 {{- define "northwind-pipeline.s3CredentialsFile" -}}
 /etc/northwind/secrets/s3/credentials
 {{- end -}}
+
+{{/* Where step-like pods find the object store's CA certificate (dags/northwind/pods.py S3_CA_PATH). */}}
+{{- define "northwind-pipeline.s3CaPath" -}}
+/etc/northwind/s3-ca/ca.crt
+{{- end -}}

@@ -1,6 +1,7 @@
 """``northwind``: the operator's command line.
 
 northwind status [--date D] [--json]   which steps succeeded for which days, with row counts
+                 [--html PATH]        ... also drawn as one HTML page (northwind_elt.status_html)
 northwind report                       the publish-report step (RUN_DATE, WAREHOUSE_PG*)
 northwind verify --date D [--source]   re-check a loaded day against its manifests (and the source)
 northwind prune [--keep-days N]        remove data-tree days beyond NORTHWIND_KEEP_DAYS loaded days
@@ -26,12 +27,12 @@ from northwind_elt.commits import (
 )
 from northwind_elt.entry import is_user_error
 from northwind_elt.errors import PrerequisiteError, SettingError, StorageError, one_line
-from northwind_elt.layout import DataTree
+from northwind_elt.layout import REPORT_NAME, DataTree
 from northwind_elt.prune import prune
 from northwind_elt.report import write_report
 from northwind_elt.run_date import RUN_DATE_VARIABLE, parse_run_date
 from northwind_elt.treefs import Outbox
-from northwind_elt.warehouse import KEEP_DAYS_VARIABLE, keep_days_setting
+from northwind_elt.warehouse_load import KEEP_DAYS_VARIABLE, keep_days_setting
 
 #: The repository (for local defaults); in the image this is /project.
 REPOSITORY = Path(__file__).resolve().parents[5]
@@ -56,6 +57,10 @@ def command_status(args: argparse.Namespace) -> int:
     markers = [m for day in days for step in steps.STEPS
                if (m := steps.read_marker(tree, step, day)) is not None]
     states = [marker_state(tree, marker) for marker in markers]
+    if args.html:  # imported only here: plain ``status`` never pays for the page
+        from northwind_elt.status_html import write_page
+        print(write_page(args.html, markers, states, tree.url))
+        return 0
     if args.json:
         print(json.dumps([asdict(m) | {"state": state, "state_detail": why}
                           for m, (state, why) in zip(markers, states, strict=True)],
@@ -108,7 +113,7 @@ def command_report(args: argparse.Namespace) -> int:
         faults.point("before-commit")
         write_commit(tree, Commit(step=steps.PUBLISH_REPORT, run_date=day.isoformat(),
                                   attempt=marker.commit, committed_at=steps.now(),
-                                  rows={"orders_with_details": rows},
+                                  rows={REPORT_NAME: rows},
                                   details={"files": names, "load": load},
                                   inputs={steps.LOAD_WAREHOUSE: load["attempt"] or ""}))
     except Superseded as superseded:  # a later run's evidence and marker stand
@@ -126,7 +131,7 @@ def command_report(args: argparse.Namespace) -> int:
         raise
     faults.point("after-commit")
     heartbeat.stop()
-    marker.rows = {"orders_with_details": rows}
+    marker.rows = {REPORT_NAME: rows}
     marker.details = {"files": [tree.fs.url(folder / name) for name in names], "load": load}
     marker.inputs = {steps.LOAD_WAREHOUSE: load["attempt"] or ""}
     steps.finish(tree, marker)
@@ -140,10 +145,9 @@ def write_evidence(conn, second, tree: DataTree, day: dt.date, folder: PurePosix
     """Write the day's evidence into ``folder``; return its rows, file names and load read.
 
     Locally the report writes straight into the tree. For object storage it writes each file on
-    local disk while a thread uploads it as it grows, so the two overlap: 1 GiB written in 7 s
-    was published 7.8 s after the start instead of 13.8 s. At scale 1000 on loopback SeaweedFS,
-    which needs as much CPU as the report itself on the same 2 cores, 16.0 s became 14.2 s (the
-    file system: 8 s). A failed report leaves no partial object (see treefs.Outbox).
+    local disk while a thread uploads it as it grows, so writing and uploading overlap instead of
+    adding up (docs/benchmark.md, "Figures behind the code"). A failed report leaves no partial
+    object (see treefs.Outbox).
     """
     outbox = Outbox(tree.fs, folder, tree.staging)
     load: dict = {}
@@ -218,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="which steps succeeded for which days")
     status.add_argument("--date", help="one day (YYYY-MM-DD), with rows per table")
     status.add_argument("--json", action="store_true", help="print the markers as JSON")
+    status.add_argument("--html", metavar="PATH", help="write the days as one HTML page to PATH")
     status.set_defaults(run=command_status)
     report = sub.add_parser("report", help="write the day's evidence files (publish-report)")
     report.add_argument("--date", help="the day (default: $RUN_DATE)")

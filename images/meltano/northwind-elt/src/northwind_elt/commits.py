@@ -20,9 +20,10 @@ from typing import Any
 from northwind_elt import logger
 from northwind_elt.errors import PartitionError, PipelineError, StorageError
 from northwind_elt.layout import REPORTS, DataTree, Partition, is_attempt
+from northwind_elt.step_names import EXTRACT_CSV, EXTRACT_POSTGRES, PUBLISH_REPORT
 
 #: The folder (a source of the tree, or the evidence) each publishing step writes its attempts in.
-FOLDER_OF_STEP = {"extract-postgres": "postgres", "extract-csv": "csv", "publish-report": REPORTS}
+FOLDER_OF_STEP = {EXTRACT_POSTGRES: "postgres", EXTRACT_CSV: "csv", PUBLISH_REPORT: REPORTS}
 
 #: Reads of an object another process is replacing at that moment: an S3-compatible store
 #: (SeaweedFS here) can serve such a read torn; a moment later it is whole.
@@ -133,7 +134,7 @@ def committed_files(tree: DataTree, step: str, day: dt.date) -> list[PurePosixPa
     commit = read_commit(tree, step, day)
     if commit is None:
         return []
-    if step == "publish-report":
+    if step == PUBLISH_REPORT:
         folder = tree.report_folder(day, commit.attempt)
         return [folder / name for name in commit.details.get("files", [])]
     return [path for partition in committed_partitions(tree, step, day)[1]

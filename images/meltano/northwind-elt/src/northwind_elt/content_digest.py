@@ -39,7 +39,8 @@ METHOD = "md5-64-sum/1"
 #: Which extracts compute content digests: ``postgres`` (the default), ``all`` or ``off``.
 DIGEST_VARIABLE = "NORTHWIND_CONTENT_DIGEST"
 #: The setting's values and the data-tree sources (extracts) each turns digests on for. The CSV's
-#: digest is off by default: hashed in Python, it costs its extract 2-4x its data part (the README).
+#: digest is off by default: hashed in Python, it costs its extract more than its data part
+#: (docs/benchmark.md, "Figures behind the code").
 DIGEST_SOURCES = {"postgres": {"postgres"}, "all": {"postgres", "csv"}, "off": set()}
 DEFAULT_DIGESTS = "postgres"
 #: Settings that fix the text of every value whose text depends on settings.

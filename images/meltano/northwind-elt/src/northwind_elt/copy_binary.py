@@ -1,7 +1,7 @@
 """Arrow batches as PostgreSQL's binary ``COPY`` format, built with Arrow's kernels.
 
 The server reads binary COPY input faster than CSV: a ``real`` or a ``date`` is four bytes to
-take, not text to parse (measured at scale 1000, scripts/benchmark.py). Each column becomes one
+take, not text to parse (measured at scale 1000, `make bench`). Each column becomes one
 binary array whose values are the fields as COPY wants them (a 4-byte big-endian length, or -1 for
 NULL, then the value in the type's ``send`` format); the columns are joined row by row under the
 row's field count, and the joined values are the bytes to send. No Python loop runs per row.

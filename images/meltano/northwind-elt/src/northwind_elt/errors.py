@@ -62,7 +62,7 @@ def os_reason(error: OSError) -> str:
     code = os_error_code(error)
     if code:
         return os.strerror(code).lower()
-    text = _first_line(error.strerror or str(error))
+    text = single_line(error.strerror or str(error))
     return _ARROW_WHERE.sub("", text) or type(error).__name__
 
 
@@ -146,7 +146,7 @@ def _first_failure(error: BaseException) -> BaseException | None:
 
 def _own_line(error: BaseException) -> str:
     if isinstance(error, PipelineError):
-        return _first_line(" ".join(str(error).split("\n"))) or type(error).__name__
+        return single_line(" ".join(str(error).split("\n"))) or type(error).__name__
     psycopg = sys.modules.get("psycopg")  # only loaded when the process talks to a database
     if psycopg is not None and isinstance(error, psycopg.Error):
         from northwind_elt.pgconn import server_failure
@@ -159,6 +159,11 @@ def _own_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-def _first_line(text: str) -> str:
-    """``text`` with its whitespace (newlines, tabs) collapsed to single spaces."""
+def single_line(text: str) -> str:
+    r"""``text`` with its whitespace (newlines, tabs) collapsed to single spaces.
+
+    Example:
+        >>> single_line("table orders:\n  line 2\tcolumn x")
+        'table orders: line 2 column x'
+    """
     return " ".join(text.split())

@@ -90,6 +90,7 @@ def splice_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
     """Make the history hold ``day``'s partitions as that day's state (a table without one: empty)."""
     cur.execute(sql.SQL("INSERT INTO {} VALUES (%s) ON CONFLICT DO NOTHING").format(days_table()),
                 (day,))
+    first_load = cur.rowcount == 1
     cur.execute(sql.SQL("SELECT min(snapshot_date) FROM {} WHERE snapshot_date > %s").format(
         days_table()), (day,))
     following = cur.fetchone()[0]
@@ -99,7 +100,7 @@ def splice_day(cur: psycopg.Cursor, day: dt.date) -> dict[str, int]:
         if partition is None and not relation_exists(cur, hs.HISTORY_SCHEMA, table):
             continue
         plan = prepare_history(cur, table)
-        changed[table] = splice_table(cur, plan, day, following, partition)
+        changed[table] = splice_table(cur, plan, day, following, partition, first_load)
         create_as_of(cur, table, plan)
     return changed
 
@@ -142,8 +143,10 @@ def prepare_history(cur: psycopg.Cursor, table: str) -> hs.Plan:
 
 
 def splice_table(cur: psycopg.Cursor, plan: hs.Plan, day: dt.date, following: dt.date | None,
-                 partition: str | None) -> int:
+                 partition: str | None, first_load: bool) -> int:
     """Splice one table's partition of ``day`` (None: the table had no rows that day).
+
+    ``first_load``: ``day`` was not in the history before this load.
 
     Returns:
         How many identities (keys, or distinct rows of a keyless table) changed version on ``day``.
@@ -151,19 +154,33 @@ def splice_table(cur: psycopg.Cursor, plan: hs.Plan, day: dt.date, following: dt
     source = partition_table(partition) if partition else None
     changed_table, new_table = hs.work_table(hs.CHANGED), hs.work_table(hs.NEW)
     # Plain tables of the warehouse's own schema: its role may not create temporary ones.
+    before = hs.local_settings(cur, hs.MERGE_PLAN) if plan.keys and source else {}
     cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
         changed_table, hs.changed_identities(plan, source, day)))
     changed = cur.rowcount
+    hs.local_settings(cur, before)
     if changed:
-        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))  # a few rows: index lookups
+        cur.execute(sql.SQL("ANALYZE {}").format(changed_table))
         cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS {}").format(
             new_table, hs.new_versions(plan, source, following)))
+        probe = source is not None and changed <= hs.PROBE_SHARE * day_rows(cur, source)
+        if probe:
+            cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(new_table, plan.identity_list()))
         cur.execute(sql.SQL("ANALYZE {}").format(new_table))
-        for statement in hs.splice_statements(plan, day, following):
+        before = hs.local_settings(cur, hs.PROBE_PLAN) if probe else {}
+        for statement in hs.splice_statements(plan, day, following, first_load):
             cur.execute(statement)
+        hs.local_settings(cur, before)
         cur.execute(sql.SQL("DROP TABLE {}").format(new_table))
     cur.execute(sql.SQL("DROP TABLE {}").format(changed_table))
     return changed
+
+
+def day_rows(cur: psycopg.Cursor, partition: sql.Composable) -> float:
+    """The rows of a day's partition, as its ANALYZE (in the load's swap) counted them."""
+    cur.execute(sql.SQL("SELECT reltuples FROM pg_class WHERE oid = {}::regclass").format(
+        sql.Literal(partition.as_string(cur))))
+    return max(cur.fetchone()[0], 0)
 
 
 def create_as_of(cur: psycopg.Cursor, table: str, plan: hs.Plan) -> None:

@@ -21,6 +21,15 @@ differs from the history's state as of D (``history_changed``) and their new ver
    that version instead of being inserted.
 
 The history stays in one canonical form (no two adjacent equal versions), whatever the order.
+A day new to the history skips the deletes of step 2 and the extension of step 3: every bound of
+a version is a loaded day, so none starts or ends on it.
+
+**Plans.** A keyed table's change detection merges two index scans in key order, the partition's
+key index (its day made a constant) and the history's, with neither a hash of a whole day nor a
+sort (:data:`MERGE_PLAN`); it carries the day's versions of the changed keys, so the partition is
+read once. When few rows changed (:data:`PROBE_SHARE`), the splice's statements probe the
+history's key index for them (:data:`PROBE_PLAN`): the planner, costing pages as if on disk, would
+read every version instead, a cost that grows with the history.
 """
 
 import datetime as dt
@@ -29,7 +38,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from northwind_elt.warehouse_layout import LOG_SCHEMA, partitions, snapshot_table
+from northwind_elt.warehouse_layout import LOG_SCHEMA, SNAPSHOT_DATE, partitions, snapshot_table
 
 HISTORY_SCHEMA = "history"
 #: ``northwind.history_days``: the days the history covers (the days loaded while it was on).
@@ -43,6 +52,18 @@ META_COLUMNS = (ROW_HASH, COPIES, VALID_FROM, VALID_TO)
 #: Types whose ``=`` holds only for identical values: compared with it (faster than images).
 EXACT_EQUALITY = frozenset({"int2", "int4", "int8", "text", "varchar", "date", "timestamp",
                             "timestamptz", "bool", "uuid", "bytea", "time", "oid"})
+#: The planner's settings for a keyed table's change detection: merge the key indexes of the
+#: partition and the history (both in key order) instead of hashing a whole day, which takes
+#: more CPU and spills to disk in batches at the default ``work_mem``.
+MERGE_PLAN = {"enable_hashjoin": "off", "enable_sort": "off"}
+#: The planner's settings for the splice's statements when few identities changed: each joins
+#: them to the history through its key index (and to ``history_new`` through its own), where the
+#: planner would read the whole history (a hash join of all its versions) for a few thousand rows,
+#: or, misled by a history never analyzed, loop over all its versions for each changed row.
+PROBE_PLAN = {"enable_hashjoin": "off", "enable_mergejoin": "off", "enable_seqscan": "off"}
+#: The largest share of the day's rows that may change for :data:`PROBE_PLAN` (reading the history
+#: whole costs about as much as probing its index for 5% of its rows).
+PROBE_SHARE = 0.05
 #: Settings that decide how values print, fixed so a digest never depends on the session.
 _CANONICAL_TEXT = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
                    "extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C"}
@@ -135,6 +156,15 @@ def history_types(cur: psycopg.Cursor, table: str) -> dict[str, str]:
     return {n: t for n, t in cur.fetchall() if n not in META_COLUMNS}
 
 
+def local_settings(cur: psycopg.Cursor, settings: dict[str, str]) -> dict[str, str]:
+    """Set ``settings`` until the transaction ends; return their values before."""
+    before = {}
+    for name, value in settings.items():
+        cur.execute("SELECT current_setting(%s), set_config(%s, %s, true)", (name, name, value))
+        before[name] = cur.fetchone()[0]
+    return before
+
+
 def canonical_text(cur: psycopg.Cursor) -> None:
     """Fix, until the transaction ends, every setting that changes how values print."""
     for name, value in _CANONICAL_TEXT.items():
@@ -164,16 +194,26 @@ def same(a: str, b: str, columns: list[str]) -> sql.Composed:
 def changed_identities(plan: Plan, source: sql.Composable | None, day: dt.date) -> sql.Composed:
     """The identities whose version in ``source`` (None: no rows) differs from the history on D.
 
-    A keyless table's rows also carry their new ``copies`` and the ``ctid`` of one of them.
+    A keyed table's rows also carry the day's version (``_nw_valid_from`` D; NULL: the key is gone),
+    so the new versions need no second pass over the partition. A keyless table's rows carry their
+    new ``copies`` and the ``ctid`` of one of them.
     """
     hist = history_table(plan.table)
     if source is None:
         return sql.SQL("SELECT {} FROM {} h WHERE {}").format(
             names(plan.identity, "h"), hist, covers("h", day))
     if plan.keys:
-        picked = sql.SQL(", ").join(sql.SQL("coalesce({}, {}) AS {}").format(
-            sql.Identifier("n", k), sql.Identifier("h", k), sql.Identifier(k)) for k in plan.keys)
-        new, old = source, sql.SQL("SELECT * FROM {} h WHERE {}").format(hist, covers("h", day))
+        picked = sql.SQL(", ").join(
+            sql.SQL("coalesce({}, {}) AS {}").format(sql.Identifier("n", c), sql.Identifier("h", c),
+                                                     sql.Identifier(c)) if c in plan.keys
+            else sql.Identifier("n", c) for c in plan.columns)
+        picked = sql.SQL("{}, CASE WHEN n.{} IS NOT NULL THEN {} END AS {}").format(
+            picked, sql.Identifier(plan.keys[0]), sql.Literal(day), sql.Identifier(VALID_FROM))
+        # The day's constant lets the partition's key index (day, key...) give key order: with the
+        # history's (key..., _nw_valid_from) the join merges two index scans (see MERGE_PLAN).
+        new = sql.SQL("(SELECT * FROM {} WHERE {} = {})").format(
+            source, sql.Identifier(SNAPSHOT_DATE), sql.Literal(day))
+        old = sql.SQL("SELECT * FROM {} h WHERE {}").format(hist, covers("h", day))
         differ = sql.SQL("n.{k} IS NULL OR h.{k} IS NULL OR NOT ({same})").format(
             k=sql.Identifier(plan.keys[0]), same=plan.same_version("n", "h"))
     else:
@@ -195,14 +235,20 @@ def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date |
         return sql.SQL("SELECT {}, {} FROM {} LIMIT 0").format(
             names(plan.stored), until, history_table(plan.table))
     if plan.keys:
-        return sql.SQL("SELECT {}, {} FROM {} p JOIN {changed} c ON {}").format(
-            names(plan.columns, "p"), until, source, same("p", "c", plan.keys), **WORK)
+        return sql.SQL("SELECT {}, {} FROM {changed} WHERE {} IS NOT NULL").format(
+            names(plan.columns), until, sql.Identifier(VALID_FROM), **WORK)
     return sql.SQL("SELECT {}, c._nw_row_hash, c._nw_copies, {} FROM {changed} c JOIN {} p "
                    "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source, **WORK)
 
 
-def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> list[sql.Composed]:
-    """The statements of the splice (the module's steps 1 to 3), in order."""
+def splice_statements(plan: Plan, day: dt.date, following: dt.date | None, first_load: bool
+                      ) -> list[sql.Composed]:
+    """The statements of the splice (the module's steps 1 to 3), in order.
+
+    ``first_load``: ``day`` was not in the history before, so no version starts or ends on it
+    (every bound is a loaded day): nothing to delete, nothing to extend, the new versions are
+    inserted.
+    """
     hist, ident = history_table(plan.table), plan.identity
     d = sql.Literal(day)
     interval = names([VALID_FROM, VALID_TO])
@@ -215,9 +261,10 @@ def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> li
             "WHERE h._nw_valid_from <= {d} AND (h._nw_valid_to IS NULL OR h._nw_valid_to > {n})").format(
             hist=hist, stored=names(plan.stored), interval=interval,
             h_stored=names(plan.stored, "h"), n=n, same=same("h", "c", ident), d=d, **WORK))
-    statements.append(sql.SQL(
-        "DELETE FROM {} h USING {changed} c WHERE {} AND h._nw_valid_from = {}").format(
-        hist, same("h", "c", ident), d, **WORK))
+    if not first_load:
+        statements.append(sql.SQL(
+            "DELETE FROM {} h USING {changed} c WHERE {} AND h._nw_valid_from = {}").format(
+            hist, same("h", "c", ident), d, **WORK))
     statements.append(sql.SQL(
         "UPDATE {} h SET _nw_valid_to = {d} FROM {changed} c WHERE {} AND h._nw_valid_from < {d} "
         "AND (h._nw_valid_to IS NULL OR h._nw_valid_to > {d})").format(hist, same("h", "c", ident), d=d,
@@ -230,15 +277,17 @@ def splice_statements(plan: Plan, day: dt.date, following: dt.date | None) -> li
             hist=hist, same=same("h", "n", ident), n=sql.Literal(following),
             v=plan.same_version("h", "n"),
             h_ident=names(ident, "h"), same_g=same("n", "g", ident), **WORK))
+    if not first_load:
+        statements.append(sql.SQL(
+            "WITH extended AS (UPDATE {hist} h SET _nw_valid_to = n._nw_valid_to FROM {new} n "
+            "WHERE {same} AND h._nw_valid_to = {d} AND {v} RETURNING {h_ident}) "
+            "DELETE FROM {new} n USING extended e WHERE {same_e}").format(
+            hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
+            h_ident=names(ident, "h"), same_e=same("e", "n", ident), **WORK))
     statements.append(sql.SQL(
-        "WITH extended AS (UPDATE {hist} h SET _nw_valid_to = n._nw_valid_to FROM {new} n "
-        "WHERE {same} AND h._nw_valid_to = {d} AND {v} RETURNING {h_ident}) "
         "INSERT INTO {hist} ({stored}, {interval}) SELECT {n_stored}, {d}, n._nw_valid_to "
-        "FROM {new} n WHERE NOT EXISTS (SELECT FROM extended e WHERE {same_e})").format(
-        hist=hist, same=same("h", "n", ident), d=d, v=plan.same_version("h", "n"),
-        h_ident=names(ident, "h"),
-        stored=names(plan.stored), interval=interval, n_stored=names(plan.stored, "n"),
-        same_e=same("e", "n", ident), **WORK))
+        "FROM {new} n").format(hist=hist, stored=names(plan.stored), interval=interval,
+                               n_stored=names(plan.stored, "n"), d=d, **WORK))
     return statements
 
 

@@ -49,6 +49,12 @@ _ATTEMPT_NAME = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 _SAFE_CHARS = "_-"
 #: The folder of the evidence, beside the sources' folders.
 REPORTS = "reports"
+#: The folder of the step markers and leases.
+STATUS = "_status"
+#: The evidence of a day (:mod:`northwind_elt.report`), in each attempt folder of ``REPORTS``.
+REPORT_NAME = "orders_with_details"
+REPORT_CSV, REPORT_JSON = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
+REPORT_FILES = (REPORT_CSV, REPORT_JSON)
 
 
 def path_segment(name: str) -> str:
@@ -194,18 +200,22 @@ class DataTree:
         """The commit object of ``step`` on ``day``: which attempt is current."""
         return self.root / "_commits" / day.isoformat() / f"{path_segment(step)}.json"
 
+    def status_folder(self, day: dt.date) -> PurePosixPath:
+        """The folder of the markers and leases of ``day``."""
+        return self.root / STATUS / day.isoformat()
+
     def lease_file(self, step: str, day: dt.date) -> PurePosixPath:
         """The heartbeat of the attempt of ``step`` running on ``day``."""
-        return self.root / "_status" / day.isoformat() / f"{path_segment(step)}.lease.json"
+        return self.status_folder(day) / f"{path_segment(step)}.lease.json"
 
     def status_file(self, step: str, day: dt.date) -> PurePosixPath:
         """The marker of ``step`` on ``day``."""
-        return self.root / "_status" / day.isoformat() / f"{path_segment(step)}.json"
+        return self.status_folder(day) / f"{path_segment(step)}.json"
 
     def status_days(self) -> list[dt.date]:
         """Every day that has at least one step marker, oldest first."""
         days = []
-        for name in self.fs.children(self.root / "_status"):
+        for name in self.fs.children(self.root / STATUS):
             try:
                 days.append(dt.date.fromisoformat(name))
             except ValueError:

@@ -20,6 +20,7 @@ from psycopg import sql
 from northwind_elt import faults, report_json
 from northwind_elt.errors import PrerequisiteError
 from northwind_elt.history_sql import day_relation
+from northwind_elt.layout import REPORT_CSV, REPORT_JSON
 from northwind_elt.treefs import LOCAL, GrowingFile, Outbox, Staged
 from northwind_elt.warehouse import (
     SNAPSHOT_DATE,
@@ -28,8 +29,8 @@ from northwind_elt.warehouse import (
     loads_table,
 )
 
-REPORT_NAME = "orders_with_details"
-CSV_NAME, JSON_NAME = f"{REPORT_NAME}.csv", f"{REPORT_NAME}.json"
+#: The evidence's names, from the layout (the one place for paths).
+CSV_NAME, JSON_NAME = REPORT_CSV, REPORT_JSON
 ORDERS, DETAILS, JOIN_KEY = "orders", "order_details", "order_id"
 
 
@@ -80,10 +81,10 @@ def write_report(conn: psycopg.Connection, day: dt.date, folder: Path | Outbox,
     string is ``""``. The JSON is one array of ``row_to_json`` objects (NULL is ``null``), one
     object per line, in the same order: ``[``, the objects separated by ``,`` at line ends, ``]``.
     When every column has a plain JSON form (:mod:`northwind_elt.report_json`) the JSON is built
-    from the CSV just written, at a third of the cost of the server rendering it; otherwise the
-    server's ``COPY`` of ``row_to_json`` writes it, in the same snapshot. Each file is published
-    whole once written (:class:`~northwind_elt.treefs.Outbox`: renamed into place, or uploaded as
-    it is written).
+    from the CSV just written, for less than the server's rendering costs (docs/benchmark.md,
+    "Figures behind the code"); otherwise the server's ``COPY`` of ``row_to_json`` writes it, in
+    the same snapshot. Each file is published whole once written
+    (:class:`~northwind_elt.treefs.Outbox`: renamed into place, or uploaded as it is written).
 
     Args:
         conn: A connection to the warehouse, not in a transaction.

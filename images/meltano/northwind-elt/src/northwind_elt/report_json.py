@@ -1,14 +1,14 @@
 r"""The report's JSON array built from its CSV file, byte for byte what ``row_to_json`` gives.
 
-Having the server render every row with ``row_to_json`` costs twice the report query itself
-(measured at scale 1000: 8.6 s of server CPU for 2.15M rows, against 4 s for the whole CSV), and
-that text then crosses the socket. For columns whose CSV text becomes JSON text without a type
-conversion (integers, numeric, real, double precision, character types, boolean, ISO dates) the
-JSON is derived here from the CSV the step has just written, with Arrow's compute kernels, batch by
-batch (bounded memory). It follows PostgreSQL's rules (``datum_to_json``): a number whose text is a
-valid JSON number is written as is, any other (``NaN``, ``Infinity``) as a string; a string is
-escaped like ``escape_json`` (``\"``, ``\\``, ``\b \f \n \r \t``, other control
-characters ``\u00xx``); ``t``/``f`` become ``true``/``false``; NULL becomes ``null``.
+Having the server render every row with ``row_to_json`` costs it more CPU than the report query
+itself (docs/benchmark.md, "Figures behind the code"), and that text then crosses the socket. For
+columns whose CSV text becomes JSON text without a type conversion (integers, numeric, real, double
+precision, character types, boolean, ISO dates) the JSON is derived here from the CSV the step has
+just written, with Arrow's compute kernels, batch by batch (bounded memory). It follows
+PostgreSQL's rules (``datum_to_json``): a number whose text is a valid JSON number is written as
+is, any other (``NaN``, ``Infinity``) as a string; a string is escaped like ``escape_json``
+(``\"``, ``\\``, ``\b \f \n \r \t``, other control characters ``\u00xx``); ``t``/``f`` become
+``true``/``false``; NULL becomes ``null``.
 
 A column of any other type (timestamps, arrays, JSON...) or a value outside those forms (a BC
 date) makes :func:`write_json_from_csv` return None, and the caller asks the server instead.
@@ -46,9 +46,9 @@ _SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\f": "\\f", "\n": "\\n
                   "\t": "\\t"}
 _ESCAPES = _SHORT_ESCAPES | {chr(c): f"\\u{c:04x}" for c in range(1, 32) if chr(c) not in _SHORT_ESCAPES}
 _NEEDS_ESCAPE = "[" + "".join("\\" + c if c in '\\"' else c for c in _ESCAPES) + "]"
-#: Bytes of CSV read per batch: the batch's JSON is about three times as large. Arrow's reader
-#: holds many blocks read ahead of the batches: 2 MB ones took the report 60-80 MB higher (scale
-#: 1000), and were no faster.
+#: Bytes of CSV read per batch: the batch's JSON is larger still (every object repeats the keys).
+#: Arrow's reader holds many blocks read ahead of the batches: larger ones raised the report's
+#: memory and were no faster (docs/benchmark.md, "Figures behind the code").
 BLOCK_SIZE = 1 << 20
 
 

@@ -11,13 +11,13 @@ from urllib.parse import urlparse
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers._batch import BatchConfig
+from singer_sdk.mapper import PluginMapper
 
 from northwind_elt import atomic, steps
-from northwind_elt.errors import PrerequisiteError, SettingError
+from northwind_elt.errors import PrerequisiteError, SettingError, one_line
 from northwind_elt.layout import DataTree, path_segment
 from northwind_elt.protocol import completion_message, kept_message
 from northwind_elt.run_date import parse_run_date
-from northwind_elt.step_target import one_line
 
 #: Settings that tie a tap to a step's marker (optional: without them a tap is a plain tap).
 STEP_SETTINGS = th.PropertiesList(
@@ -57,11 +57,29 @@ class BatchTap(Tap):
     def __init__(self, *args, **kwargs):
         #: What the step's marker records beside the rows (see :meth:`completion_details`).
         self.extra_details: dict = {}
+        # The SDK's mapper discovers the streams (a connection, reads of the tree): the run's work,
+        # done on first use (:attr:`mapper`), so that building a tap only checks its settings.
+        kwargs["setup_mapper"] = False
         try:
             super().__init__(*args, **kwargs)
         except BaseException as error:
             self.record_failure(error)
             raise
+
+    def discover(self) -> None:
+        """Set up the SDK's stream mapper, which discovers the streams (once, in the run)."""
+        if self._mapper is None:
+            self.setup_mapper()
+
+    @property
+    def mapper(self) -> PluginMapper:
+        """The SDK's stream mapper, set up (streams discovered) when the run first needs it."""
+        self.discover()
+        return self._mapper
+
+    @mapper.setter
+    def mapper(self, mapper: PluginMapper) -> None:
+        self._mapper = mapper
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -173,6 +191,11 @@ class BatchTap(Tap):
         if kept is not None:
             self.write_message(kept_message(asdict(kept)))
             return
+        try:
+            self.discover()
+        except BaseException as error:
+            self.record_failure(error)  # before the marker says running: a refusal leaves it as it was
+            raise
         if self.step_run is not None:
             steps.begin(*self.step_run)
         try:

@@ -16,18 +16,14 @@ from singer_sdk import Target
 from singer_sdk.helpers._batch import BaseBatchFileEncoding
 from singer_sdk.sinks import BatchSink
 
-from northwind_elt import errors, steps
-from northwind_elt.errors import InputError
+from northwind_elt import steps
+from northwind_elt.errors import InputError, one_line
 from northwind_elt.layout import DataTree
 from northwind_elt.pgtypes import Column
 from northwind_elt.protocol import Completion, parse_completion, parse_kept
 
 #: Work files older than this are left over from killed runs and are removed at the next start.
 STALE_STAGING_SECONDS = 24 * 3600
-
-
-#: A failure as one line (kept here too: the plugins import it from this module).
-one_line = errors.one_line
 
 
 def remove_stale_staging(tree: DataTree, now: float | None = None) -> None:
@@ -63,6 +59,19 @@ class StepTarget(Target):
     heartbeat: steps.Heartbeat | None = None
     #: True once this attempt's commit is written: its files are then current, never removed.
     committed = False
+
+    def listen(self, file_input: t.IO[str] | None = None) -> None:
+        """Begin the step's run, then read the tap's messages.
+
+        A constructor only reads and checks settings: markers, folders and connections are the
+        run's (:meth:`begin_run`), so building a target changes nothing.
+        """
+        self.begin_run()
+        super().listen(file_input)
+
+    def begin_run(self) -> None:
+        """Start the step's attempt before the first message (mark it running, connect...)."""
+        raise NotImplementedError
 
     def start_step(self, tree: DataTree, step: str, day: dt.date, *, may_keep: bool = False
                    ) -> None:

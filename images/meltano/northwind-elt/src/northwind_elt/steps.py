@@ -24,18 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from northwind_elt import atomic, logger
+from northwind_elt import atomic, logger, metrics
 from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, remove_stale_attempts
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
-
-EXTRACT_POSTGRES = "extract-postgres"
-EXTRACT_CSV = "extract-csv"
-LOAD_WAREHOUSE = "load-warehouse"
-PUBLISH_REPORT = "publish-report"
-
-#: Every step, in the order a day runs them.
-STEPS = (EXTRACT_POSTGRES, EXTRACT_CSV, LOAD_WAREHOUSE, PUBLISH_REPORT)
+from northwind_elt.step_names import (  # noqa: F401 - the step names are imported from here
+    EXTRACT_CSV,
+    EXTRACT_POSTGRES,
+    LOAD_WAREHOUSE,
+    PUBLISH_REPORT,
+    STEPS,
+)
 
 #: The data-tree source each extract step publishes.
 SOURCE_OF_STEP = {EXTRACT_POSTGRES: "postgres", EXTRACT_CSV: "csv"}
@@ -191,6 +190,7 @@ def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> N
     marker.error = error
     marker.finished_at = now()
     write_marker(tree, marker)
+    metrics.step_finished(tree, marker)  # off unless NORTHWIND_STATSD_HOST is set
 
 
 def parse_flag(value: object, setting: str) -> bool:

@@ -33,7 +33,7 @@ from psycopg import sql
 
 from northwind_elt import copy_binary
 from northwind_elt import history_sql as hs
-from northwind_elt.errors import InputError, SettingError
+from northwind_elt.errors import InputError
 from northwind_elt.history_sql import history_days
 from northwind_elt.pgtypes import Column, check_sql_type
 from northwind_elt.warehouse_layout import (
@@ -62,38 +62,8 @@ __all__ = ["SNAPSHOT_DATE", "existing_columns", "snapshot_table", "loaded_days"]
 
 #: Serialises loads: a second load of any day waits for the first to commit.
 LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
-#: The retention setting: keep the partitions of this many newest loaded days (unset: all; 0:
-#: none, the history keeping every day).
-KEEP_DAYS_VARIABLE = "NORTHWIND_KEEP_DAYS"
 #: Storage parameters of a partition (see :func:`start_day`).
 _NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
-
-
-def keep_days_setting(value: str | None) -> int | None:
-    """Parse ``NORTHWIND_KEEP_DAYS``: a number of days >= 0, or None (keep everything).
-
-    0 keeps no full day: the history keeps every day (:func:`retention_needs_history`).
-
-    Example:
-        >>> keep_days_setting("3"), keep_days_setting("0"), keep_days_setting("")
-        (3, 0, None)
-    """
-    if value is None or not value.strip():
-        return None
-    if not value.strip().isdigit():
-        raise SettingError(f"{KEEP_DAYS_VARIABLE}={value!r} must be a whole number of days >= 0")
-    return int(value)
-
-
-def retention_needs_history(keep: int | None, history_on: bool) -> None:
-    """Refuse ``NORTHWIND_KEEP_DAYS=0`` without the history: the load would keep nothing.
-
-    Raises:
-        SettingError: naming both settings.
-    """
-    if keep == 0 and not history_on:
-        raise SettingError(f"{KEEP_DAYS_VARIABLE}=0 keeps no full day: it needs the history "
-                           "(NORTHWIND_HISTORY on, the default) to keep the loaded days")
 
 
 def begin_load(cur: psycopg.Cursor) -> list[str]:

@@ -42,9 +42,8 @@ from target_datatree.sinks import PartitionSink
 from target_datatree.staging import StagedPartition
 
 #: Partitions published at once (threads: the work is I/O, and hashing releases the GIL). Each
-#: thread costs about 12 MB whatever the partition's size (the S3 client's own, measured with
-#: buffers sized to the file): a small extract's process took 134 MB with 1, 187 with 4, 219-230
-#: with 8.
+#: thread costs a fixed amount of memory whatever the partition's size (the S3 client's own):
+#: measured in docs/benchmark.md, "Figures behind the code".
 PUBLISH_THREADS = 8
 
 
@@ -74,20 +73,24 @@ class TargetDataTree(StepTarget):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Validate every setting before anything is written.
-        day = parse_run_date(self.config.get("run_date"))
+        # Every setting is checked here; nothing is read or written before the run.
+        self.day = parse_run_date(self.config.get("run_date"))
         self.source = check_source(self.config["source"])
-        tree = DataTree.from_setting(self.config.get("data_root"))
+        self.tree = DataTree.from_setting(self.config.get("data_root"))
+        self.reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
         self.max_parallelism = 1
-        reextract = steps.parse_flag(self.config.get("reextract"), "reextract")
-        kept = steps.kept_extract(tree, self.config["step"], day, reextract=reextract)
-        self.start_step(tree, self.config["step"], day, may_keep=kept is not None)
-        self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
-        atomic.make_folders(self.staging)  # a fresh name: never there before
         self.staged: dict[str, StagedPartition] = {}
         self.schemas: dict[str, dict] = {}
         self._published_count = 0
         self._count_lock = threading.Lock()
+
+    def begin_run(self) -> None:
+        """Start the step's attempt (or wait for the tap to keep the day) and its staging folder."""
+        step = self.config["step"]
+        kept = steps.kept_extract(self.tree, step, self.day, reextract=self.reextract)
+        self.start_step(self.tree, step, self.day, may_keep=kept is not None)
+        self.staging = self.tree.staging / f"{self.step}-{self.day}-{uuid.uuid4().hex}"
+        atomic.make_folders(self.staging)  # a fresh name: never there before
         self.logger.info("%s for %s: staging in %s", self.step, self.day, self.staging)
 
     def stage(self, stream: str, columns: list[Column], keys: list[str], schema: dict
@@ -116,9 +119,9 @@ class TargetDataTree(StepTarget):
         """Check the run is complete, publish every staged partition, commit, mark the step done.
 
         Partitions are published side by side into this attempt's folders: each is a few
-        requests on object storage, independent of the others (13 partitions on loopback
-        SeaweedFS: 0.26 s in turn, 0.15 s with 8 threads; a remote store's latency multiplies
-        both); the commit waits for them all and makes them current at once. A failed one fails
+        requests on object storage, independent of the others, so their latencies overlap
+        (docs/benchmark.md, "Figures behind the code"); the commit waits for them all and makes
+        them current at once. A failed one fails
         the step, and the attempt's files are removed; the previous commit stays current.
         """
         self._check_complete()

@@ -14,7 +14,7 @@ class SnapshotSink(StepSink):
     """Replace one day's snapshot of one table."""
 
     def setup(self) -> None:
-        """Create or evolve the snapshot table and clear the day's rows (same transaction)."""
+        """Create or evolve the snapshot table and start the day's fresh table (same transaction)."""
         super().setup()
         self.columns = self.schema_columns()
         self.owner.prepare_stream(self.stream_name, self.columns, list(self.key_properties or []))
@@ -23,8 +23,7 @@ class SnapshotSink(StepSink):
         """COPY buffered RECORD messages (stock taps)."""
         records = context.get("records", [])
         if records:
-            self.owner.copy_batch(self.stream_name, self.columns,
-                                  records_to_batch(records, self.columns))
+            self.owner.copy_batch(self.stream_name, records_to_batch(records, self.columns))
 
     def process_batch_files(self, encoding: BaseBatchFileEncoding, files: t.Sequence[str]) -> None:
         """COPY Parquet partitions, checking their columns match the SCHEMA message."""
@@ -34,4 +33,4 @@ class SnapshotSink(StepSink):
             if found != expected:
                 raise InputError(f"stream {self.stream_name}: {path} has columns {found}, its "
                                  f"SCHEMA says {expected}")
-            self.owner.copy_file(self.stream_name, self.columns, path)
+            self.owner.copy_file(self.stream_name, path)
