@@ -97,6 +97,14 @@ class TableJob:
         except OSError as error:
             raise StorageError(f"cannot write {self.destination}: {os_reason(error)}") from None
 
+    def abandon(self) -> None:
+        """Close the file of a job whose ranges were cancelled (a failed run removes it)."""
+        with self._lock:
+            if self._writer is not None:
+                with contextlib.suppress(OSError):
+                    self._writer.close()
+                self._writer = None
+
     @property
     def failed(self) -> bool:
         """Whether a range of the table failed (the others stop)."""
@@ -140,6 +148,7 @@ class ParallelExtract:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._first_error: BaseException | None = None
+        self._submitted: list[TableJob] = []
 
     def _connection(self):
         """This thread's connection, opened (and its snapshot imported) on first use."""
@@ -158,6 +167,7 @@ class ParallelExtract:
                  for n, job in enumerate(jobs) for page_range in job.ranges]
         for job in jobs:
             job._remaining = len(job.ranges)
+        self._submitted += jobs
         for _, _, job, page_range in sorted(units, key=lambda u: (-u[0], u[1])):
             self._pool.submit(self._run, job, page_range)
 
@@ -221,9 +231,15 @@ class ParallelExtract:
             cursor.close()
 
     def close(self) -> None:
-        """Stop the units still queued or running, wait for them, close the connections."""
+        """Stop the units still queued or running, wait for them, close files and connections.
+
+        Safe to call again. After a failure this frees the disk space the open files hold
+        before the step's marker is written.
+        """
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for job in self._submitted:
+            job.abandon()
         self._opened.close()
 
 

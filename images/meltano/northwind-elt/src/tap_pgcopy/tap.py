@@ -181,6 +181,12 @@ class TapPgCopy(BatchTap):
                                 ", ".join(filtered))
             self.extra_details["row_security_filtered"] = filtered
 
+    def record_failure(self, error: BaseException) -> None:
+        """Stop every connection's work first: its open files hold disk space the marker needs."""
+        if "extraction" in self.__dict__:  # started (cached_property)
+            self.extraction.close()
+        super().record_failure(error)
+
     def completion_details(self) -> dict:
         """Skipped relations (and tables read under row-level security) for the step's marker."""
         return {**self.extra_details, "skipped": [s.as_dict() for s in self.skipped]}
