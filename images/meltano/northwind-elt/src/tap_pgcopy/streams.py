@@ -10,18 +10,18 @@ timestamps past Arrow's year 294247) have no value in the column's native Arrow 
 found while reading (a failing decimal cast; a range flag selected beside each date or timestamp
 column), and then the table is read again with every column that holds one as text, this day only.
 Tables without such values are read once, as before.
+
+A table is read in page ranges on several connections (:mod:`tap_pgcopy.parallel`); this module
+says what a range's query and batches are.
 """
 
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from northwind_elt import pgconn
-from northwind_elt.arrow_io import PARQUET_COMPRESSION, throttled_progress
-from northwind_elt.errors import StorageError, os_reason
+from northwind_elt.arrow_io import throttled_progress
 from northwind_elt.pgtypes import Column, arrow_schema
 from northwind_elt.step_tap import BatchStream
 from psycopg import sql
@@ -29,13 +29,11 @@ from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig
 from singer_sdk.singerlib import SchemaMessage
 
 from tap_pgcopy.catalog import Table
+from tap_pgcopy.parallel import NeedsText, TableJob, range_query
+from tap_pgcopy.ranges import PageRange, Size
 
 if t.TYPE_CHECKING:
     from tap_pgcopy.tap import TapPgCopy
-
-
-class NeedsText(Exception):
-    """A column holds a value its native Arrow type cannot: the table must be read again."""
 
 
 class TableStream(BatchStream):
@@ -71,45 +69,57 @@ class TableStream(BatchStream):
         return sql.SQL("{}.{}").format(sql.Identifier(self.table.schema),
                                        sql.Identifier(self.table.name))
 
+    def job(self, columns: list[Column], ranges: list[PageRange], size: Size,
+            batch_config: BatchConfig) -> TableJob:
+        """The work of extracting ``columns`` of the table, range by range, into its batch file."""
+        flagged = [c for c in columns if _flag(c) is not None]
+        select = select_statement(self.source_table, columns, flagged)
+        schema = arrow_schema(columns)
+        return TableJob(
+            stream=self.name, where=f"table {self.table.schema}.{self.table.name}",
+            query=lambda page_range: range_query(select, page_range.condition()),
+            columns=columns, convert=lambda batch: convert_batch(batch, schema),
+            ranges=ranges, destination=self.batch_file(batch_config),
+            progress=throttled_progress(self.logger.info, f"extracting {self.name}"), size=size,
+            lock=sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE NOWAIT").format(
+                self.source_table).as_string() if size.lockable else None)
+
     def get_batches(
         self, batch_config: BatchConfig, context: dict | None = None
     ) -> t.Iterable[tuple[BaseBatchFileEncoding, list[str]]]:
-        """Copy the table into one Parquet file in the staging folder and yield its URL."""
+        """Wait for the table's Parquet file (the tap reads every table in parallel), yield its URL.
+
+        A table holding a value without a native Parquet form is read again (in parallel too),
+        each column holding one as text.
+        """
         tap = t.cast("TapPgCopy", self._tap)
-        destination = self.batch_file(batch_config)
-        where = f"table {self.table.schema}.{self.table.name}"
-        columns = self.selected_columns
-        if tap.digests is not None:  # queued first: it runs while the rows are copied out
-            tap.digests.submit(self.name, self.source_table, columns)
+        job = tap.extraction.jobs[self.name]
         try:
-            self.rows_written = self._write(columns, destination, where)
+            self.rows_written = tap.extraction.wait(job)
         except NeedsText:
-            columns = self._with_special_values_as_text(columns)
+            columns = tap.extraction.call(
+                lambda conn: self._with_special_values_as_text(conn, job.columns))
             self.logger.info("%s: columns %s hold values without a native Parquet form (NaN, "
                              "infinity, BC): stored as PostgreSQL text", self.name,
                              ", ".join(c.name for c in columns if c.text_form))
-            self.rows_written = self._write(columns, destination, where)
+            again = self.job(columns, job.ranges, job.size, batch_config)
+            tap.extraction.submit([again])
+            self.rows_written = tap.extraction.wait(again)
         tap.report_progress(self.name, self.rows_written)
-        yield batch_config.encoding, [destination.as_uri()]
+        yield batch_config.encoding, [job.destination.as_uri()]
 
-    def _write(self, columns: list[Column], destination, where: str) -> int:
-        tap = t.cast("TapPgCopy", self._tap)
-        flagged = [c for c in columns if _flag(c) is not None]
-        query = select_statement(self.source_table, columns, flagged).as_string()
-        return write_parquet(tap.data.cursor(), query, columns, flagged, destination, where,
-                             throttled_progress(self.logger.info, f"extracting {self.name}"))
-
-    def _with_special_values_as_text(self, columns: list[Column]) -> list[Column]:
+    def _with_special_values_as_text(self, conn, columns: list[Column]) -> list[Column]:
         """The columns, those holding a special value anywhere in the table as text."""
-        tap = t.cast("TapPgCopy", self._tap)
         candidates = [c for c in columns if _special(c) is not None]
         query = sql.SQL("SELECT {} FROM {}").format(
             sql.SQL(", ").join(sql.SQL("coalesce(bool_or({}), false)").format(_special(c))
                                for c in candidates), self.source_table)
-        cursor = tap.data.cursor()
+        cursor = conn.cursor()
         try:
             cursor.execute(query.as_string())
             found = cursor.fetchone()
+        except adbc_driver_manager.Error as error:
+            raise pgconn.read_failure(error, f"table {self.table.qualified}") from None
         finally:
             cursor.close()
         special = {c.name for c, holds in zip(candidates, found, strict=True) if holds}
@@ -171,44 +181,20 @@ def select_statement(table: sql.Composable, columns: list[Column], flagged: list
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), table)
 
 
-def write_parquet(cursor, query: str, columns: list[Column], flagged: list[Column], destination,
-                  where: str, progress) -> int:
-    """Stream ``query``'s rows into a Parquet file of the columns' schema; return the row count.
+def convert_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A batch of a range's query as a batch of the Parquet ``schema`` (its columns first).
 
-    The query selects ``columns`` then one range flag per column of ``flagged``.
+    The query selects the schema's columns, then one range flag per flagged column.
 
     Raises:
         NeedsText: If a natively stored column holds a value its Arrow type cannot.
     """
-    schema = arrow_schema(columns)
-    rows = 0
-    try:
-        cursor.execute(query)
-        reader = cursor.fetch_record_batch()
-        with pq.ParquetWriter(destination, schema, compression=PARQUET_COMPRESSION) as writer, \
-                ThreadPoolExecutor(max_workers=1) as background:
-            # Encode and compress batch N in the background while batch N+1 is read.
-            pending = None
-            for batch in reader:
-                if any(pc.any(flag).as_py() for flag in batch.columns[len(columns):]):
-                    raise NeedsText()
-                arrays = [array if array.type == field.type else _cast(array, field.type)
-                          for array, field in zip(batch.columns[:len(columns)], schema, strict=True)]
-                if pending is not None:
-                    pending.result()
-                pending = background.submit(writer.write_batch,
-                                            pa.RecordBatch.from_arrays(arrays, schema=schema))
-                rows += batch.num_rows
-                progress(rows)
-            if pending is not None:
-                pending.result()
-    except (adbc_driver_manager.Error, pa.ArrowInvalid) as error:
-        raise pgconn.read_failure(error, where) from None
-    except OSError as error:  # the batch file (a full disk): name it
-        raise StorageError(f"cannot write {destination}: {os_reason(error)}") from None
-    finally:
-        cursor.close()
-    return rows
+    width = len(schema)
+    if any(pc.any(flag).as_py() for flag in batch.columns[width:]):
+        raise NeedsText()
+    arrays = [array if array.type == target.type else _cast(array, target.type)
+              for array, target in zip(batch.columns[:width], schema, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _cast(array: pa.Array, arrow_type: pa.DataType) -> pa.Array:

@@ -15,6 +15,18 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
 from tap_pgcopy.client import DigestWorker, data_connection, open_snapshot, snapshot_provenance
 from tap_pgcopy.coverage import Relation, Skipped, check_extractable, relkinds
+from tap_pgcopy.parallel import ParallelExtract
+from tap_pgcopy.ranges import (
+    CONNECTIONS_SETTING,
+    DEFAULT_RANGE_PAGES,
+    PageRange,
+    Size,
+    connections_of,
+    range_pages_of,
+    split,
+    table_sizes,
+    tid_range_scans,
+)
 from tap_pgcopy.streams import TableStream
 
 
@@ -37,6 +49,12 @@ class TapPgCopy(BatchTap):
                     description="Kinds of relation to snapshot: table (ordinary and partitioned), "
                                 "view, materialized_view, foreign_table; the others are listed "
                                 "as skipped in the log and the step's marker"),
+        th.Property("connections", th.CustomType({"type": ["integer", "string", "null"]}),
+                    description="Connections reading the snapshot in parallel (default: the cores "
+                                f"this process may use); {CONNECTIONS_SETTING}"),
+        th.Property("range_pages", th.CustomType({"type": ["integer", "string", "null"]}),
+                    description="Cut a table of more pages than this into page ranges, at most one "
+                                f"per connection (default {DEFAULT_RANGE_PAGES}: 8 MB)"),
         th.Property("enable_row_security", th.BooleanType, default=False,
                     description="Extract tables that row-level security filters for the source "
                                 "role, with only the rows its policies let through (default: "
@@ -72,10 +90,47 @@ class TapPgCopy(BatchTap):
             for name, stream in self.streams.items() if stream.selected}}
 
     @functools.cached_property
-    def data(self):
-        """The ADBC connection that reads every table in the catalog's snapshot."""
-        return self._closing.enter_context(data_connection(
-            self.config, self.snapshot[1], bool(self.config.get("enable_row_security"))))
+    def parallelism(self) -> tuple[int, int]:
+        """The ``connections`` and ``range_pages`` settings (a bad value raises, naming it)."""
+        return connections_of(self.config), range_pages_of(self.config)
+
+    def _data_connection(self) -> contextlib.AbstractContextManager:
+        """A new ADBC connection reading in the catalog's snapshot."""
+        return data_connection(self.config, self.snapshot[1],
+                               bool(self.config.get("enable_row_security")))
+
+    @functools.cached_property
+    def extraction(self) -> ParallelExtract:
+        """Every selected table queued on the connections, large ones cut into page ranges.
+
+        Made on the first stream's turn to hand its file over; each stream then waits for its own.
+        """
+        conn = self.snapshot[0]
+        connections, range_pages = self.parallelism
+        selected = [s for s in self.streams.values() if s.selected]
+        sizes = table_sizes(conn, [(s.table.schema, s.table.name) for s in selected])
+        cut = connections > 1 and tid_range_scans(conn)
+        if connections > 1 and not cut:
+            self.logger.info("the source predates PostgreSQL 14 (no TID Range Scan): each table "
+                             "is read whole, on one connection")
+        extraction = ParallelExtract(self._data_connection, connections)
+        self._closing.callback(extraction.close)
+        jobs = []
+        for stream in selected:
+            size = sizes.get((stream.table.schema, stream.table.name), Size(0, False))
+            ranges = split(size.pages, connections, range_pages) if cut else [PageRange()]
+            if len(ranges) > 1:
+                self.logger.info("%s: %d pages read in %d ranges", stream.name, size.pages,
+                                 len(ranges))
+            batch_config = stream.get_batch_config(self.config)
+            jobs.append(stream.job(stream.selected_columns, ranges, size, batch_config))
+            if self.digests is not None:  # queued now: they run while the rows are copied out
+                self.digests.submit(stream.name, stream.source_table, jobs[-1].columns)
+        extraction.jobs = {job.stream: job for job in jobs}
+        self.logger.info("extracting %d tables on %d connections in one snapshot", len(jobs),
+                         connections)
+        extraction.submit(jobs)
+        return extraction
 
     @functools.cached_property
     def _closing(self) -> contextlib.ExitStack:
@@ -104,6 +159,7 @@ class TapPgCopy(BatchTap):
 
     def check_before_sync(self) -> None:
         """Refuse, before reading any row, what cannot be extracted whole (see coverage.py)."""
+        self.parallelism  # noqa: B018 (a bad setting fails here, before any row is read)
         selected = [s for s in self.streams.values() if s.selected]
         if not selected:
             raise SettingError("no table is selected for extraction (meltano select, or the "
@@ -124,6 +180,12 @@ class TapPgCopy(BatchTap):
                                 "policies show the source role (enable_row_security)",
                                 ", ".join(filtered))
             self.extra_details["row_security_filtered"] = filtered
+
+    def record_failure(self, error: BaseException) -> None:
+        """Stop every connection's work first: its open files hold disk space the marker needs."""
+        if "extraction" in self.__dict__:  # started (cached_property)
+            self.extraction.close()
+        super().record_failure(error)
 
     def completion_details(self) -> dict:
         """Skipped relations (and tables read under row-level security) for the step's marker."""
