@@ -12,6 +12,7 @@ its settings when first imported, and every Airflow import here happens inside a
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import multiprocessing
 import re
@@ -138,12 +139,35 @@ def create_run(bag, dag, logical_date: dt.datetime | None, run_conf: dict | None
 def build_execution_api() -> None:
     """Build the in-process execution API once, before any fork: every task process inherits it.
 
-    (Its transport starts a thread, so that part is left to each child.)
+    The app builds its versioned routes on its first request (seconds of CPU), so one request
+    that matches no route is served here, on a loop that ends with it: no thread crosses the fork.
+    (The transport starts a thread, so that part is left to each child.)
     """
     from airflow.sdk.execution_time import task_runner  # noqa: F401 - imported once, before forks
     from airflow.sdk.execution_time.supervisor import in_process_api_server
 
-    _ = in_process_api_server().app
+    app = in_process_api_server().app
+    statuses = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        statuses.extend([message["status"]] if "status" in message else [])
+
+    asyncio.run(app(warm_up_request(), receive, send))
+    if statuses != [404]:
+        raise RuntimeError(f"the execution API answered its warm-up request with {statuses}")
+
+
+def warm_up_request() -> dict:
+    """The ASGI scope of a GET that no route of the execution API matches."""
+    path = "/northwind-local/warm-up"
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "server": ("in-process.invalid.", 80), "client": None, "root_path": "",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "headers": [],
+    }
 
 
 def sync_bag_to_db(bag, dag) -> None:
