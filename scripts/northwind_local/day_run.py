@@ -12,7 +12,6 @@ its settings when first imported, and every Airflow import here happens inside a
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import multiprocessing
 import re
@@ -23,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from northwind_local.execution_api import build_execution_api
 from northwind_local.task_process import lost, run_in_child
 
 #: A task id becomes a log file name only if it is a plain identifier (Airflow allows dots too).
@@ -134,40 +134,6 @@ def create_run(bag, dag, logical_date: dt.datetime | None, run_conf: dict | None
         triggered_by=DagRunTriggeredByType.TEST,
         triggering_user_name="make run",
     )
-
-
-def build_execution_api() -> None:
-    """Build the in-process execution API once, before any fork: every task process inherits it.
-
-    The app builds its versioned routes on its first request (seconds of CPU), so one request
-    that matches no route is served here, on a loop that ends with it: no thread crosses the fork.
-    (The transport starts a thread, so that part is left to each child.)
-    """
-    from airflow.sdk.execution_time import task_runner  # noqa: F401 - imported once, before forks
-    from airflow.sdk.execution_time.supervisor import in_process_api_server
-
-    app = in_process_api_server().app
-    statuses = []
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict) -> None:
-        statuses.extend([message["status"]] if "status" in message else [])
-
-    asyncio.run(app(warm_up_request(), receive, send))
-    if statuses != [404]:
-        raise RuntimeError(f"the execution API answered its warm-up request with {statuses}")
-
-
-def warm_up_request() -> dict:
-    """The ASGI scope of a GET that no route of the execution API matches."""
-    path = "/northwind-local/warm-up"
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "server": ("in-process.invalid.", 80), "client": None, "root_path": "",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "headers": [],
-    }
 
 
 def sync_bag_to_db(bag, dag) -> None:
