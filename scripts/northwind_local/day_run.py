@@ -244,8 +244,9 @@ class DayDriver:
         settings.engine.dispose()
         # Airflow, the DAG and the built API are some 600,000 objects: frozen, no collection walks
         # them again, neither in a child (whose pages stay shared) nor at this process's exit
-        # (a second of CPU each).
+        # (a second of CPU each). Collections may run again (``make run`` stops them to start up).
         gc.freeze()
+        gc.enable()
         receive, send = self.fork.Pipe(duplex=False)
         child = self.fork.Process(target=run_in_child, args=(ti, self.dag.task_dict[ti.task_id], log, send))
         child.start()
