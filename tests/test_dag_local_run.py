@@ -8,6 +8,7 @@ import dag_support  # noqa: I001 - first: it points Airflow at a private home be
 
 import csv
 import datetime as dt
+import gc
 import json
 import os
 import re
@@ -209,6 +210,9 @@ def test_a_manual_run_without_logical_date_processes_the_day_it_was_queued_for(d
 
     after = dt.datetime.now(dt.UTC).date().isoformat()
     assert run.task_states["extract_csv"] == "success"
+    # The task's process was forked from frozen objects (Airflow, the DAG, the execution API):
+    # collections skip them, in the child and at the runner's exit; and collections run again.
+    assert gc.get_freeze_count() > 100_000 and gc.isenabled()
     days = [path.name for path in (databases.data_root / "_status").iterdir()]
     assert len(days) == 1 and days[0] in {before, after}
     assert marker_status(databases.data_root, days[0]) == {"extract-csv": "success"}
@@ -220,3 +224,18 @@ def test_the_date_param_chooses_the_day_of_a_manual_run(databases):
     assert run.task_states["extract_csv"] == "success"
     assert marker_status(databases.data_root, "2024-02-29") == {"extract-csv": "success"}
     assert committed(databases.data_root, "csv", "2024-02-29", "order_details.parquet").is_file()
+
+
+def test_the_execution_api_is_routed_before_the_fork_and_leaves_no_thread_behind():
+    """Each task process inherits the built routes (seconds of CPU each paid on its first call)."""
+    import threading
+
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+    from northwind_local.execution_api import build_execution_api
+
+    threads = set(threading.enumerate())
+    build_execution_api()
+
+    paths = {getattr(route, "path", None) for route in in_process_api_server().app.routes}
+    assert "/task-instances/{task_instance_id}/run" in paths
+    assert set(threading.enumerate()) == threads  # a thread would not cross the fork

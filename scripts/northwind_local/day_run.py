@@ -13,6 +13,7 @@ its settings when first imported, and every Airflow import here happens inside a
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import multiprocessing
 import re
 import time
@@ -22,6 +23,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from northwind_local.execution_api import build_execution_api
 from northwind_local.task_process import lost, run_in_child
 
 #: A task id becomes a log file name only if it is a plain identifier (Airflow allows dots too).
@@ -138,17 +140,6 @@ def create_run(bag, dag, logical_date: dt.datetime | None, run_conf: dict | None
     )
 
 
-def build_execution_api() -> None:
-    """Build the in-process execution API once, before any fork: every task process inherits it.
-
-    (Its transport starts a thread, so that part is left to each child.)
-    """
-    from airflow.sdk.execution_time import task_runner  # noqa: F401 - imported once, before forks
-    from airflow.sdk.execution_time.supervisor import in_process_api_server
-
-    _ = in_process_api_server().app
-
-
 def sync_bag_to_db(bag, dag) -> None:
     """Store the bundles and the parsed DAGs, as ``dag.test()`` does: the task API reads them there."""
     from airflow import settings
@@ -254,6 +245,11 @@ class DayDriver:
         # No connection may cross the fork: commit, and close the pool's connections.
         self.session.commit()
         settings.engine.dispose()
+        # Airflow, the DAG and the built API are some 600,000 objects: frozen, no collection walks
+        # them again, neither in a child (whose pages stay shared) nor at this process's exit
+        # (a second of CPU each). Collections may run again (``make run`` stops them to start up).
+        gc.freeze()
+        gc.enable()
         receive, send = self.fork.Pipe(duplex=False)
         child = self.fork.Process(target=run_in_child, args=(ti, self.dag.task_dict[ti.task_id], log, send))
         child.start()
