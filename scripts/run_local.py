@@ -99,8 +99,8 @@ def step_rows(env: dict[str, str], step: str | None, day: dt.date, outcome) -> i
     return sum(marker.rows.values())
 
 
-def task_line(outcome, rows: int | None) -> str:
-    """One line of a finished task: state, start, end, duration, rows; a failure's step and reason."""
+def task_line(outcome, rows: int | None, unit: str = "rows") -> str:
+    """One line of a finished task: state, start, end, duration, rows or checks; a failure's reason."""
     clock = "%H:%M:%S"
     times = (
         f"{outcome.start:{clock}} -> {outcome.end:{clock}} {outcome.seconds:5.1f} s"
@@ -109,7 +109,7 @@ def task_line(outcome, rows: int | None) -> str:
     )
     line = f"  {outcome.task_id:<18}{outcome.state:<16}{times}"
     if rows is not None:
-        line += f" {rows:>7,} rows"
+        line += f" {rows:>7,} {unit}"
     if outcome.state not in DONE and outcome.error:
         line += f"\n    {outcome.error}"  # names the step, the date and the reason
     if outcome.state not in DONE and outcome.log is not None:
@@ -168,6 +168,7 @@ def run_dag(
         reextract: The run's ``reextract`` param: read the sources again for a day whose
             extracts already succeeded (they are kept otherwise).
     """
+    from northwind_elt.step_names import CHECK_WAREHOUSE
     from northwind_local.day_run import run_day
 
     bag, dag, skip = dag_parts
@@ -176,7 +177,9 @@ def run_dag(
         if outcome.task_id in skip:
             return
         step = getattr(dag.task_dict[outcome.task_id], "step", None)
-        print(task_line(outcome, step_rows(env, step, day, outcome)), file=console, flush=True)
+        # The checks step counts checks, not rows (its marker: passed, warned, failed).
+        unit = "checks" if step == CHECK_WAREHOUSE else "rows"
+        print(task_line(outcome, step_rows(env, step, day, outcome), unit), file=console, flush=True)
 
     logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     state, outcomes = run_day(bag, DAG_ID, logical_date=logical_date, log_dir=log_dir, skip=skip,
