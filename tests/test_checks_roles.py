@@ -4,14 +4,11 @@ The reader records the day's results through ``northwind.record_check_results`` 
 databases chart's init SQL, the login role owning it) and can write nothing else.
 """
 
-import shutil
 
 import pytest
-from northwind_elt import localdb
 from northwind_elt.checks_store import DDL
 from pipeline import assert_ok, run_step
-from settings import ORDER_DETAILS_CSV
-from test_db_roles import INITDB, cluster, refused  # noqa: F401 (the chart's roles fixture)
+from test_db_roles import INITDB, cluster, login_env, refused  # noqa: F401 (the chart's roles fixture)
 
 DAY = "1996-07-04"
 
@@ -23,13 +20,7 @@ def test_the_init_sql_holds_the_results_statements_verbatim():
 @pytest.mark.slow
 def test_the_reader_runs_the_checks_and_records_results_but_writes_nothing_else(
         cluster, meltano_project, tmp_path):  # noqa: F811
-    csv_copy = tmp_path / "order_details.csv"
-    shutil.copyfile(ORDER_DETAILS_CSV, csv_copy)
-    env = localdb.pipeline_environment(cluster.socket)
-    for prefix, instance in (("SOURCE_PG", "source"), ("WAREHOUSE_PG", "warehouse")):
-        env |= {f"{prefix}DATABASE": cluster.databases[instance],
-                f"{prefix}USER": cluster.roles[instance]}
-    env |= {"NORTHWIND_DATA_ROOT": str(tmp_path / "data"), "ORDER_DETAILS_CSV": str(csv_copy)}
+    env = login_env(cluster, tmp_path)
     for step in ("extract-postgres", "extract-csv", "load-warehouse"):
         assert_ok(run_step(step, DAY, env))
     assert_ok(run_step("check-warehouse", DAY, {**env, "WAREHOUSE_PGUSER": cluster.reader}))

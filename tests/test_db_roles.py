@@ -135,15 +135,20 @@ def test_airflow_role_owns_its_database_without_superuser_powers(cluster):
         assert refused(conn, "CREATE ROLE intruder")
 
 
-def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, tmp_path):
-    """The steps log in as the chart's roles: the report as the warehouse's read-only one."""
+def login_env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    """A step environment of the chart's login roles, a data tree and a CSV copy under tmp_path."""
     csv_copy = tmp_path / "order_details.csv"
     shutil.copyfile(ORDER_DETAILS_CSV, csv_copy)
     env = localdb.pipeline_environment(cluster.socket)
     for prefix, instance in (("SOURCE_PG", "source"), ("WAREHOUSE_PG", "warehouse")):
         env |= {f"{prefix}DATABASE": cluster.databases[instance],
                 f"{prefix}USER": cluster.roles[instance]}
-    env |= {"NORTHWIND_DATA_ROOT": str(tmp_path / "data"), "ORDER_DETAILS_CSV": str(csv_copy)}
+    return env | {"NORTHWIND_DATA_ROOT": str(tmp_path / "data"), "ORDER_DETAILS_CSV": str(csv_copy)}
+
+
+def test_a_day_runs_with_nothing_but_the_login_roles(cluster, meltano_project, tmp_path):
+    """The steps log in as the chart's roles: the report as the warehouse's read-only one."""
+    env = login_env(cluster, tmp_path)
     # Like the DAG: the report logs in as the read-only role (the test socket checks no password).
     logins = {"publish-report": {"WAREHOUSE_PGUSER": cluster.reader}}
     for step in STEPS:
