@@ -9,6 +9,7 @@ import tomllib
 import helm
 import pytest
 import yaml
+from test_names_in_step import cluster_env
 
 ROOT = helm.ROOT
 DOCKERFILE = ROOT / "images" / "meltano" / "Dockerfile"
@@ -102,8 +103,7 @@ def test_tools_are_pinned_like_the_lock(steps):
 
 
 def test_the_project_is_where_the_pods_run_it(steps):
-    names = dict(re.findall(
-        r"^(\w+)=(.*)$", (ROOT / "dags" / "northwind" / "cluster.env").read_text(), re.MULTILINE))
+    names = cluster_env()
     assert [rest for word, rest in steps if word == "WORKDIR"][-1] == names["MELTANO_PROJECT_DIR"]
     copies = [rest for word, rest in steps if word == "COPY"]
     assert f"--from=build {names['MELTANO_PROJECT_DIR']} {names['MELTANO_PROJECT_DIR']}" in copies
@@ -138,8 +138,7 @@ def test_suits_pod_operator_commands(steps):
 
 def test_runtime_environment(steps):
     env = _env(steps)
-    names = dict(re.findall(
-        r"^(\w+)=(.*)$", (ROOT / "dags" / "northwind" / "cluster.env").read_text(), re.MULTILINE))
+    names = cluster_env()
     assert env["NORTHWIND_DATA_ROOT"] == names["DATA_MOUNT_PATH"]
     assert env["ORDER_DETAILS_CSV"] == "/project/sources/order_details.csv"
     assert env["MELTANO_SEND_ANONYMOUS_USAGE_STATS"] == "false"
@@ -147,8 +146,10 @@ def test_runtime_environment(steps):
     uri = env["MELTANO_DATABASE_URI"].strip('"')
     assert uri.startswith(f"sqlite:///file:{names['MELTANO_PROJECT_DIR']}/.meltano/meltano.db?")
     assert "mode=ro" in uri and "immutable=1" in uri
-    pods = (ROOT / "dags" / "northwind" / "pods.py").read_text()
-    assert f'"{uri}"' in pods, "dags/northwind/pods.py MELTANO_DATABASE_URI differs from the image's"
+    from northwind.pods import step_pod_kwargs
+
+    pod_env = step_pod_kwargs("extract-csv")["env_vars"]
+    assert pod_env["MELTANO_DATABASE_URI"] == uri, "the step pods and the image open different databases"
     assert any(r.startswith("/opt/venv/bin/meltano upgrade database && test ! -e "
                             ".meltano/meltano.db-wal") for w, r in steps if w == "RUN")
     assert env["HOME"] == "/tmp"
