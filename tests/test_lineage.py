@@ -3,6 +3,7 @@ its datasets, to an HTTP sink started here (what Marquez would receive at /api/v
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import pytest
 from northwind_elt import lineage
 from northwind_elt.steps import STEPS, StepMarker
 from pipeline import assert_ok, run_step
-from settings import ORDER_DETAILS_ROWS
+from settings import ORDER_DETAILS_ROWS, ROOT
 
 DAY = "2024-01-02"
 TASK_OF_STEP = {step: step.replace("-", "_") for step in STEPS}
@@ -159,6 +160,48 @@ def test_a_broken_csv_day_sends_fail_with_the_reason(databases, http_sink):
     assert names(fail["inputs"]) == {("file", str(csv_file))} and fail["outputs"] == []
     assert "parent" not in fail["run"]["facets"]  # no OPENLINEAGE_PARENT_ID: no parent
     assert {e["run"]["runId"] for e in sent} == {fail["run"]["runId"]}
+
+
+#: Runs the DAG for a day through the local Airflow in a fresh interpreter, so the OpenLineage
+#: provider's plugin is loaded with the sink configured (it reads the settings once, at load).
+RUN_DAG = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+import dag_support
+dag_support.migrate_metadata_db()
+result = dag_support.run_dag({DAY!r}, {{}})
+print("TASK_STATES=" + json.dumps(result.task_states))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("meltano_project")
+def test_through_airflow_the_providers_task_runs_are_the_parents_of_the_steps(databases, http_sink,
+                                                                              tmp_path):
+    url, events, _ = http_sink
+    env = {**os.environ, **databases.env, "OPENLINEAGE_URL": url,
+           "NORTHWIND_TEST_AIRFLOW_HOME": str(tmp_path / "airflow")}
+    (tmp_path / "airflow").mkdir()
+
+    done = subprocess.run([sys.executable, "-c", RUN_DAG], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    [states] = [line for line in done.stdout.splitlines() if line.startswith("TASK_STATES=")]
+    assert json.loads(states.removeprefix("TASK_STATES=")) == dict.fromkeys(TASK_OF_STEP.values(), "success")
+    dag_runs = {e["run"]["runId"] for e in events if e["job"]["name"] == "northwind_daily"}
+    assert len(dag_runs) == 1
+    for step, task in TASK_OF_STEP.items():
+        task_events = [e for e in events if e["job"]["name"] == f"northwind_daily.{task}"]
+        assert {e["eventType"] for e in task_events} == {"START", "COMPLETE"}, task
+        [task_run] = {e["run"]["runId"] for e in task_events}
+        sent = of_step(events, step)
+        assert [e["eventType"] for e in sent] == ["START", "COMPLETE"], step
+        for event in sent:
+            parent = event["run"]["facets"]["parent"]
+            assert (parent["job"]["name"], parent["run"]["runId"]) == (f"northwind_daily.{task}", task_run)
+            assert parent["job"]["namespace"] == task_events[0]["job"]["namespace"]
+            assert {parent["root"]["run"]["runId"]} == dag_runs
 
 
 def test_lineage_is_off_without_openlineage_settings_and_the_client_is_not_imported(tmp_path):
