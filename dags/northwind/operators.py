@@ -72,7 +72,9 @@ def lineage_parent_env(context) -> dict[str, str]:
     """
     try:
         from airflow.providers.openlineage import conf
-
+    except ImportError:  # an Airflow without the provider: no parent, nothing to say
+        return {}
+    try:
         if conf.is_disabled():
             return {}
         from airflow.providers.openlineage.plugins import macros
