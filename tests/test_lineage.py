@@ -274,3 +274,17 @@ def test_the_parent_id_is_the_providers_three_parts():
         "default", "northwind_daily.load_warehouse", run)
     assert lineage.parse_parent("default/northwind_daily.load_warehouse/not-a-uuid") is None
     assert lineage.parse_parent("") is None
+
+
+def test_a_tree_on_s3_names_its_datasets_by_bucket_and_key(monkeypatch):
+    from northwind_elt.layout import DataTree
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                        "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}.items():
+        monkeypatch.setenv(name, value)
+    tree = DataTree.from_setting("s3://bucket/pre/fix")  # no request: only paths are named
+
+    dataset = lineage.path_dataset(tree, tree.root / "postgres" / "orders" / DAY / "orders.parquet")
+
+    assert dataset.namespace == "s3://bucket"
+    assert dataset.name == f"pre/fix/postgres/orders/{DAY}/orders.parquet"

@@ -33,7 +33,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from northwind_elt import logger
 
@@ -64,7 +64,6 @@ class Dataset:
     #: ``(name, type)`` of each column, in order; None when unknown.
     columns: list[tuple[str, str]] | None = None
     version: str | None = None
-    facets: dict = field(default_factory=dict)
 
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:
