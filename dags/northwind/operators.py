@@ -13,6 +13,7 @@ So the task graph, the commands and the rendered dates are the same in both mode
 """
 
 import collections
+import logging
 import os
 import re
 import shutil
@@ -23,8 +24,11 @@ from pathlib import Path
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk.exceptions import AirflowFailException
+from kubernetes.client import models as k8s
 
 from northwind.meltano_local import own_run_folder
+
+log = logging.getLogger(__name__)
 
 #: Selects where steps run: ``kubernetes`` (the default) or ``local``.
 RUNTIME_VARIABLE = "NORTHWIND_RUNTIME"
@@ -59,6 +63,30 @@ def runtime(environ: Mapping[str, str] = os.environ) -> str:
     return value
 
 
+def lineage_parent_env(context) -> dict[str, str]:
+    """The task run as the OpenLineage parent of the step's run, when Airflow's provider is on.
+
+    ``OPENLINEAGE_PARENT_ID`` and ``OPENLINEAGE_ROOT_PARENT_ID`` (``namespace/job/run id``, the
+    provider's ``lineage_parent_id`` and ``lineage_root_parent_id`` macros; northwind_elt.lineage
+    reads them). Empty while the provider is off (no ``OPENLINEAGE_*`` transport): nothing imported.
+    """
+    try:
+        from airflow.providers.openlineage import conf
+    except ImportError:  # an Airflow without the provider: no parent, nothing to say
+        return {}
+    try:
+        if conf.is_disabled():
+            return {}
+        from airflow.providers.openlineage.plugins import macros
+
+        ti = context["ti"]
+        return {"OPENLINEAGE_PARENT_ID": macros.lineage_parent_id(ti),
+                "OPENLINEAGE_ROOT_PARENT_ID": macros.lineage_root_parent_id(ti)}
+    except Exception as error:  # noqa: BLE001 - lineage never fails the task it describes
+        log.warning("no OpenLineage parent for the step: %s", error)
+        return {}
+
+
 def meltano_project(environ: Mapping[str, str] = os.environ) -> Path:
     """Return the Meltano project a local step runs in."""
     return Path(environ.get(PROJECT_VARIABLE) or DEFAULT_PROJECT)
@@ -84,6 +112,12 @@ class MeltanoStepOperator(KubernetesPodOperator):
 
     def execute(self, context):
         """Run the step where ``NORTHWIND_RUNTIME`` says."""
+        if parent := lineage_parent_env(context):
+            if isinstance(self.env_vars, dict):
+                self.env_vars = {**self.env_vars, **parent}
+            else:
+                self.env_vars = [*(self.env_vars or []),
+                                 *(k8s.V1EnvVar(name=n, value=v) for n, v in parent.items())]
         if runtime() == KUBERNETES:
             return super().execute(context)
         return self.execute_locally()

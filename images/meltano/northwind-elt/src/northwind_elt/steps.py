@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from northwind_elt import atomic, logger, metrics
+from northwind_elt import atomic, lineage, logger, metrics
 from northwind_elt.commits import FOLDER_OF_STEP, read_commit, read_document, remove_stale_attempts
 from northwind_elt.errors import PipelineError, PrerequisiteError, SettingError, StorageError
 from northwind_elt.layout import DataTree, new_attempt
@@ -193,6 +193,7 @@ def finish(tree: DataTree, marker: StepMarker, *, error: str | None = None) -> N
     marker.finished_at = now()
     write_marker(tree, marker)
     metrics.step_finished(tree, marker)  # off unless NORTHWIND_STATSD_HOST is set
+    lineage.step_finished(tree, marker)  # off unless OPENLINEAGE_* configures the client
 
 
 def parse_flag(value: object, setting: str) -> bool:
@@ -344,6 +345,7 @@ def start_attempt(tree: DataTree, step: str, day: dt.date) -> tuple[StepMarker, 
         # commit and its marker is found in northwind.loads under this id.
         write_marker(tree, marker)
     heartbeat = Heartbeat(tree, step, day, marker.attempt, marker.commit).start()
+    lineage.step_started(tree, marker)  # off unless OPENLINEAGE_* configures the client
     if step in FOLDER_OF_STEP:
         keep = {marker.commit}
         if (committed := read_commit(tree, step, day)) is not None:
