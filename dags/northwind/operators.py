@@ -87,6 +87,16 @@ def lineage_parent_env(context) -> dict[str, str]:
         return {}
 
 
+#: What a step pod needs of the scheduler's OpenLineage settings to send its own events. Never a
+#: key or other transport setting: those would land in the pod spec (give the pods a file instead).
+FORWARDED_LINEAGE_SETTINGS = ("OPENLINEAGE_URL", "OPENLINEAGE_ENDPOINT", "OPENLINEAGE_NAMESPACE")
+
+
+def forwarded_lineage_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The endpoint and namespace the step pod sends its OpenLineage events to, as Airflow's."""
+    return {name: environ[name] for name in FORWARDED_LINEAGE_SETTINGS if environ.get(name)}
+
+
 def meltano_project(environ: Mapping[str, str] = os.environ) -> Path:
     """Return the Meltano project a local step runs in."""
     return Path(environ.get(PROJECT_VARIABLE) or DEFAULT_PROJECT)
@@ -113,6 +123,7 @@ class MeltanoStepOperator(KubernetesPodOperator):
     def execute(self, context):
         """Run the step where ``NORTHWIND_RUNTIME`` says."""
         if parent := lineage_parent_env(context):
+            parent |= forwarded_lineage_settings()  # a pod does not inherit the scheduler's env
             if isinstance(self.env_vars, dict):
                 self.env_vars = {**self.env_vars, **parent}
             else:
