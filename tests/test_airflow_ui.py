@@ -158,6 +158,7 @@ def test_trigger_a_day_in_the_ui_and_read_its_task_log(airflow, browser, tmp_pat
         "extract_csv": "success",
         "load_warehouse": "success",
         "publish_report": "success",
+        "check_warehouse": "success",
     }
     assert state == "success"
 

@@ -9,11 +9,19 @@ import os
 from pathlib import Path
 
 from northwind_elt.content_digest import DIGEST_VARIABLE
-from northwind_elt.steps import STEPS
 
 from .goals import RATIO_GOAL, RSS_GOAL_MB, goal_lines, in_process_lines, s3_lines, warehouse_goal_lines
 from .measure import Measurement, ScaleResult
-from .settings import BASELINE_OF, DETAILS, DIGEST_MODES, DIGEST_STEPS, RERUN, RUN_DATE, STARTUP_OF
+from .settings import (
+    BASELINE_OF,
+    DETAILS,
+    DIGEST_MODES,
+    DIGEST_STEPS,
+    MEASURED_STEPS,
+    RERUN,
+    RUN_DATE,
+    STARTUP_OF,
+)
 from .startup import MELTANO_CLI, MIGRATION, PLUGIN_MODULES, STEP_PLUGINS, has_bytecode
 from .table import HEADER, rate, raw_line, step_line
 
@@ -79,12 +87,12 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
                          "our taps' completion message, after staging every record)")
     if growth:
         lines += ["", "How cost grows (wall s / largest-process RSS MB per step):"]
-        header = f"{'scale':>6}{'rows':>12}" + "".join(f"{s:>22}" for s in STEPS)
+        header = f"{'scale':>6}{'rows':>12}" + "".join(f"{s:>22}" for s in MEASURED_STEPS)
         lines += [header, "-" * len(header)]
         for result in [*growth, main]:
             cells = "".join(
                 f"{(f'{m.wall:.2f} s / {m.rss_process_mb:.0f} MB' if m else '-'):>22}"
-                for m in (result.steps.get(s) for s in STEPS))
+                for m in (result.steps.get(s) for s in MEASURED_STEPS))
             lines.append(f"{result.scale:>6}{sum(result.counts.values()):>12,}{cells}")
     return lines
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from northwind_elt.content_digest import DIGEST_VARIABLE
-from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE, PUBLISH_REPORT, STEPS
+from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE, PUBLISH_REPORT
 from psycopg import sql
 
 from scripts import bench_history, seaweed
@@ -32,6 +32,7 @@ from .settings import (
     DETAILS,
     DIGEST_STEPS,
     GROWTH_SCALES,
+    MEASURED_STEPS,
     RESULTS,
     STARTUP_RUNS,
     STEP_RUNS,
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
-    steps = (EXTRACT_POSTGRES,) if args.quick else DIGEST_STEPS if args.digests_only else STEPS
+    steps = (EXTRACT_POSTGRES,) if args.quick else DIGEST_STEPS if args.digests_only else MEASURED_STEPS
 
     # Outside /root: the server runs as its own system user, which must reach its folder.
     workdir = Path(tempfile.mkdtemp(prefix="northwind-bench-", dir="/tmp"))

@@ -186,6 +186,12 @@ class DayDriver:
                 tis = self.schedule()
                 self.report_finished(tis)
                 if self.run.state != DagRunState.RUNNING:
+                    # The run ends once every task's state is final, which a task sets before its
+                    # process exits: wait for those processes, so their error lines are not lost.
+                    while self.running:
+                        self.collect()
+                    self.session.expire_all()
+                    self.report_finished(self.run.get_task_instances(session=self.session))
                     return
                 starting = self.ready(tis)
                 for ti in starting:
