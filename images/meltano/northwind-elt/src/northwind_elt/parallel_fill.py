@@ -13,8 +13,10 @@ A committed fresh table is visible, but it is no partition and no view reads it.
 its own (:meth:`ParallelFill.close`, then :func:`drop_leftovers` in a transaction of its own), and
 every load drops the ``~filling`` tables a killed attempt left (:func:`drop_leftovers`, under the
 load lock, so never another running load's). A stream whose snapshot table is new or changed in
-this load (first load, columns added or widened) is filled in the load's transaction, as with one
-connection: a worker could not see its uncommitted definition.
+this load (columns added or widened, a migration) is filled in the load's transaction, as with
+one connection: a worker could not see its uncommitted definition. A snapshot table created by
+this load (its first day) is filled by a worker that creates the fresh table from the day's
+columns and keys, unless a column's type is created by this load too.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ from psycopg import sql
 from northwind_elt import verify, warehouse, warehouse_schema
 from northwind_elt.arrow_io import ProgressCallback, copy_parquet_into
 from northwind_elt.errors import SettingError
-from northwind_elt.pgtypes import Column
-from northwind_elt.warehouse_layout import PARTITION_SCHEMA, SNAPSHOT_SCHEMA, derived_name
+from northwind_elt.pgtypes import Column, check_sql_type
+from northwind_elt.warehouse_layout import (
+    PARTITION_SCHEMA,
+    SNAPSHOT_DATE,
+    SNAPSHOT_SCHEMA,
+    derived_name,
+    partition_table,
+)
 
 #: The setting (target-pgcopy ``load_connections``) and its variable.
 CONNECTIONS_SETTING = "load_connections (NORTHWIND_LOAD_CONNECTIONS)"
@@ -73,6 +81,16 @@ def drop_leftovers(cur: psycopg.Cursor) -> list[str]:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
             sql.Identifier(PARTITION_SCHEMA), sql.Identifier(name)))
     return names
+
+
+def types_committed(cur: psycopg.Cursor, table: str) -> bool:
+    """Whether every column type of ``snapshots.<table>`` was committed before this transaction."""
+    cur.execute("""SELECT NOT EXISTS (
+                       SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                       WHERE a.attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
+                         AND t.xmin = pg_current_xact_id_if_assigned()::xid)""",
+                (SNAPSHOT_SCHEMA, table))
+    return bool(cur.fetchone()[0])
 
 
 def changed_here(cur: psycopg.Cursor, table: str) -> bool:
@@ -135,14 +153,21 @@ class ParallelFill:
         self.assigned: dict[str, _Worker] = {}
         #: Each stream's fresh table and the columns it is created and filled with.
         self.tables: dict[str, tuple[str, list[Column], list[Column], tuple[str, ...]]] = {}
+        #: The keys of the streams whose snapshot table is new (created with this load).
+        self.new: dict[str, list[str]] = {}
         #: Rows of each copy, once done: (stream, future).
         self.copies: list[tuple[str, Future]] = []
 
     def add(self, stream: str, stored: list[Column], typed: list[Column],
-            not_null: tuple[str, ...]) -> str:
-        """Register a stream filled by a worker; return its fresh table's name."""
+            not_null: tuple[str, ...], new_keys: list[str] | None = None) -> str:
+        """Register a stream filled by a worker; return its fresh table's name.
+
+        ``new_keys``: the keys of a snapshot table this load creates (None: it is committed).
+        """
         fresh = filling_name(stream, self.day)
         self.tables[stream] = (fresh, stored, typed, not_null)
+        if new_keys is not None:
+            self.new[stream] = new_keys
         return fresh
 
     def _worker(self, stream: str, size: int) -> _Worker:
@@ -150,9 +175,10 @@ class ParallelFill:
             worker = min(self.workers, key=lambda w: w.queued_bytes)
             worker.streams.append(stream)
             self.assigned[stream] = worker
-            fresh, _, _, not_null = self.tables[stream]
-            day = self.day
-            worker.submit(lambda cur: _create(cur, stream, day, fresh, not_null))
+            fresh, stored, _, not_null = self.tables[stream]
+            day, new = self.day, stream in self.new
+            worker.submit(lambda cur: _create(cur, stream, day, fresh, not_null,
+                                              stored if new else None))
         worker = self.assigned[stream]
         worker.queued_bytes += size
         return worker
@@ -201,7 +227,10 @@ class ParallelFill:
         unchecked = verify.check_loaded(cur, digests, fresh, {s: self.tables[s][2]
                                                               for s in streams})
         for stream in streams:
-            warehouse.index_fresh(cur, stream, fresh[stream])
+            if stream in self.new:
+                _index_new(cur, fresh[stream], self.new[stream])
+            else:
+                warehouse.index_fresh(cur, stream, fresh[stream])
         cur.connection.commit()
         return unchecked
 
@@ -212,8 +241,38 @@ class ParallelFill:
 
 
 def _create(cur: psycopg.Cursor, stream: str, day: dt.date, fresh: str,
-            not_null: tuple[str, ...]) -> None:
-    warehouse.start_day(cur, stream, day, not_null, fresh)
+            not_null: tuple[str, ...], columns: list[Column] | None) -> None:
+    """Create the fresh table: ``LIKE`` its snapshot table, or from ``columns`` if that is new.
+
+    From ``columns``, it has the columns :func:`warehouse.prepare_table` gives a new snapshot
+    table, in its order, with :func:`warehouse.start_day`'s day default, check and storage.
+    """
+    if columns is None:
+        warehouse.start_day(cur, stream, day, not_null, fresh)
+        return
+    definitions = [sql.SQL("{} {}").format(sql.Identifier(c.name),
+                                           sql.SQL(check_sql_type(c.sql_type, f"{stream}.{c.name}")))
+                   for c in columns]
+    definitions.append(sql.SQL("{} date NOT NULL DEFAULT {} CHECK ({} = {})").format(
+        sql.Identifier(SNAPSHOT_DATE), sql.Literal(day), sql.Identifier(SNAPSHOT_DATE),
+        sql.Literal(day)))
+    cur.execute(sql.SQL("CREATE TABLE {} ({}) WITH ({})").format(
+        partition_table(fresh), sql.SQL(", ").join(definitions), warehouse.NO_AUTOVACUUM))
+    for name in not_null:
+        cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(
+            partition_table(fresh), sql.Identifier(name)))
+
+
+def _index_new(cur: psycopg.Cursor, fresh: str, keys: list[str]) -> None:
+    """The key (or day index) a new snapshot table has (:func:`warehouse.prepare_table`), ANALYZE."""
+    if keys:
+        cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+            partition_table(fresh),
+            sql.SQL(", ").join(sql.Identifier(k) for k in [SNAPSHOT_DATE, *keys])))
+    else:
+        cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(
+            partition_table(fresh), sql.Identifier(SNAPSHOT_DATE)))
+    cur.execute(sql.SQL("ANALYZE {}").format(partition_table(fresh)))
 
 
 def _copy(cur: psycopg.Cursor, fresh: str, stored: list[Column], typed: list[Column], path: Path,

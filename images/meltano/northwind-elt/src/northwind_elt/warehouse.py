@@ -63,7 +63,7 @@ __all__ = ["SNAPSHOT_DATE", "existing_columns", "snapshot_table", "loaded_days"]
 #: Serialises loads: a second load of any day waits for the first to commit.
 LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
 #: Storage parameters of a partition (see :func:`start_day`).
-_NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
+NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
 
 
 def begin_load(cur: psycopg.Cursor) -> list[str]:
@@ -181,7 +181,7 @@ def start_day(cur: psycopg.Cursor, table: str, day: dt.date, not_null: tuple[str
     """
     fresh = fresh or derived_name(table, f"{day.isoformat()}~loading")
     cur.execute(sql.SQL("CREATE TABLE {} (LIKE {}) WITH ({})").format(
-        partition_table(fresh), snapshot_table(table), _NO_AUTOVACUUM))
+        partition_table(fresh), snapshot_table(table), NO_AUTOVACUUM))
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}, "
                         "ADD CHECK ({} = {})").format(
         partition_table(fresh), sql.Identifier(SNAPSHOT_DATE), sql.Literal(day),

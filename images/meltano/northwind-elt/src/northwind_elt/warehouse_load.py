@@ -155,6 +155,8 @@ class DayLoad:
         added = warehouse_types.add_enum_labels(self.cursor, tables,
                                                 newest is not None and self.day < newest)
         left = parallel_fill.drop_leftovers(self.cursor)
+        if self.fill is not None:  # where the workers create their tables (empty if they fail)
+            warehouse_layout.ensure_schema(self.cursor, warehouse_layout.PARTITION_SCHEMA)
         self.conn.commit()
         if left:
             self.log("dropped the fresh tables an earlier attempt left: %s", ", ".join(left))
@@ -167,6 +169,8 @@ class DayLoad:
 
     def add_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
         """Create or evolve the stream's snapshot table and start the fresh table of the day."""
+        new = not warehouse_layout.relation_exists(self.cursor, warehouse_layout.SNAPSHOT_SCHEMA,
+                                                   stream)
         widen = warehouse.prepare_table(self.cursor, stream, columns, keys, self.day)
         self.stored[stream] = warehouse_schema.stored_columns(
             columns, widen, warehouse_layout.stored_types(self.cursor, stream) if widen else {})
@@ -175,8 +179,11 @@ class DayLoad:
                      ", ".join(f"{n} to {t}" for n, t in sorted(widen.items())))
         if stream not in self.fresh:
             not_null = warehouse_types.not_null_columns(columns)
-            if self.fill is not None and not parallel_fill.changed_here(self.cursor, stream):
-                self.fresh[stream] = self.fill.add(stream, self.stored[stream], columns, not_null)
+            if self.fill is not None and (
+                    parallel_fill.types_committed(self.cursor, stream) if new
+                    else not parallel_fill.changed_here(self.cursor, stream)):
+                self.fresh[stream] = self.fill.add(stream, self.stored[stream], columns, not_null,
+                                                   keys if new else None)
             else:
                 self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day, not_null)
         self.columns[stream] = [c.name for c in columns]
