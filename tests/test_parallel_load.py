@@ -8,11 +8,16 @@ no fresh table behind, at once or at the next load.
 """
 
 import datetime as dt
-import os
+import json
+from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from northwind_elt import faults, steps
+from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import SettingError
 from northwind_elt.layout import DataTree
 from northwind_elt.warehouse_load import LoadOptions, load_day
@@ -76,13 +81,24 @@ def test_in_process_parallel_load_equals_one_connection(databases, bench_warehou
     assert any(FILLED_ON_3 in line for line in logged), logged
 
 
-def corrupt(path: os.PathLike) -> bytes:
-    """Overwrite the middle of a Parquet file (its footer, so its schema, stays readable)."""
-    with open(path, "r+b") as f:
-        data = f.read()
-        f.seek(len(data) // 4)
-        f.write(b"\xff" * (len(data) // 4))
-    return data
+def tamper(data: Path) -> dict[Path, bytes]:
+    """Change one value of a partition and rewrite its manifest (size, SHA-256) to match.
+
+    The tap passes it on, the COPY takes it, its worker's content digest check refuses it.
+    Returns both files' bytes before.
+    """
+    manifest_path = data.with_name(data.name.replace(".parquet", ".manifest.json"))
+    before = {data: data.read_bytes(), manifest_path: manifest_path.read_bytes()}
+    table = pq.read_table(data)
+    freight = table.column("freight").combine_chunks()
+    changed = pa.concat_arrays([pc.add(freight[:1], pa.scalar(1, freight.type)).cast(freight.type),
+                                freight[1:]])
+    pq.write_table(table.set_column(table.schema.get_field_index("freight"),
+                                    table.schema.field("freight"), changed), data)
+    manifest = json.loads(manifest_path.read_text())
+    manifest |= {"bytes": data.stat().st_size, "sha256": sha256_of(data)}
+    manifest_path.write_text(json.dumps(manifest))
+    return before
 
 
 @pytest.mark.slow
@@ -93,14 +109,17 @@ def test_a_failed_worker_leaves_the_warehouse_as_it_was(databases, meltano_proje
     with databases.warehouse() as wh:
         before = warehouse_state(wh)
     extract(DAY2, env)
-    victim = committed(root, "postgres", DAY2, "orders.parquet")
-    good = corrupt(victim)
+    # One worker's table fails its content check, after the others may have committed theirs.
+    good = tamper(committed(root, "postgres", "orders", DAY2, "orders.parquet"))
     failed = load(DAY2, env, 3)
-    assert failed.returncode != 0, output(failed)
+    assert failed.returncode != 0
+    assert "queued orders: orders.parquet to a load connection" in output(failed)
+    assert "the load was rolled back: orders (loaded 830 rows" in output(failed)
     with databases.warehouse() as wh:
         assert warehouse_state(wh) == before  # the earlier day still published, nothing else
         assert filling_tables(wh) == []
-    victim.write_bytes(good)
+    for path, data in good.items():
+        path.write_bytes(data)
     assert_ok(load(DAY2, env, 3))
     with databases.warehouse() as wh:
         assert [r[0].isoformat() for r in warehouse_state(wh)["loads"]] == [DAY1, DAY2]
