@@ -20,7 +20,7 @@ from northwind_elt import faults, steps
 from northwind_elt.arrow_io import sha256_of
 from northwind_elt.errors import SettingError
 from northwind_elt.layout import DataTree
-from northwind_elt.warehouse_load import LoadOptions, load_day
+from northwind_elt.warehouse_load import DayLoad, LoadOptions, load_day
 from pipeline import assert_ok, committed, output, run_step
 from target_pgcopy.target import TargetPgCopy
 from test_load_day import DAY1, DAY2, bench_warehouse, extract, target_config, warehouse_state
@@ -158,3 +158,24 @@ def test_a_bad_load_connections_setting_is_one_line_naming_it(tmp_path, value):
                                  "be a whole number >= 1")
     assert TargetPgCopy(config=target_config(tmp_path, load_connections="4")).connections == 4
     assert TargetPgCopy(config=target_config(tmp_path)).connections >= 1
+
+
+def test_record_batches_go_to_the_workers_too(databases, bench_warehouse, meltano_project):
+    # Rows from RECORD messages (a stock tap's) are COPYed by the stream's worker, as files are.
+    env, tree = databases.env, DataTree(databases.data_root)
+    extract(DAY1, env)
+    day = dt.date.fromisoformat(DAY1)
+    partitions = day_partitions(tree, day)
+    with databases.warehouse() as wh:
+        load = DayLoad(wh, day, LoadOptions(), connect=databases.warehouse, connections=3)
+        load.begin({p.stream: p.columns for p in partitions})
+        for p in partitions:
+            load.add_stream(p.stream, p.columns, p.keys)
+            for batch in pq.read_table(p.file).to_batches(max_chunksize=200):
+                load.copy_batch(p.stream, batch)
+        assert all(load.parallel(p.stream) for p in partitions)
+        assert load.settle() == {p.stream: pq.read_metadata(p.file).num_rows for p in partitions}
+        load.finish({p.stream: p.digest for p in partitions if p.digest})
+        load_in_process(bench_warehouse, tree, day, day, None)
+        assert warehouse_state(wh) == warehouse_state(bench_warehouse)
+        assert filling_tables(wh) == []

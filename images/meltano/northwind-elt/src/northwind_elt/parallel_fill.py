@@ -27,10 +27,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from northwind_elt import verify, warehouse, warehouse_schema
-from northwind_elt.arrow_io import ProgressCallback, copy_parquet_into
+from northwind_elt.arrow_io import ProgressCallback, copy_chunks, copy_parquet_into
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column, check_sql_type
 from northwind_elt.warehouse_layout import (
@@ -191,6 +192,14 @@ class ParallelFill:
         self.copies.append((stream, worker.submit(
             lambda cur: _copy(cur, fresh, stored, typed, path, progress))))
 
+    def copy_batch(self, stream: str, batch: pa.RecordBatch) -> None:
+        """Queue a batch of the stream's rows (from RECORD messages) to its worker."""
+        self.raise_failure()
+        worker = self._worker(stream, batch.nbytes)
+        fresh, stored, _, _ = self.tables[stream]
+        self.copies.append((stream, worker.submit(
+            lambda cur: copy_batch(cur, fresh, stored, batch))))
+
     def raise_failure(self) -> None:
         """Raise the first error a worker met so far (fail fast)."""
         for worker in self.workers:
@@ -273,6 +282,15 @@ def _index_new(cur: psycopg.Cursor, fresh: str, keys: list[str]) -> None:
         cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(
             partition_table(fresh), sql.Identifier(SNAPSHOT_DATE)))
     cur.execute(sql.SQL("ANALYZE {}").format(partition_table(fresh)))
+
+
+def copy_batch(cur: psycopg.Cursor, fresh: str, stored: list[Column], batch: pa.RecordBatch
+               ) -> int:
+    """COPY a batch of rows into ``fresh`` (its older, narrower types widened); its rows."""
+    with cur.copy(warehouse.copy_statement(fresh, stored)) as copy:
+        for data, _ in copy_chunks(warehouse_schema.widened([batch], stored), stored):
+            copy.write(data)
+    return batch.num_rows
 
 
 def _copy(cur: psycopg.Cursor, fresh: str, stored: list[Column], typed: list[Column], path: Path,

@@ -38,7 +38,7 @@ from northwind_elt import (
     warehouse_schema,
     warehouse_types,
 )
-from northwind_elt.arrow_io import ProgressCallback, copy_chunks, copy_parquet_into
+from northwind_elt.arrow_io import ProgressCallback, copy_parquet_into
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column
 
@@ -214,12 +214,15 @@ class DayLoad:
         return rows
 
     def copy_batch(self, stream: str, batch: pa.RecordBatch) -> int:
-        """COPY a batch of the stream's rows (converted from RECORD messages)."""
-        stored = self.stored[stream]
-        with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], stored)) as copy:
-            for data, _ in copy_chunks(warehouse_schema.widened([batch], stored), stored):
-                copy.write(data)
-        self.loaded[stream] += batch.num_rows
+        """COPY a batch of the stream's rows (converted from RECORD messages).
+
+        A worker's stream is queued to it (counted by :meth:`settle`).
+        """
+        if self.parallel(stream):
+            self.fill.copy_batch(stream, batch)
+            return batch.num_rows
+        self.loaded[stream] += parallel_fill.copy_batch(self.cursor, self.fresh[stream],
+                                                        self.stored[stream], batch)
         return batch.num_rows
 
     def settle(self) -> dict[str, int]:
