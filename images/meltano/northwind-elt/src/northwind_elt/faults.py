@@ -6,6 +6,8 @@ costs one dictionary lookup. The points are the publish points of the commit pro
 
 * ``between-partitions``: an extract published its first partition into its attempt folder;
 * ``before-commit``: every file of the attempt is in place, the commit is not written;
+* ``before-swap``: a parallel load's workers committed its fresh tables, the load has not swapped
+  them in;
 * ``after-commit``: the commit (or the load's warehouse transaction) is done, the marker is not;
 * ``between-evidence-files``: the report's CSV is in its attempt folder, the JSON is not.
 """
@@ -14,7 +16,7 @@ import os
 import signal
 
 KILL_AT_VARIABLE = "NORTHWIND_KILL_AT"
-POINTS = ("between-partitions", "before-commit", "after-commit", "between-evidence-files")
+POINTS = ("between-partitions", "before-commit", "before-swap", "after-commit", "between-evidence-files")
 
 
 def point(name: str) -> None:

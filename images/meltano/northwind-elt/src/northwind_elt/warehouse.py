@@ -63,7 +63,7 @@ __all__ = ["SNAPSHOT_DATE", "existing_columns", "snapshot_table", "loaded_days"]
 #: Serialises loads: a second load of any day waits for the first to commit.
 LOAD_LOCK_KEY = 0x6E6F7274  # "nort"
 #: Storage parameters of a partition (see :func:`start_day`).
-_NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
+NO_AUTOVACUUM = sql.SQL("autovacuum_enabled = false, toast.autovacuum_enabled = false")
 
 
 def begin_load(cur: psycopg.Cursor) -> list[str]:
@@ -168,8 +168,8 @@ def _alter(cur: psycopg.Cursor, table: str, column: str, change: sql.Composable)
                          f"change: {str(error).splitlines()[0]}; nothing was loaded") from None
 
 
-def start_day(cur: psycopg.Cursor, table: str, day: dt.date, not_null: tuple[str, ...] = ()
-              ) -> str:
+def start_day(cur: psycopg.Cursor, table: str, day: dt.date, not_null: tuple[str, ...] = (),
+              fresh: str | None = None) -> str:
     """Create the empty table that will become ``table``'s partition of ``day``; return its name.
 
     Its ``snapshot_date`` defaults to ``day`` (COPY leaves it out) and is checked to be ``day``,
@@ -179,9 +179,9 @@ def start_day(cur: psycopg.Cursor, table: str, day: dt.date, not_null: tuple[str
     analyze and scan it again seconds after the load (its inserts reach the statistics at commit,
     after the ANALYZE), competing with the next step. Vacuums against wraparound still run.
     """
-    fresh = derived_name(table, f"{day.isoformat()}~loading")
+    fresh = fresh or derived_name(table, f"{day.isoformat()}~loading")
     cur.execute(sql.SQL("CREATE TABLE {} (LIKE {}) WITH ({})").format(
-        partition_table(fresh), snapshot_table(table), _NO_AUTOVACUUM))
+        partition_table(fresh), snapshot_table(table), NO_AUTOVACUUM))
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}, "
                         "ADD CHECK ({} = {})").format(
         partition_table(fresh), sql.Identifier(SNAPSHOT_DATE), sql.Literal(day),
@@ -205,8 +205,8 @@ def copy_statement(fresh: str, columns: list[Column]) -> sql.Composed:
         partition_table(fresh), names, form)
 
 
-def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
-    """Make ``fresh`` the partition of ``day``: index it, drop the old one, attach it."""
+def index_fresh(cur: psycopg.Cursor, table: str, fresh: str) -> None:
+    """Give ``fresh`` the key or index of ``snapshots.<table>`` and its statistics."""
     cur.execute("""SELECT i.indisprimary, array_agg(a.attname ORDER BY k.n)
                    FROM pg_index i CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
@@ -220,6 +220,12 @@ def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str) -> None:
         cur.execute(sql.SQL(statement).format(partition_table(fresh), columns))
     # A fresh table has no statistics: without them the planner guesses a handful of rows.
     cur.execute(sql.SQL("ANALYZE {}").format(partition_table(fresh)))
+
+
+def swap_in(cur: psycopg.Cursor, table: str, day: dt.date, fresh: str, indexed=False) -> None:
+    """Make ``fresh`` the partition of ``day``: index it (unless done), drop the old, attach it."""
+    if not indexed:
+        index_fresh(cur, table, fresh)
     old = partitions(cur, table).get(day)
     if old is not None:
         cur.execute(sql.SQL("DROP TABLE {}").format(partition_table(old)))

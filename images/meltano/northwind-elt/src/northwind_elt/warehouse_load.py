@@ -28,8 +28,17 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 
-from northwind_elt import history, verify, warehouse, warehouse_layout, warehouse_schema, warehouse_types
-from northwind_elt.arrow_io import ProgressCallback, copy_chunks, copy_parquet_into
+from northwind_elt import (
+    faults,
+    history,
+    parallel_fill,
+    verify,
+    warehouse,
+    warehouse_layout,
+    warehouse_schema,
+    warehouse_types,
+)
+from northwind_elt.arrow_io import ProgressCallback, copy_parquet_into
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column
 
@@ -103,11 +112,18 @@ class DayLoad:
         day: The day loaded.
         options: Retention and history.
         log: Where the load says what it did (``logger.info``-like); silent by default.
+        connect: Opens another connection like ``conn``, for ``connections`` > 1.
+        connections: Fill the fresh tables on this many connections of their own
+            (:mod:`northwind_elt.parallel_fill`); 1: all in the load's transaction.
     """
 
     def __init__(self, conn: psycopg.Connection, day: dt.date, options: LoadOptions,
-                 log: Callable[..., None] = _ignore):
+                 log: Callable[..., None] = _ignore,
+                 connect: Callable[[], psycopg.Connection] | None = None, connections: int = 1):
         self.conn, self.day, self.options, self.log = conn, day, options, log
+        self.connect = connect
+        self.fill = (parallel_fill.ParallelFill(connect, connections, day)
+                     if connect is not None and connections > 1 else None)
         self.cursor = conn.cursor()
         #: Rows copied per stream.
         self.loaded: dict[str, int] = {}
@@ -138,7 +154,12 @@ class DayLoad:
         newest = warehouse.newest_day(self.cursor)
         added = warehouse_types.add_enum_labels(self.cursor, tables,
                                                 newest is not None and self.day < newest)
+        left = parallel_fill.drop_leftovers(self.cursor)
+        if self.fill is not None:  # where the workers create their tables (empty if they fail)
+            warehouse_layout.ensure_schema(self.cursor, warehouse_layout.PARTITION_SCHEMA)
         self.conn.commit()
+        if left:
+            self.log("dropped the fresh tables an earlier attempt left: %s", ", ".join(left))
         if added:
             self.log("enum labels added: %s", "; ".join(added))
         migrated = warehouse.begin_load(self.cursor)
@@ -148,6 +169,8 @@ class DayLoad:
 
     def add_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
         """Create or evolve the stream's snapshot table and start the fresh table of the day."""
+        new = not warehouse_layout.relation_exists(self.cursor, warehouse_layout.SNAPSHOT_SCHEMA,
+                                                   stream)
         widen = warehouse.prepare_table(self.cursor, stream, columns, keys, self.day)
         self.stored[stream] = warehouse_schema.stored_columns(
             columns, widen, warehouse_layout.stored_types(self.cursor, stream) if widen else {})
@@ -155,14 +178,32 @@ class DayLoad:
             self.log("%s: widening this older day's %s on the way in", stream,
                      ", ".join(f"{n} to {t}" for n, t in sorted(widen.items())))
         if stream not in self.fresh:
-            self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day,
-                                                     warehouse_types.not_null_columns(columns))
+            not_null = warehouse_types.not_null_columns(columns)
+            if self.fill is not None and (
+                    parallel_fill.types_committed(self.cursor, stream) if new
+                    else not parallel_fill.changed_here(self.cursor, stream)):
+                self.fresh[stream] = self.fill.add(stream, self.stored[stream], columns, not_null,
+                                                   keys if new else None)
+            else:
+                self.fresh[stream] = warehouse.start_day(self.cursor, stream, self.day, not_null)
         self.columns[stream] = [c.name for c in columns]
         self.typed[stream] = columns
         self.loaded.setdefault(stream, 0)
 
-    def copy_file(self, stream: str, path: Path, progress: ProgressCallback | None = None) -> int:
-        """COPY a Parquet partition of the stream (its columns as added) into its fresh table."""
+    def parallel(self, stream: str) -> bool:
+        """Whether a worker of :mod:`northwind_elt.parallel_fill` fills the stream."""
+        return self.fill is not None and stream in self.fill.tables
+
+    def copy_file(self, stream: str, path: Path, progress: ProgressCallback | None = None
+                  ) -> int | None:
+        """COPY a Parquet partition of the stream (its columns as added) into its fresh table.
+
+        Returns:
+            The rows copied, or None when a worker copies it (counted by :meth:`settle`).
+        """
+        if self.parallel(stream):
+            self.fill.copy_file(stream, path, progress)
+            return None
         stored, columns = self.stored[stream], self.typed[stream]
         statement = warehouse.copy_statement(self.fresh[stream], stored)
         if stored == columns:
@@ -173,13 +214,43 @@ class DayLoad:
         return rows
 
     def copy_batch(self, stream: str, batch: pa.RecordBatch) -> int:
-        """COPY a batch of the stream's rows (converted from RECORD messages)."""
-        stored = self.stored[stream]
-        with self.cursor.copy(warehouse.copy_statement(self.fresh[stream], stored)) as copy:
-            for data, _ in copy_chunks(warehouse_schema.widened([batch], stored), stored):
-                copy.write(data)
-        self.loaded[stream] += batch.num_rows
+        """COPY a batch of the stream's rows (converted from RECORD messages).
+
+        A worker's stream is queued to it (counted by :meth:`settle`).
+        """
+        if self.parallel(stream):
+            self.fill.copy_batch(stream, batch)
+            return batch.num_rows
+        self.loaded[stream] += parallel_fill.copy_batch(self.cursor, self.fresh[stream],
+                                                        self.stored[stream], batch)
         return batch.num_rows
+
+    def settle(self) -> dict[str, int]:
+        """Wait for the copies the workers were given; return ``loaded`` (rows per stream)."""
+        if self.fill is not None:
+            for stream, rows in self.fill.settle().items():
+                self.loaded[stream] += rows
+        return self.loaded
+
+    def discard(self) -> None:
+        """After a failure: roll back, stop the workers and drop the fresh tables they committed.
+
+        The drop runs in a transaction of its own, under the load lock; if it cannot (the
+        connection is lost), the next load drops them (:func:`parallel_fill.drop_leftovers`).
+        """
+        if not self.conn.closed:
+            self.conn.rollback()
+        if self.fill is None:
+            return
+        self.fill.close()
+        try:
+            conn = self.conn if not self.conn.closed else self.connect()
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (warehouse.LOAD_LOCK_KEY,))
+                parallel_fill.drop_leftovers(cur)
+            conn.commit()
+        except psycopg.Error as error:
+            self.log("fresh tables left for the next load to drop: %s", error)
 
     def finish(self, digests: Mapping[str, dict], attempt: str | None = None) -> Finished:
         """Check the content, swap the partitions in, record the day, apply retention, commit.
@@ -190,11 +261,19 @@ class DayLoad:
             attempt: The load's id, recorded in ``northwind.loads`` (its step marker's).
         """
         started = time.perf_counter()
-        unchecked = verify.check_loaded(self.cursor, digests, self.fresh, self.typed)
+        self.settle()
+        here = {s: f for s, f in self.fresh.items() if not self.parallel(s)}
+        unchecked = verify.check_loaded(self.cursor, digests, here, self.typed)
+        if self.fill is not None:  # digests, keys and ANALYZE on the workers, then their commit
+            unchecked = sorted(unchecked + self.fill.commit(digests))
+            self.fill.close()
+            self.log("%d tables filled on %d connections", len(self.fill.tables),
+                     len(self.fill.workers))
+            faults.point("before-swap")
         self.log("content digests of %d tables match their manifests (%.2f s)",
                  len(self.fresh) - len(unchecked), time.perf_counter() - started)
         for stream, fresh in sorted(self.fresh.items()):
-            warehouse.swap_in(self.cursor, stream, self.day, fresh)
+            warehouse.swap_in(self.cursor, stream, self.day, fresh, self.parallel(stream))
         # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
         warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
         if self.options.history:  # in this transaction: a failed load leaves the history as it was
@@ -226,20 +305,28 @@ class DayPartition:
 
 def load_day(conn: psycopg.Connection, day: dt.date, partitions: Iterable[DayPartition],
              options: LoadOptions, attempt: str | None = None,
-             log: Callable[..., None] = _ignore) -> DayLoad:
+             log: Callable[..., None] = _ignore,
+             connect: Callable[[], psycopg.Connection] | None = None,
+             connections: int = 1) -> DayLoad:
     """Load ``partitions`` as ``day``: the whole :class:`DayLoad` sequence, committed at the end.
 
     What target-pgcopy does with the partitions tap-datatree hands it, without the Singer
-    messages in between. On failure nothing is committed (the caller rolls back or closes).
+    messages in between. On failure nothing is committed and no fresh table stays
+    (:meth:`DayLoad.discard`). ``connect`` and ``connections``: as :class:`DayLoad`'s; the
+    largest partitions are queued first, so the workers end together.
 
     Returns:
         The committed load: its rows per stream in ``loaded``, what it did in ``finished``.
     """
-    partitions = list(partitions)
-    load = DayLoad(conn, day, options, log)
-    load.begin({p.stream: p.columns for p in partitions})
-    for partition in partitions:
-        load.add_stream(partition.stream, partition.columns, partition.keys)
-        load.copy_file(partition.stream, partition.file)
-    load.finish({p.stream: p.digest for p in partitions if p.digest}, attempt)
+    partitions = sorted(partitions, key=lambda p: -p.file.stat().st_size)
+    load = DayLoad(conn, day, options, log, connect, connections)
+    try:
+        load.begin({p.stream: p.columns for p in partitions})
+        for partition in partitions:
+            load.add_stream(partition.stream, partition.columns, partition.keys)
+            load.copy_file(partition.stream, partition.file)
+        load.finish({p.stream: p.digest for p in partitions if p.digest}, attempt)
+    except BaseException:
+        load.discard()
+        raise
     return load

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from northwind_elt import faults, pgconn, steps
+from northwind_elt import faults, parallel_fill, pgconn, steps
 from northwind_elt.arrow_io import throttled_progress
 from northwind_elt.commits import vouched_partitions
 from northwind_elt.errors import PartitionError, PipelineError
@@ -26,6 +26,7 @@ from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, one_line
 from northwind_elt.warehouse_load import DayLoad, LoadOptions
 from singer_sdk import typing as th
+from tap_pgcopy.ranges import default_connections
 
 from target_pgcopy.sinks import SnapshotSink
 
@@ -63,6 +64,10 @@ class TargetPgCopy(StepTarget):
         th.Property("history", th.StringType,
                     description="on (default) or off: splice each loaded day into the history; "
                                 "NORTHWIND_HISTORY"),
+        th.Property("load_connections", th.StringType,
+                    description="Fill the day's fresh tables on this many connections (default: "
+                                "the cores the process may use; 1: all in the load's transaction); "
+                                "NORTHWIND_LOAD_CONNECTIONS"),
     ).to_dict()
 
     #: The day's load, from the run's start (None before).
@@ -75,7 +80,9 @@ class TargetPgCopy(StepTarget):
         self.tree = DataTree.from_setting(self.config.get("data_root"))
         self.options = LoadOptions.from_settings(self.config.get("keep_days"),
                                                  self.config.get("history"))
-        # One connection, one transaction, sinks drained one at a time.
+        self.connections = parallel_fill.connections_setting(self.config.get("load_connections"),
+                                                             default_connections())
+        # Sinks drained one at a time; their files go to the load's workers (load_connections).
         self.max_parallelism = 1
 
     def begin_run(self) -> None:
@@ -86,14 +93,16 @@ class TargetPgCopy(StepTarget):
         try:
             self.conn = pgconn.connect(self.config, "warehouse")
             self.start_step(tree, steps.LOAD_WAREHOUSE, day)
-            self.load = DayLoad(self.conn, day, self.options, self.logger.info)
+            self.load = DayLoad(self.conn, day, self.options, self.logger.info,
+                                lambda: pgconn.connect(self.config, "warehouse"), self.connections)
             self.load.begin(day_columns(tree, markers, day))
         except BaseException as error:
             # No message handler runs yet, so nothing else would record why the load failed.
             steps.record_failure(tree, steps.LOAD_WAREHOUSE, day, one_line(error))
             raise
-        self.logger.info("loading %s into %s", day,
-                         pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")))
+        self.logger.info("loading %s into %s on %d connection(s)", day,
+                         pgconn.describe(pgconn.connection_kwargs(self.config, "warehouse")),
+                         self.connections)
 
     def prepare_stream(self, stream: str, columns: list[Column], keys: list[str]) -> None:
         """Create or evolve the stream's snapshot table and start the fresh table of the day."""
@@ -104,6 +113,9 @@ class TargetPgCopy(StepTarget):
         loaded = self.load.loaded
         rows = self.load.copy_file(stream, path,
                                    throttled_progress(self.logger.info, f"loading {stream}"))
+        if rows is None:
+            self.logger.info("queued %s: %s to a load connection", stream, path.name)
+            return
         self.logger.info("loaded %s: %d rows (%d of %d streams)", stream, rows, len(loaded),
                          len(self.completion.rows) if self.completion else len(loaded))
 
@@ -117,6 +129,8 @@ class TargetPgCopy(StepTarget):
             super().process_endofpipe()
         finally:
             conn = getattr(self, "conn", None)
+            if self.load is not None and self.load.finished is None:
+                self.load.discard()  # rolls back; drops the fresh tables the workers committed
             if conn is not None and not conn.closed:
                 conn.rollback()  # no-op after a commit
                 conn.close()
@@ -126,7 +140,7 @@ class TargetPgCopy(StepTarget):
         if self.completion is None:
             raise PartitionError("the extractor ended without its completion message: the load "
                                  "was rolled back")
-        loaded = self.load.loaded
+        loaded = self.load.settle()
         wrong = [f"{s}: loaded {loaded.get(s, 0)}, announced {n}"
                  for s, n in sorted(self.completion.rows.items()) if loaded.get(s, 0) != n]
         if wrong:
