@@ -26,7 +26,6 @@ from northwind_elt.run_date import parse_run_date
 from northwind_elt.step_target import StepTarget, one_line
 from northwind_elt.warehouse_load import DayLoad, LoadOptions
 from singer_sdk import typing as th
-from tap_pgcopy.ranges import default_connections
 
 from target_pgcopy.sinks import SnapshotSink
 
@@ -65,8 +64,8 @@ class TargetPgCopy(StepTarget):
                     description="on (default) or off: splice each loaded day into the history; "
                                 "NORTHWIND_HISTORY"),
         th.Property("load_connections", th.StringType,
-                    description="Fill the day's fresh tables on this many connections (default: "
-                                "the cores the process may use; 1: all in the load's transaction); "
+                    description="Fill the day's fresh tables on this many connections (default "
+                                "1: all in the load's transaction); "
                                 "NORTHWIND_LOAD_CONNECTIONS"),
     ).to_dict()
 
@@ -80,8 +79,8 @@ class TargetPgCopy(StepTarget):
         self.tree = DataTree.from_setting(self.config.get("data_root"))
         self.options = LoadOptions.from_settings(self.config.get("keep_days"),
                                                  self.config.get("history"))
-        self.connections = parallel_fill.connections_setting(self.config.get("load_connections"),
-                                                             default_connections())
+        # 1 by default: on 2 cores more connections measured no faster (docs/benchmark.md).
+        self.connections = parallel_fill.connections_setting(self.config.get("load_connections"), 1)
         # Sinks drained one at a time; their files go to the load's workers (load_connections).
         self.max_parallelism = 1
 
