@@ -288,6 +288,9 @@ class DayDriver:
     def result(self) -> tuple[str, dict[str, TaskOutcome]]:
         """The run's state and every task's outcome, in the DAG's task order."""
         self.session.expire_all()
+        if str(self.run.state) == "running":  # every task ended since the last look: settle the run
+            self.run.update_state(session=self.session)
+            self.session.commit()
         for ti in self.run.get_task_instances(session=self.session):
             if ti.task_id not in self.outcomes:
                 self.outcomes[ti.task_id] = self.outcome(ti)
