@@ -23,9 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from northwind_elt import pgconn, steps
+from northwind_elt import pgconn
 from northwind_elt.errors import SettingError
-from northwind_elt.layout import DataTree
 from northwind_elt.run_date import parse_run_date
 
 from tap_pgcopy.catalog import Table, discover_configured
@@ -143,6 +142,13 @@ def kept(config: Mapping[str, Any], logger: logging.Logger) -> bool:
         return False
     try:
         day = parse_run_date(config.get("run_date"))
+    except SettingError:
+        return False
+    # Imported only for a day: the data tree's modules load Arrow's file systems.
+    from northwind_elt import steps
+    from northwind_elt.layout import DataTree
+
+    try:
         tree = DataTree.from_setting(config.get("data_root"))
         reextract = steps.parse_flag(config.get("reextract"), "reextract")
     except SettingError:
