@@ -20,6 +20,7 @@ from northwind_elt.run_date import parse_run_date
 from pipeline import assert_ok, run_step
 from settings import MELTANO_PROJECT
 from tap_pgcopy.discover_light import DISCOVER_VARIABLE, light_catalog
+from tap_pgcopy.discover_log import LOG_CONFIG_VARIABLE, STRUCTURED, meltano_log_config
 from test_any_source import SCHEMAS as ODD_SCHEMAS
 from test_any_source import SOURCE as ODD_SOURCE
 
@@ -165,6 +166,37 @@ def test_a_kept_day_gets_the_sdks_empty_catalog(databases, tmp_path):
     assert marker.status == steps.SUCCESS
 
 
+@pytest.mark.parametrize("formatter", [STRUCTURED, {"format": "%(message)s"}],
+                         ids=["structured", "plain"])
+def test_under_meltanos_logging_config_the_lines_are_the_sdks(databases, tmp_path, monkeypatch,
+                                                              formatter):
+    log_config = tmp_path / "tap.singer_sdk_logging.json"
+    log_config.write_text(json.dumps(meltano_log_config("INFO", formatter)), encoding="utf-8")
+    monkeypatch.setenv(LOG_CONFIG_VARIABLE, str(log_config))
+
+    light, sdk = both_ways(connection(databases.env), tmp_path)
+
+    def discovered(result):
+        line = next(line for line in result.stderr.splitlines() if "discovered 13 tables" in line)
+        return json.loads(line) if formatter == STRUCTURED else line
+
+    if formatter == STRUCTURED:  # Meltano parses these back: every field, as the SDK writes them
+        ours, theirs = discovered(light), discovered(sdk)
+        assert ours.keys() == theirs.keys()
+        for field in ("level", "logger_name", "app_name", "message", "extra", "stream_name"):
+            assert ours[field] == theirs[field], field
+    else:
+        assert discovered(light) == discovered(sdk)
+
+
+def test_a_logging_config_meltano_did_not_write_goes_to_the_sdk(databases, tmp_path, monkeypatch):
+    log_config = tmp_path / "logging.yml"
+    log_config.write_text("version: 1\nroot: {level: DEBUG}\n", encoding="utf-8")
+    monkeypatch.setenv(LOG_CONFIG_VARIABLE, str(log_config))
+
+    both_ways(connection(databases.env), tmp_path, light_answers=False)
+
+
 @pytest.mark.parametrize("arguments", [
     ["--config", "ENV", "--discover"],
     ["--about"],
@@ -214,6 +246,8 @@ def test_meltano_select_lists_and_picks_through_the_light_discovery(databases, m
     picked = {**databases.env, "TAP_PGCOPY__SELECT": json.dumps(["orders.*", "!orders.freight"])}
     result = run_step("extract-postgres", DAY, picked)
     assert_ok(result)
+    # The SDK tap started once, for the run: Meltano's discovery took the light path.
+    assert result.stderr.count("tap-pgcopy   Skipping parse of env var settings") == 1
     marker = steps.read_marker(DataTree.from_setting(databases.env["NORTHWIND_DATA_ROOT"]),
                                "extract-postgres", parse_run_date(DAY))
     assert sorted(marker.rows) == ["orders"]

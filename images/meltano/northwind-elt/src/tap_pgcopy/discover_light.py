@@ -8,17 +8,15 @@ catalog code (:func:`tap_pgcopy.catalog.discover_configured`) and prints the cat
 byte for byte (``tests/test_discover_light.py`` compares both on odd sources).
 
 Whatever it does not handle goes to the SDK tap, which then answers as before: other arguments,
-settings that are not the tap's own, a logging config file, and any failure (the SDK path then
-fails the same way and records the step's failure, as it always did). ``NORTHWIND_DISCOVER=sdk``
-sends every discovery to the SDK.
+settings that are not the tap's own, a logging config Meltano did not write, and any failure (the
+SDK path then fails the same way and records the step's failure, as it always did).
+``NORTHWIND_DISCOVER=sdk`` sends every discovery to the SDK.
 """
 
 import decimal
 import json
 import logging
-import logging.handlers
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from northwind_elt.errors import SettingError
 from northwind_elt.run_date import parse_run_date
 
 from tap_pgcopy.catalog import Table, discover_configured
+from tap_pgcopy.discover_log import UnknownLogConfig, held_log, release_log
 
 #: ``sdk`` sends ``--discover`` to the SDK tap; unset or ``light``: this module answers it.
 DISCOVER_VARIABLE = "NORTHWIND_DISCOVER"
@@ -44,8 +43,7 @@ KNOWN_SETTINGS = frozenset({
 #: a property with any other key goes to the SDK.
 PROPERTY_KEYS = ("format", "type", "x-sql-datatype", "x-sql-datatype-properties")
 
-#: The SDK's console log format (singer_sdk.logging.DEFAULT_FORMAT) and the tap's logger name.
-LOG_FORMAT = "{asctime:23s} | {levelname:8s} | {name:30s} | {message}"
+#: The tap's logger name (the SDK's).
 TAP_NAME = "tap-pgcopy"
 
 #: What the SDK tap prints for a day whose succeeded extract is kept (step_tap.BatchTap).
@@ -107,29 +105,6 @@ def read_config(files: Sequence[str]) -> dict[str, Any]:
     if unknown:
         raise NotHandled(f"settings {sorted(unknown)}")
     return config
-
-
-def held_log() -> logging.handlers.MemoryHandler:
-    """Log the tap's lines as the SDK's console logging does, held until :func:`release_log`.
-
-    A discovery that goes to the SDK after all logs its lines there, once.
-    """
-    level = (os.environ.get("TAP_PGCOPY_LOGLEVEL") or os.environ.get("LOGLEVEL") or "INFO").upper()
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter(LOG_FORMAT, style="{"))
-    held = logging.handlers.MemoryHandler(sys.maxsize, logging.CRITICAL + 1, console)
-    root = logging.getLogger()
-    root.setLevel(level)
-    root.addHandler(held)
-    return held
-
-
-def release_log(held: logging.handlers.MemoryHandler, *, write: bool) -> None:
-    """Write the held lines to stderr (or drop them) and stop holding."""
-    if not write:
-        held.buffer.clear()
-    held.flush()
-    logging.getLogger().removeHandler(held)
 
 
 def kept(config: Mapping[str, Any], logger: logging.Logger) -> bool:
@@ -203,7 +178,7 @@ def light_catalog(arguments: Sequence[str]) -> str | None:
     Raises:
         SettingError: If :data:`DISCOVER_VARIABLE` holds an unknown value.
     """
-    if discover_mode() == "sdk" or "SINGER_SDK_LOG_CONFIG" in os.environ:
+    if discover_mode() == "sdk":
         return None
     try:
         config = read_config(config_files(arguments))
@@ -211,7 +186,7 @@ def light_catalog(arguments: Sequence[str]) -> str | None:
         return None
     try:
         held = held_log()
-    except ValueError:  # an unknown log level: the SDK says so
+    except (UnknownLogConfig, ValueError):  # ValueError: an unknown log level (the SDK says so)
         return None
     try:
         text = catalog_text(config, logging.getLogger(TAP_NAME))
