@@ -251,3 +251,14 @@ def test_meltano_select_lists_and_picks_through_the_light_discovery(databases, m
     marker = steps.read_marker(DataTree.from_setting(databases.env["NORTHWIND_DATA_ROOT"]),
                                "extract-postgres", parse_run_date(DAY))
     assert sorted(marker.rows) == ["orders"]
+
+
+def test_what_only_connects_imports_no_sdk():
+    """pgconn builds the SDK's connection properties on first use (the report connects too)."""
+    probe = ("import sys, northwind_elt.cli, northwind_elt.pgconn as pgconn; "
+             "print('singer_sdk' in sys.modules, len(pgconn.CONNECTION_PROPERTIES), "
+             "'singer_sdk' in sys.modules)")
+    ran = subprocess.run([sys.executable, "-c", probe], text=True, capture_output=True,
+                         timeout=120, check=True)
+
+    assert ran.stdout.split() == ["False", "5", "True"]
