@@ -204,11 +204,16 @@ def test_a_logging_config_meltano_did_not_write_goes_to_the_sdk(databases, tmp_p
     ["--config", "{path}", "--discover", "--catalog", "{path}"],
     ["--config", "{path}", "--discover", "--discover"],
     ["--config", "{missing}", "--discover"],
+    ["--config", "{not_json}", "--discover"],
+    ["--config", "{a_list}", "--discover"],
 ])
 def test_what_the_light_path_does_not_handle_goes_to_the_sdk(databases, tmp_path, arguments):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(connection(databases.env)), encoding="utf-8")
-    names = {"path": str(path), "missing": str(tmp_path / "missing.json")}
+    (tmp_path / "not.json").write_text("{host: x", encoding="utf-8")
+    (tmp_path / "list.json").write_text("[]", encoding="utf-8")
+    names = {"path": str(path), "missing": str(tmp_path / "missing.json"),
+             "not_json": str(tmp_path / "not.json"), "a_list": str(tmp_path / "list.json")}
 
     assert light_catalog([a.format(**names) for a in arguments]) is None
 

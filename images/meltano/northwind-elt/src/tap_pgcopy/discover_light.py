@@ -93,14 +93,18 @@ def read_config(files: Sequence[str]) -> dict[str, Any]:
     """The files' settings merged, later files winning, as the SDK reads them.
 
     Raises:
-        NotHandled: If a file is missing or a setting is not one of the tap's own.
+        NotHandled: If a file cannot be read as a JSON object, or a setting is not the tap's own.
     """
     config: dict[str, Any] = {}
     for name in files:
-        path = Path(name)
-        if not name or not path.is_file():
+        try:
+            settings = json.loads(Path(name).read_text(encoding="utf-8"),
+                                  parse_float=decimal.Decimal)
+        except (OSError, ValueError):  # missing, unreadable, not JSON: the SDK says which
+            raise NotHandled(f"config file {name!r}") from None
+        if not isinstance(settings, dict):
             raise NotHandled(f"config file {name!r}")
-        config |= json.loads(path.read_text(encoding="utf-8"), parse_float=decimal.Decimal)
+        config |= settings
     unknown = set(config) - KNOWN_SETTINGS
     if unknown:
         raise NotHandled(f"settings {sorted(unknown)}")
@@ -182,7 +186,7 @@ def light_catalog(arguments: Sequence[str]) -> str | None:
         return None
     try:
         config = read_config(config_files(arguments))
-    except (NotHandled, ValueError):  # ValueError: a file that is not JSON (the SDK says so)
+    except NotHandled:
         return None
     try:
         held = held_log()
