@@ -91,17 +91,19 @@ def raw_copy(server: Server, dbname: str) -> None:
 
 
 def compression_table(staging: Path) -> list[str]:
-    """Seconds to encode (and decode) the extract's Parquet files with each codec, and sizes."""
+    """CPU seconds to encode (and decode) the extract's files per codec and dictionary; sizes."""
     tables = [pq.read_table(p) for p in sorted(staging.rglob("*.parquet"))]
-    lines = [f"{'codec':<14}{'write s':>9}{'read s':>9}{'MB':>8}"]
-    for codec, level in [("zstd", 1), ("zstd", 3), ("snappy", None), ("lz4", None),
-                         ("none", None)]:
+    lines = [f"{'codec':<22}{'write s':>9}{'read s':>9}{'MB':>8}"]
+    for codec, level, dictionary in [
+            (c, lv, d) for c, lv in [("zstd", 1), ("zstd", 3), ("snappy", None), ("lz4", None),
+                                     ("none", None)] for d in (True, False)]:
         writes, reads, size = [], [], 0
         for _ in range(3):
             buffers, started = [], time.process_time()
             for table in tables:
                 sink = pa.BufferOutputStream()
-                pq.write_table(table, sink, compression=codec, compression_level=level)
+                pq.write_table(table, sink, compression=codec, compression_level=level,
+                               use_dictionary=dictionary)
                 buffers.append(sink.getvalue())
             writes.append(time.process_time() - started)
             started = time.process_time()
@@ -109,8 +111,8 @@ def compression_table(staging: Path) -> list[str]:
                 pq.read_table(pa.BufferReader(buffer))
             reads.append(time.process_time() - started)
             size = sum(b.size for b in buffers)
-        name = codec + (f"({level})" if level else "")
-        lines.append(f"{name:<14}{statistics.median(writes):>9.2f}{statistics.median(reads):>9.2f}"
+        name = codec + (f"({level})" if level else "") + ("" if dictionary else ", no dict")
+        lines.append(f"{name:<22}{statistics.median(writes):>9.2f}{statistics.median(reads):>9.2f}"
                      f"{size / 1e6:>8.1f}")
     return lines
 
