@@ -53,7 +53,7 @@ class TableJob:
         stream: The stream name, for messages.
         where: ``table <schema>.<name>``, for messages.
         query: The query of a range: ``query(range)`` is its SQL text.
-        columns: The selected columns (the query also selects one flag per flagged column).
+        columns: The selected columns (the query may also select a range flag after them).
         convert: Turns a batch of the query into a batch of the Parquet schema (or raises).
         ranges: The page ranges, each read by one unit.
         size: The table's size (to start the largest work first), and whether it is locked.
