@@ -2,7 +2,7 @@
 
 Two methods; a manifest names the one its digest used, and the warehouse recomputes that one. The
 binary method (:mod:`northwind_elt.digest_hash`, ``pghash64-chain-sum/1``) is what an extract from
-a PostgreSQL source computes by default: about a fifth of the text method's server CPU. The text
+a PostgreSQL source computes by default: a third of the text method's server CPU. The text
 method below stays for the CSV extract, for sources it cannot serve, and for older manifests.
 
 Definition of the text method (``METHOD``): each row is rendered as PostgreSQL's text of the row value
