@@ -56,6 +56,8 @@ _ON, _OFF = {"", "on", "1", "true", "yes"}, {"off", "0", "false", "no"}
 #: Insert a table's first day (no version yet) straight from its partition; off: the general
 #: splice (the tests compare both).
 BULK_FIRST_DAY = True
+#: Build a new history table's primary key after its first day's rows (one sort), not row by row.
+KEY_AFTER_ROWS = True
 
 
 @dataclasses.dataclass
@@ -134,12 +136,13 @@ def splice_day(cur: psycopg.Cursor, day: dt.date, files: Mapping[str, str] | Non
         stamp = stamps.day_stamp(cur, table, (files or {}).get(table)) if partition else None
         empty = not exists or not has_versions(cur, table)
         bulk = BULK_FIRST_DAY and empty and partition is not None
-        plan = prepare_history(cur, table, key_later=bulk and not exists)
+        key_later = bulk and not exists and KEY_AFTER_ROWS
+        plan = prepare_history(cur, table, key_later=key_later)
         if empty:  # created anew or reset: no stamp of the table holds any more
             stamps.forget_table(cur, table)
         if bulk:
             done.changed[table] = bulk_first_day(cur, plan, day, following,
-                                                 partition_table(partition), key_later=not exists)
+                                                 partition_table(partition), key_later)
         elif stamps.unchanged(cur, table, day, stamp, previous, first_load):
             done.changed[table] = 0
             done.unchanged.append(table)
