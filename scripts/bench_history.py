@@ -11,6 +11,8 @@ two loaded days later. Printed:
 * load: COPY + swap + history over raw COPY of the same bytes, and the history part alone; also
   as the server's CPU time (its backend's, from ``/proc``, when the server runs here), which other
   work on a shared machine disturbs far less than the elapsed time;
+* first day: the same for the first day, whose versions are inserted in bulk
+  (:func:`northwind_elt.history.bulk_first_day`);
 * out of order: a new day between the two middle loaded days over a new day after the newest
   (both rolled back: the history is unchanged between them), taking turns;
 * as-of: reading ``history.<table>(day)`` whole over reading that day's partition whole, taking
@@ -206,6 +208,8 @@ def history_lines(conn: psycopg.Connection, rows: int, days: int) -> list[str]:
         f"  load: raw COPY {raw:.2f} s; load with history {whole:.2f} s = {whole / raw:.2f}x "
         f"(history part {part:.2f} s = {part / raw:.2f}x); server CPU {cpu_raw:.2f} s and "
         f"{cpu_load:.2f} s = {ratio(cpu_load, cpu_raw)}",
+        f"  first day: load {loads[0]:.2f} s = {loads[0] / raws[0]:.2f}x raw COPY (history part "
+        f"{parts[0]:.2f} s = {parts[0] / raws[0]:.2f}x: the table's first versions, in bulk)",
         f"  out of order: a day between loaded days {in_middle[0]:.2f} s, at the end "
         f"{at_end[0]:.2f} s = {in_middle[0] / at_end[0]:.2f}x; server CPU "
         f"{ratio(in_middle[1], at_end[1])}",

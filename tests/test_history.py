@@ -132,4 +132,4 @@ def test_the_history_figures_run(warehouses):
 
     lines = bench_history.history_lines(warehouses(), 2000, 4)
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
-        "storage", "load", "out of order", "as-of"]
+        "storage", "load", "first day", "out of order", "as-of"]

@@ -1,7 +1,13 @@
 """The history through real `meltano run` steps: a day spliced between two loaded days."""
 
+import datetime as dt
+
 import pytest
-from history_support import as_of_differences
+from history_support import as_of_differences, history_digest
+from northwind_elt.commits import committed_partitions
+from northwind_elt.layout import DataTree
+from northwind_elt.manifest import read_manifest
+from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES
 from pipeline import assert_ok, output, run_day, run_step
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("meltano_project")]
@@ -23,9 +29,23 @@ def test_a_day_loaded_late_splices_into_the_history(databases):
         src.execute("DELETE FROM us_states WHERE state_id = 51")
         src.execute("UPDATE customers SET company_name = 'Renamed' WHERE customer_id = 'ALFKI'")
     load(DAY2, env)
-    assert_ok(run_step("load-warehouse", DAY2, env))  # a rerun changes nothing
+    with databases.warehouse() as wh:
+        before = history_digest(wh)
+    rerun = run_step("load-warehouse", DAY2, env)  # a rerun changes nothing: no splice at all
+    assert_ok(rerun)
+    tree, day2 = DataTree(databases.data_root), dt.date.fromisoformat(DAY2)
+    files = {p.stream: read_manifest(p).sha256 for step in (EXTRACT_POSTGRES, EXTRACT_CSV)
+             for p in committed_partitions(tree, step, day2)[1]}
+    said = output(rerun).partition("content it held already, not spliced: ")[2].splitlines()[0]
 
     with databases.warehouse() as wh:
+        assert history_digest(wh) == before
+        # Every table with rows; one without any has no version: inserted in bulk (nothing).
+        assert said.split(", ") == [t for t in sorted(files) if wh.execute(
+            f'SELECT EXISTS (SELECT FROM snapshots."{t}" WHERE snapshot_date = %s)', (day2,)
+        ).fetchone()[0]]
+        assert dict(wh.execute("SELECT table_name, file_sha256 FROM northwind.history_stamps "
+                               "WHERE snapshot_date = %s", (day2,)).fetchall()) == files
         assert wh.execute(
             "SELECT company_name, _nw_valid_from::text, _nw_valid_to::text FROM history.customers "
             "WHERE customer_id = 'ALFKI' ORDER BY _nw_valid_from").fetchall() == [

@@ -36,7 +36,7 @@ def day_partitions(tree: DataTree, extracted: dt.date) -> list[DayPartition]:
             found.append(DayPartition(partition.stream,
                                       columns_of(pq.read_schema(partition.data_file)),
                                       list(manifest.key_properties), partition.data_file,
-                                      manifest.content_digest))
+                                      manifest.content_digest, manifest.sha256))
     return found
 
 

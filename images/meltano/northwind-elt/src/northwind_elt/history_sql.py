@@ -241,6 +241,31 @@ def new_versions(plan: Plan, source: sql.Composable | None, following: dt.date |
                    "ON p.ctid = c.at").format(names(plan.columns, "p"), until, source, **WORK)
 
 
+def bulk_insert(plan: Plan, source: sql.Composable, day: dt.date, following: dt.date | None
+                ) -> sql.Composed:
+    """Insert every row of ``source`` (``day``'s partition) as a version valid until ``following``.
+
+    Only for a history without a version: the general splice would find every identity changed
+    and insert the same versions (a keyless table's one of its identical rows at the least ctid).
+    """
+    interval = sql.SQL("{}, CAST({} AS date)").format(sql.Literal(day), sql.Literal(following))
+    into = sql.SQL("INSERT INTO {} ({}, {})").format(
+        history_table(plan.table), names(plan.stored), names([VALID_FROM, VALID_TO]))
+    if plan.keys:
+        return sql.SQL("{} SELECT {}, {} FROM {}").format(into, names(plan.columns), interval,
+                                                          source)
+    return sql.SQL("{} SELECT {}, c._nw_row_hash, c._nw_copies, {} FROM (SELECT {} AS _nw_row_hash, "
+                   "count(*) AS _nw_copies, min(p.ctid) AS at FROM {} p GROUP BY 1) c "
+                   "JOIN {} p ON p.ctid = c.at").format(
+        into, names(plan.columns, "p"), interval, row_hash(plan.columns, "p"), source, source)
+
+
+def add_primary_key(plan: Plan) -> sql.Composed:
+    """The history's primary key: its identity and ``_nw_valid_from`` (named ``<table>_pkey``)."""
+    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}, {})").format(
+        history_table(plan.table), plan.identity_list(), sql.Identifier(VALID_FROM))
+
+
 def splice_statements(plan: Plan, day: dt.date, following: dt.date | None, first_load: bool
                       ) -> list[sql.Composed]:
     """The statements of the splice (the module's steps 1 to 3), in order.

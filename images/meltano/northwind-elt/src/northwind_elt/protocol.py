@@ -19,17 +19,20 @@ KEPT_KEY = "northwind_kept"
 
 def completion_message(producer: str, rows: dict[str, int], details: dict | None = None,
                        digests: dict[str, dict] | None = None,
-                       provenance: dict[str, Any] | None = None) -> StateMessage:
+                       provenance: dict[str, Any] | None = None,
+                       files: dict[str, str] | None = None) -> StateMessage:
     """The closing STATE message of a complete run; ``details`` go into the step's marker.
 
     ``digests`` (each stream's content digest) and ``provenance`` (what the run read) go into the
-    manifests.
+    manifests; ``files`` (the SHA-256 of each stream's verified file) stamp the history's days.
     """
     body: dict[str, Any] = {"producer": producer, "rows": dict(rows), "details": dict(details or {})}
     if digests:
         body["digests"] = dict(digests)
     if provenance:
         body["provenance"] = dict(provenance)
+    if files:
+        body["files"] = dict(files)
     return StateMessage(value={COMPLETION_KEY: body})
 
 
@@ -45,6 +48,8 @@ class Completion:
     digests: dict[str, dict] = field(default_factory=dict)
     #: Where and when the run read its source (manifest ``provenance``).
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: The SHA-256 of each stream's file, checked against its manifest (tap-datatree).
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def parse_completion(state: Any) -> Completion | None:
@@ -54,7 +59,8 @@ def parse_completion(state: Any) -> Completion | None:
         rows = {str(k): int(v) for k, v in body.get("rows", {}).items()}
         details = body.get("details") if isinstance(body.get("details"), dict) else {}
         return Completion(str(body.get("producer", "unknown")), rows, details,
-                          dict(body.get("digests") or {}), dict(body.get("provenance") or {}))
+                          dict(body.get("digests") or {}), dict(body.get("provenance") or {}),
+                          {str(k): str(v) for k, v in (body.get("files") or {}).items()})
     return None
 
 

@@ -207,10 +207,15 @@ class BatchTap(Tap):
         rows = {name: getattr(stream, "rows_written", 0) for name, stream in self.streams.items()
                 if stream.selected}
         self.write_message(completion_message(self.name, rows, self.completion_details(),
-                                              self.content_digests(), self.provenance()))
+                                              self.content_digests(), self.provenance(),
+                                              self.file_checksums()))
 
     def content_digests(self) -> dict[str, dict]:
         """The content digest of each stream, for the manifests (none by default)."""
+        return {}
+
+    def file_checksums(self) -> dict[str, str]:
+        """The SHA-256 of each stream's verified file, for the load's history (none by default)."""
         return {}
 
     def provenance(self) -> dict:

@@ -252,13 +252,16 @@ class DayLoad:
         except psycopg.Error as error:
             self.log("fresh tables left for the next load to drop: %s", error)
 
-    def finish(self, digests: Mapping[str, dict], attempt: str | None = None) -> Finished:
+    def finish(self, digests: Mapping[str, dict], attempt: str | None = None,
+               files: Mapping[str, str] | None = None) -> Finished:
         """Check the content, swap the partitions in, record the day, apply retention, commit.
 
         Args:
             digests: Each stream's content digest from its manifest (a stream without one is
                 checked by row count only, by the caller).
             attempt: The load's id, recorded in ``northwind.loads`` (its step marker's).
+            files: Each stream's file SHA-256 from its manifest: the history skips a table whose
+                content it holds already (:mod:`northwind_elt.history_stamps`).
         """
         started = time.perf_counter()
         self.settle()
@@ -277,7 +280,9 @@ class DayLoad:
         # A rerun replaces the whole day: a table gone from the source loses its older copy of it.
         warehouse.drop_day_of_other_tables(self.cursor, self.day, set(self.fresh))
         if self.options.history:  # in this transaction: a failed load leaves the history as it was
-            history.record_day(self.cursor, self.day)
+            spliced = history.record_day(self.cursor, self.day, files)
+            self.log("history: %d keys or rows changed version; content it held already, not spliced: %s",
+                     sum(spliced.changed.values()), ", ".join(spliced.unchanged) or "none")
         # The load's id in northwind.loads, in its transaction: the marker says the same, or is dead.
         loaded_at = warehouse.record_load(self.cursor, self.day, self.loaded, self.columns, attempt)
         dropped: list[dt.date] = []
@@ -301,6 +306,8 @@ class DayPartition:
     file: Path
     #: The manifest's content digest (None: checked by row count only).
     digest: dict | None = None
+    #: The manifest's SHA-256 of the file (None: the history splices the table whatever it holds).
+    sha256: str | None = None
 
 
 def load_day(conn: psycopg.Connection, day: dt.date, partitions: Iterable[DayPartition],
@@ -325,7 +332,8 @@ def load_day(conn: psycopg.Connection, day: dt.date, partitions: Iterable[DayPar
         for partition in partitions:
             load.add_stream(partition.stream, partition.columns, partition.keys)
             load.copy_file(partition.stream, partition.file)
-        load.finish({p.stream: p.digest for p in partitions if p.digest}, attempt)
+        load.finish({p.stream: p.digest for p in partitions if p.digest}, attempt,
+                    {p.stream: p.sha256 for p in partitions if p.sha256})
     except BaseException:
         load.discard()
         raise

@@ -34,8 +34,10 @@ class PartitionStream(BatchStream):
 
     def __init__(self, tap: "TapDataTree", partition: Partition, local: Path,
                  columns: list[Column], keys: list[str], rows: int,
-                 content_digest: dict | None = None):
+                 content_digest: dict | None = None, sha256: str | None = None):
         self.partition = partition
+        #: The file's SHA-256, as its manifest says and the check found.
+        self.sha256 = sha256
         #: The manifest's content digest, which the loader checks the loaded rows against.
         self.content_digest = content_digest
         #: The verified local file: the partition's own, or its checked copy.
@@ -99,12 +101,17 @@ class TapDataTree(BatchTap):
                 manifest, columns, local = verify_partition(partition, copies)
                 streams[name] = PartitionStream(self, partition, local, columns,
                                                 manifest.key_properties, manifest.rows,
-                                                manifest.content_digest)
+                                                manifest.content_digest, manifest.sha256)
 
     def content_digests(self) -> dict[str, dict]:
         """The manifests' content digests, passed on to the loader to check the loaded rows."""
         return {name: stream.content_digest for name, stream in self.streams.items()
                 if getattr(stream, "content_digest", None)}
+
+    def file_checksums(self) -> dict[str, str]:
+        """The verified files' SHA-256: the loader skips the history of a day it already holds."""
+        return {name: stream.sha256 for name, stream in self.streams.items()
+                if getattr(stream, "sha256", None)}
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ class TargetPgCopy(StepTarget):
                  for s, n in sorted(self.completion.rows.items()) if loaded.get(s, 0) != n]
         if wrong:
             raise PartitionError("row counts differ, the load was rolled back: " + "; ".join(wrong))
-        finished = self.load.finish(self.completion.digests, self.marker.commit)
+        finished = self.load.finish(self.completion.digests, self.marker.commit,
+                                    self.completion.files)
         if finished.unchecked:
             self.logger.info("no content digest in the manifests of %s (extracted before digests, "
                              "or not asked for by NORTHWIND_CONTENT_DIGEST): checked by row count only",
