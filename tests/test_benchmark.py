@@ -75,9 +75,45 @@ def test_goal_lines_judge_ratio_and_memory_of_each_extract_and_the_load():
 
     lines = goals.goal_lines(main, start)
 
-    assert [line.split()[:2] for line in lines] == [
-        [EXTRACT_POSTGRES, "meets"], [EXTRACT_CSV, "MISSES"], [LOAD_WAREHOUSE, "MISSES"]]
+    assert [line.split()[:3] for line in lines] == [
+        ["#2,5", EXTRACT_POSTGRES, "meets"], ["#2,5", EXTRACT_CSV, "MISSES"],
+        ["#2,5", LOAD_WAREHOUSE, "MISSES"]]
     assert "(3.0x, 100 MB)" in lines[0] and "(1.0x, 400 MB)" in lines[2]
+
+
+def test_issue26_lines_judge_data_parts_under_raw_copy_start_ups_and_memory():
+    steps = (EXTRACT_POSTGRES, LOAD_WAREHOUSE, PUBLISH_REPORT)
+    raws = {BASELINE_OF[s]: measured(BASELINE_OF[s], 4.0) for s in steps}
+    meets = ScaleResult(1000, {}, 0.0, {
+        EXTRACT_POSTGRES: measured(EXTRACT_POSTGRES, 5.0),  # (5 - 1.4) / 4 = 0.90x < 1.0x
+        LOAD_WAREHOUSE: measured(LOAD_WAREHOUSE, 5.3, rss=399.0),  # 0.975x
+        PUBLISH_REPORT: measured(PUBLISH_REPORT, 7.4),  # 6.0 / 4 = 1.5x: <= 1.5x meets
+    }, raws)
+    start = {s: measured(s, 1.4) for s in steps}
+
+    lines = goals.issue26_lines(meets, start)
+
+    assert all(line.startswith("  #26 ") for line in lines) and len(lines) == 5
+    assert "0.90x (3.60 s / 4.00 s): meets the goal < 1.0x" in lines[0]
+    assert "0.97x (3.90 s / 4.00 s): meets the goal < 1.0x" in lines[1]
+    assert "1.50x (6.00 s / 4.00 s): meets the goal <= 1.5x" in lines[2]
+    assert lines[3].endswith("publish-report 1.40 s: meets")
+    assert "largest 399 MB (python, load-warehouse): meets" in lines[4]
+
+    misses = ScaleResult(1000, {}, 0.0, {
+        EXTRACT_POSTGRES: measured(EXTRACT_POSTGRES, 5.5),  # exactly 1.0x: not under raw COPY
+        LOAD_WAREHOUSE: measured(LOAD_WAREHOUSE, 9.6),  # 2.0x
+        PUBLISH_REPORT: measured(PUBLISH_REPORT, 7.9, rss=400.0),  # 1.6x, 400 MB
+    }, raws)
+    start = {s: measured(s, 1.5) for s in steps} | {LOAD_WAREHOUSE: measured(LOAD_WAREHOUSE, 1.6)}
+
+    lines = goals.issue26_lines(misses, start)
+
+    assert "1.00x (4.00 s / 4.00 s): MISSES the goal < 1.0x" in lines[0]
+    assert "2.00x (8.00 s / 4.00 s): MISSES the goal < 1.0x" in lines[1]
+    assert "1.60x (6.40 s / 4.00 s): MISSES the goal <= 1.5x" in lines[2]
+    assert lines[3].endswith(": MISSES (load-warehouse)")
+    assert "largest 400 MB (python, publish-report): MISSES" in lines[4]
 
 
 def test_warehouse_goals_compare_the_rerun_with_the_first_load_both_without_start_up():
@@ -106,8 +142,22 @@ def test_in_process_lines_report_retention_as_days_worth_of_one_day():
     assert "1.20x (2.40 s / 2.00 s): meets the goal <= 1.5x" in lines[2]
     assert "1.00x (2.40 s / 2.40 s): meets" in lines[3]
     assert not any("publish-report" in line for line in lines)  # no raw report query measured
+    assert all(line.startswith("  #11 ") for line in lines[2:4])
     assert "partitions 30.0 MB = 3.00 days' worth (one day 10.0 MB), 3 partitions per table" in lines[4]
     assert lines[5].endswith("10.0, 20.0, 30.0, 30.0")
+
+
+def test_in_process_lines_show_the_load_without_the_history_beside_the_default():
+    main = ScaleResult(1, {}, 0.0, {}, {BASELINE_OF[LOAD_WAREHOUSE]: measured("raw in", 2.0)},
+                       in_process={"first": 2.4, "rerun": 2.4, "report": 1.0,
+                                   "first_no_history": 2.2, "sizes": [2**20],
+                                   "partitions_per_table": 1})
+
+    lines = goals.in_process_lines(main)
+
+    assert "load-warehouse data / raw COPY in" in lines[2] and "1.20x (2.40 s / 2.00 s)" in lines[2]
+    assert "NORTHWIND_HISTORY=off" in lines[3] and "1.10x (2.20 s / 2.00 s): meets" in lines[3]
+    assert "run L" in lines[5]  # after the rerun (no report query here)
 
 
 def test_the_growth_table_has_a_column_per_step_of_the_pipeline():
