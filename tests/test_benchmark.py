@@ -9,7 +9,7 @@ import json
 import pytest
 from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE, PUBLISH_REPORT
 
-from scripts.bench import goals, output, run, table
+from scripts.bench import goals, output, run, scaling, table
 from scripts.bench.measure import Measurement, ScaleResult
 from scripts.bench.settings import BASELINE_OF, RERUN
 
@@ -173,3 +173,46 @@ def test_the_growth_table_has_a_column_per_step_of_the_pipeline():
     rows = lines[lines.index(header) + 2:]
     assert rows[0].split()[:4] == ["1", "3,076", "2.50", "s"] and rows[0].split()[-1] == "-"
     assert rows[1].split()[:2] == ["10", "30,760"]
+
+
+def test_scaling_lines_show_each_n_with_its_own_start_up_and_both_sides_cpu():
+    raw_out = measured(BASELINE_OF[EXTRACT_POSTGRES], 4.0)
+    raw_out.cpu, raw_out.server_cpu = 1.0, 3.5
+    steps = {EXTRACT_POSTGRES: {}, LOAD_WAREHOUSE: {}}
+    start = {EXTRACT_POSTGRES: {}, LOAD_WAREHOUSE: {}}
+    for n, wall in ((1, 7.0), (2, 5.0)):
+        steps[EXTRACT_POSTGRES][n] = measured(EXTRACT_POSTGRES, wall)
+        steps[EXTRACT_POSTGRES][n].cpu, steps[EXTRACT_POSTGRES][n].server_cpu = 6.0, 4.0 + n
+        start[EXTRACT_POSTGRES][n] = measured("start", 1.0 + n)
+    steps[LOAD_WAREHOUSE][1] = measured(LOAD_WAREHOUSE, 9.0, returncode=1)
+    result = scaling.ScalingResult(1000, 3_076_286, 3, {raw_out.name: raw_out}, steps, start)
+
+    lines = scaling.scaling_lines([result], (1.5, 2.5))
+
+    assert "load average 1.5 at the start, 2.5 at the end" in lines[0]
+    assert "scale 1000 (3,076,286 rows; median of 3 runs each):" in lines
+    raw = next(line for line in lines if line.startswith("raw out"))
+    assert raw.split()[-5:] == ["4.00", "1.0", "3.5", "100", "200"]
+    n1, n2 = (line.split() for line in lines if line.startswith(EXTRACT_POSTGRES))
+    # step, N, wall, start-up (its own N's), data, data/raw, step CPU, server CPU, RSS, tree
+    assert n1 == [EXTRACT_POSTGRES, "1", "7.00", "2.00", "5.00", "1.25x", "6.0", "5.0", "100", "200"]
+    assert n2[:6] == [EXTRACT_POSTGRES, "2", "5.00", "3.00", "2.00", "0.50x"]
+    load = next(line for line in lines if line.startswith(LOAD_WAREHOUSE))
+    assert load.split()[3:6] == ["-", "-", "-"]  # no start-up, no raw COPY in: no ratio
+    assert "FAILED (exit 1, log)" in load
+
+
+@pytest.mark.slow
+def test_scaling_mode_runs_each_step_per_connection_count(meltano_project, tmp_path, capsys):
+    assert run.main(["--scaling", "--scaling-scales", "2", "--scaling-connections", "1,2",
+                     "--startup-runs", "1", "--output", str(tmp_path)]) == 0
+
+    printed = capsys.readouterr().out
+    assert "scale 2 (" in printed
+    (result,) = tmp_path.glob("bench-scaling-*.json")
+    (found,) = json.loads(result.read_text())["scales"]
+    for step in (EXTRACT_POSTGRES, LOAD_WAREHOUSE):
+        assert set(found["steps"][step]) == {"1", "2"} == set(found["start"][step])
+        for m in found["steps"][step].values():
+            assert m["returncode"] == 0 and m["cpu"] > 0 and m["server_cpu"] > 0
+    assert found["raw"]["raw in (all tables)"]["rows"] == found["rows"]

@@ -56,10 +56,15 @@ class Server:
 
     def create_database(self, name: str) -> None:
         """Create database ``name`` afresh."""
+        self.drop_database(name)
+        with self.connect("postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, whoever is connected to it."""
         with self.connect("postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def psql_command(self, dbname: str, script: Path, *, single_transaction: bool = False
                      ) -> list[str]:
