@@ -27,11 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE
+from psycopg import sql
 
 from .baselines import raw_copy_in, raw_copy_out
 from .measure import Measurement, median_of
 from .meltano_steps import FS_SIDE, run_meltano, step_environment, step_rows
-from .settings import BASELINE_OF, BENCH_SCHEMA, DETAILS, STARTUP_RUNS
+from .settings import BASELINE_OF, BENCH_SCHEMA, DETAILS, RAW_IN_SCHEMA, STARTUP_RUNS
 from .source import Server, build_source, empty_source, public_tables
 
 SCALING_SCALES = (1000, 10000)
@@ -100,6 +101,8 @@ def raw_baselines(server: Server, source: str, counts: dict[str, int], folder: P
     ins = [with_server_cpu(server, lambda: raw_copy_in(
         server, source, everything, folder, rows_public + counts[DETAILS], in_name, runs=1))
         for _ in range(runs)]
+    with server.connect(source, autocommit=True) as conn:  # gigabytes at scale 10000
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(RAW_IN_SCHEMA)))
     return {out_name: median_of(outs), in_name: median_of(ins)}
 
 
