@@ -64,7 +64,7 @@ def issue26_lines(main: ScaleResult, start: dict[str, Measurement]) -> list[str]
             continue
         ratio = data / raw.wall
         label = f"{step} data / {raw.name}"
-        lines.append(f"  #26 {label:<44} {ratio:.2f}x ({data:.2f} s / {raw.wall:.2f} s): "
+        lines.append(f"  #26 {label:<47} {ratio:.2f}x ({data:.2f} s / {raw.wall:.2f} s): "
                      f"{verdict(ratio, goal, strict)}")
     if start:
         slow = [s for s, m in start.items() if m.wall > STARTUP_GOAL_S]
