@@ -185,8 +185,8 @@ def in_process_lines(main: ScaleResult) -> list[str]:
             lines.append(f"  #11 {label:<36} {ratio:.2f}x ({data:.2f} s / {baseline:.2f} s): "
                          f"{verdict(ratio, goal)}")
     if found.get("first_no_history") is not None:
-        lines.append(f"      ({HISTORY_VARIABLE}=off: the load as it was before the history; "
-                     "compare with figures before it, e.g. 1.20x in run L of docs/benchmark.md)")
+        lines.append(f"      ({HISTORY_VARIABLE}=off: the load as it was before the history; compare "
+                     "run L of docs/benchmark.md: 1.07x in process, 1.20x as a step)")
     lines.append(f"  retention: {RETENTION_DAYS} days loaded with NORTHWIND_KEEP_DAYS="
                  f"{RETENTION_KEEP}: partitions {sizes[-1] / 2**20:,.1f} MB = "
                  f"{sizes[-1] / sizes[0]:.2f} days' worth (one day {sizes[0] / 2**20:,.1f} MB), "
