@@ -149,7 +149,7 @@ def startups(server: Server, folder: Path, connections: Sequence[int], runs: int
 
 
 
-HEADER = (f"{'step':<18}{'N':>3}{'wall s':>9}{'start s':>9}{'data s':>9}{'data/raw':>10}"
+HEADER = (f"{'step':<20}{'N':>3}{'wall s':>9}{'start s':>9}{'data s':>9}{'data/raw':>10}"
           f"{'step CPU':>10}{'server CPU':>12}{'RSS MB':>8}{'tree MB':>9}")
 
 
@@ -170,7 +170,7 @@ def scaling_lines(results: Sequence[ScalingResult], loads: tuple[float, float]) 
                   + ("median of 3 runs" if result.runs > 1 else "one run") + " each):",
                   HEADER, "-" * len(HEADER)]
         for name, raw in result.raw.items():
-            lines.append(f"{name:<21}{raw.wall:>9.2f}{'':>18}{'':>10}{_cpu(raw.cpu):>10}"
+            lines.append(f"{name:<23}{raw.wall:>9.2f}{'':>18}{'':>10}{_cpu(raw.cpu):>10}"
                          f"{_cpu(raw.server_cpu):>12}{raw.rss_process_mb:>8.0f}"
                          f"{raw.rss_tree_mb:>9.0f}")
         for step, by_n in result.steps.items():
@@ -180,7 +180,7 @@ def scaling_lines(results: Sequence[ScalingResult], loads: tuple[float, float]) 
                 data = max(m.wall - start.wall, 0.0) if start else None
                 ratio = f"{data / raw.wall:.2f}x" if data is not None and raw else "-"
                 failed = "" if m.returncode == 0 else f"  FAILED (exit {m.returncode}, {m.log})"
-                lines.append(f"{step:<18}{n:>3}{m.wall:>9.2f}"
+                lines.append(f"{step:<20}{n:>3}{m.wall:>9.2f}"
                              f"{(f'{start.wall:.2f}' if start else '-'):>9}"
                              f"{(f'{data:.2f}' if data is not None else '-'):>9}{ratio:>10}"
                              f"{_cpu(m.cpu):>10}{_cpu(m.server_cpu):>12}"
