@@ -1,8 +1,9 @@
-"""Measuring a command: wall time, peak RSS (kernel high-water mark and sampled tree), exit status.
+"""Measuring a command: wall time, CPU, peak RSS (kernel high-water mark and sampled tree), exit status.
 
 Peak RSS is measured two ways: the kernel's high-water mark of the largest single process of the
 command's tree (``ru_maxrss`` of the waited-for descendants, exact), and the largest sum over the
-tree seen by polling with psutil every 50 ms (a sample: short peaks can be missed).
+tree seen by polling with psutil every 50 ms (a sample: short peaks can be missed). CPU seconds are
+those of the same waited-for descendants (``ru_utime + ru_stime``).
 """
 
 from __future__ import annotations

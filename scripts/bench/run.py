@@ -91,8 +91,8 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
 
 
 
-def scale_list(text: str) -> tuple[int, ...]:
-    """``1000,10000`` -> (1000, 10000), each at least 1 (argparse type)."""
+def positive_list(text: str) -> tuple[int, ...]:
+    """``1000,10000`` -> (1000, 10000): whole numbers, each at least 1 (an argparse type)."""
     try:
         numbers = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true",
                         help="only the scaling table: extract-postgres and load-warehouse on "
                              + ", ".join(map(str, CONNECTIONS)) + " connections")
-    parser.add_argument("--scaling-scales", type=scale_list, default=SCALING_SCALES,
+    parser.add_argument("--scaling-scales", type=positive_list, default=SCALING_SCALES,
                         help="the scales of --scaling, comma-separated (default "
                              + ",".join(map(str, SCALING_SCALES)) + ")")
-    parser.add_argument("--scaling-connections", type=scale_list, default=CONNECTIONS,
+    parser.add_argument("--scaling-connections", type=positive_list, default=CONNECTIONS,
                         help="the connection counts N of --scaling, comma-separated (default "
                              + ",".join(map(str, CONNECTIONS)) + ")")
     args = parser.parse_args(argv)
