@@ -223,6 +223,7 @@ def test_pod_has_resources_and_a_restricted_security_context(pods, task_id):
     assert security.capabilities.drop == ["ALL"]
     assert security.read_only_root_filesystem is True
     assert pod.spec.automount_service_account_token is False
+    assert pod.spec.enable_service_links is False  # no variables of other Services
     assert pod.spec.service_account_name == "northwind-step"  # created by northwind-pipeline
     manifest = ApiClient().sanitize_for_serialization(pod)
     assert helm.restricted_violations(manifest["spec"]) == []

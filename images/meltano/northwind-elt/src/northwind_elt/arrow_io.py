@@ -35,6 +35,10 @@ LOAD_BATCH_ROWS = 65_536
 #: Encoded batches a load prepares ahead of the one being sent (bounds its memory).
 PREFETCH_BATCHES = 2
 PARQUET_COMPRESSION = "zstd"
+#: Dictionary pages for the PostgreSQL extract's files: off. zstd already packs repeated values,
+#: so at scale 1000 the files are 16% smaller without them and writing takes 0.07 s (25%) less
+#: CPU; readers decode them faster too (scripts/extract_cpu.py --compression).
+PARQUET_DICTIONARY = False
 
 ProgressCallback = Callable[[int], None]
 #: A running step logs its row count at most this often (seconds), per table.

@@ -1,6 +1,11 @@
 """An order-independent digest of a table's content, the same on the source and in the warehouse.
 
-Definition (``METHOD``): each row is rendered as PostgreSQL's text of the row value
+Two methods; a manifest names the one its digest used, and the warehouse recomputes that one. The
+binary method (:mod:`northwind_elt.digest_hash`, ``pghash64-chain-sum/1``) is what an extract from
+a PostgreSQL source computes by default: a third of the text method's server CPU. The text
+method below stays for the CSV extract, for sources it cannot serve, and for older manifests.
+
+Definition of the text method (``METHOD``): each row is rendered as PostgreSQL's text of the row value
 ``ROW(c1, c2, ...)::text`` (record output: fields quoted where needed, NULL an empty field), with
 every column in its *source* type and the text-form settings of :data:`TEXT_SETTINGS` (TimeZone
 UTC, ISO dates, shortest exact floats, hex bytea); ``money`` as ``numeric`` (its text depends on
@@ -32,10 +37,17 @@ import pyarrow.compute as pc
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from northwind_elt import digest_hash
 from northwind_elt.errors import SettingError
 from northwind_elt.pgtypes import Column
 
+#: The text method.
 METHOD = "md5-64-sum/1"
+#: Every method a manifest may name, each computed by :func:`digest_query`.
+METHODS = (METHOD, digest_hash.METHOD)
+#: Which method an extract from PostgreSQL uses: ``hash`` (the default) or ``text``.
+METHOD_VARIABLE = "NORTHWIND_DIGEST_METHOD"
+_METHOD_CHOICES = {"hash": digest_hash.METHOD, "text": METHOD}
 #: Which extracts compute content digests: ``postgres`` (the default), ``all`` or ``off``.
 DIGEST_VARIABLE = "NORTHWIND_CONTENT_DIGEST"
 #: The setting's values and the data-tree sources (extracts) each turns digests on for. The CSV's
@@ -69,23 +81,44 @@ def digests_enabled(source: str, value: str | None = None) -> bool:
     return source in DIGEST_SOURCES[chosen]
 
 
+def source_method(cur, value: str | None = None) -> str:
+    """The method an extract computes on the source of ``cur`` (``NORTHWIND_DIGEST_METHOD``).
+
+    The binary method needs a UTF-8 server (it hashes the bytes of text) of PostgreSQL 11 or
+    later; other sources get the text method.
+    """
+    if value is None:
+        value = os.environ.get(METHOD_VARIABLE, "")
+    chosen = value.strip().lower() or "hash"
+    if chosen not in _METHOD_CHOICES:
+        raise SettingError(f"{METHOD_VARIABLE}={value!r} must be one of "
+                           f"{', '.join(_METHOD_CHOICES)} (default hash)")
+    if chosen == "hash":
+        cur.execute("SELECT current_setting('server_encoding') = 'UTF8' "
+                    "AND current_setting('server_version_num')::int >= 110000")
+        if not cur.fetchone()[0]:
+            chosen = "text"
+    return _METHOD_CHOICES[chosen]
+
+
 @dataclass(frozen=True)
 class Digest:
-    """The row count and the sum of the 64-bit row hashes of one table's rows."""
+    """The row count and the sum of the 64-bit row hashes of one table's rows, by ``method``."""
 
     rows: int
     sum: int
+    method: str = METHOD
 
     def to_json(self) -> dict[str, Any]:
         """The manifest's form (the sum as a string: it outgrows JSON's safe integers)."""
-        return {"method": METHOD, "rows": self.rows, "sum": str(self.sum)}
+        return {"method": self.method, "rows": self.rows, "sum": str(self.sum)}
 
     @classmethod
     def from_json(cls, value: dict[str, Any] | None) -> Digest | None:
-        """The digest of a manifest, or None when it has none (or one of another method)."""
-        if not value or value.get("method") != METHOD:
+        """The digest of a manifest, or None when it has none (or one of an unknown method)."""
+        if not value or value.get("method") not in METHODS:
             return None
-        return cls(int(value["rows"]), int(value["sum"]))
+        return cls(int(value["rows"]), int(value["sum"]), value["method"])
 
     def __str__(self) -> str:
         return f"{self.rows} rows, sum {self.sum}"
@@ -113,13 +146,24 @@ def warehouse_expression(column: Column) -> sql.Composable:
 
 
 def digest_query(table: sql.Composable, expressions: Sequence[sql.Composable],
-                 where: sql.Composable | None = None, utf8: bool = True) -> sql.Composed:
-    """``SELECT count(*), sum(<row hash>) FROM <table> [WHERE ...]`` of the digest's definition."""
-    text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(expressions))
-    if not utf8:  # md5 hashes the server's bytes: hash UTF-8 like every other side
-        text = sql.SQL("convert_to({}, 'UTF8')").format(text)
-    # The cast to bit(64) keeps the first 64 of the 128 bits (cheaper than left() first).
-    row_hash = sql.SQL("('x' || md5({}))::bit(64)::bigint").format(text)
+                 where: sql.Composable | None = None, utf8: bool = True, method: str = METHOD,
+                 columns: Sequence[Column] = ()) -> sql.Composed:
+    """``SELECT count(*), sum(<row hash>) FROM <table> [WHERE ...]`` of ``method``'s definition.
+
+    ``expressions`` are the columns in their source types; the binary method also needs the
+    ``columns`` they read (their types choose the hash of each).
+    """
+    if method == digest_hash.METHOD:
+        if not utf8:
+            raise SettingError(f"content digest {method} hashes text as UTF-8 and this server's "
+                               f"encoding is not UTF8: extract with {METHOD_VARIABLE}=text")
+        row_hash = digest_hash.row_hash(columns, expressions)
+    else:
+        text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(expressions))
+        if not utf8:  # md5 hashes the server's bytes: hash UTF-8 like every other side
+            text = sql.SQL("convert_to({}, 'UTF8')").format(text)
+        # The cast to bit(64) keeps the first 64 of the 128 bits (cheaper than left() first).
+        row_hash = sql.SQL("('x' || md5({}))::bit(64)::bigint").format(text)
     return sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {}{}").format(
         row_hash, table, sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""))
 
@@ -145,12 +189,25 @@ def text_settings(cur) -> Iterator[bool]:
 
 
 def table_digest(cur, table: sql.Composable, expressions: Sequence[sql.Composable],
-                 where: sql.Composable | None = None) -> Digest:
-    """Compute the digest of ``table``'s rows (optionally ``where``) in the cursor's transaction."""
+                 where: sql.Composable | None = None, method: str = METHOD,
+                 columns: Sequence[Column] = ()) -> Digest:
+    """Compute the digest of ``table``'s rows (optionally ``where``) in the cursor's transaction.
+
+    Args:
+        cur: A cursor; the digest runs in its transaction.
+        table: The relation to read.
+        expressions: Each column in its source type (:func:`source_expression`,
+            :func:`warehouse_expression`).
+        where: An optional condition on the rows.
+        method: One of :data:`METHODS`.
+        columns: The columns ``expressions`` read (needed by the binary method).
+    """
+    if method not in METHODS:
+        raise SettingError(f"unknown content digest method {method!r}")
     with text_settings(cur) as utf8:
-        cur.execute(digest_query(table, expressions, where, utf8))
+        cur.execute(digest_query(table, expressions, where, utf8, method, columns))
         rows, total = cur.fetchone()
-    return Digest(int(rows), int(total))
+    return Digest(int(rows), int(total), method)
 
 
 # --- The CSV side: PostgreSQL's text of typed Arrow values, hashed in Python ----------------------

@@ -44,8 +44,23 @@ def run(script: str) -> None:
 
 
 def tap_pgcopy() -> None:
-    """``tap-pgcopy``."""
-    run("tap-pgcopy")
+    """``tap-pgcopy``; its ``--discover`` is answered without the SDK where it can be.
+
+    Meltano discovers before every run of the extract: see :mod:`tap_pgcopy.discover_light`.
+    """
+    from tap_pgcopy.discover_light import light_catalog
+
+    from northwind_elt.errors import SettingError
+
+    try:
+        catalog = light_catalog(sys.argv[1:])
+    except SettingError as error:
+        print(f"tap-pgcopy: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if catalog is None:
+        run("tap-pgcopy")
+    else:
+        print(catalog, flush=True)
 
 
 def tap_csvtyped() -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from northwind_elt import faults, report_json
+from northwind_elt.copy_out import copy_out
 from northwind_elt.errors import PrerequisiteError
 from northwind_elt.history_sql import day_relation
 from northwind_elt.layout import REPORT_CSV, REPORT_JSON
@@ -195,15 +196,12 @@ def copy_to_file(cur: psycopg.Cursor, statement: sql.Composable, outbox: Outbox,
         name: The file's name.
         started: Called with the staged file once it exists, to follow it as it grows.
     """
-    rows = 0
     with outbox.file(name) as staged:
-        with open(staged.path, "wb") as out, cur.copy(statement) as copy:
+        with open(staged.path, "wb") as out:
             if started is not None:
                 started(staged)
-            for chunk in copy:
-                out.write(chunk)
-                rows += 1
-                _hand_over(out, staged, rows)
+            rows = copy_out(cur, statement, out.write, FOLLOW_ROWS,
+                            lambda _rows: _hand_over(out, staged))
     faults.point("between-evidence-files")
     return rows
 
@@ -215,25 +213,26 @@ def copy_json_array(cur: psycopg.Cursor, statement: sql.Composable, outbox: Outb
     The server sends one row per chunk; each is written once the next one shows it is not the
     last (which ends without a comma). Returns the rows.
     """
-    rows = 0
     with outbox.file(name) as staged:
-        with open(staged.path, "wb") as out, cur.copy(statement) as copy:
+        with open(staged.path, "wb") as out:
             out.write(b"[\n")
             previous = b""
-            for chunk in copy:
+
+            def write(chunk: bytes) -> None:
+                nonlocal previous
                 if previous:
                     out.write(previous[:-1])
                     out.write(b",\n")
                 previous = bytes(chunk)
-                rows += 1
-                _hand_over(out, staged, rows)
+
+            rows = copy_out(cur, statement, write, FOLLOW_ROWS,
+                            lambda _rows: _hand_over(out, staged))
             out.write(previous)
             out.write(b"]\n")
     return rows
 
 
-def _hand_over(out: BinaryIO, staged: Staged, rows: int) -> None:
-    """Every :data:`FOLLOW_ROWS` rows, flush ``out`` and tell the threads that follow the file."""
-    if rows % FOLLOW_ROWS == 0:
-        out.flush()
-        staged.grew()
+def _hand_over(out: BinaryIO, staged: Staged) -> None:
+    """Flush ``out`` and tell the threads that follow the file (every :data:`FOLLOW_ROWS` rows)."""
+    out.flush()
+    staged.grew()

@@ -48,7 +48,8 @@ def check_loaded(cur: psycopg.Cursor, expected: Mapping[str, dict], tables: Mapp
             unchecked.append(stream)
             continue
         found = table_digest(cur, partition_table(table),
-                             [warehouse_expression(c) for c in columns[stream]])
+                             [warehouse_expression(c) for c in columns[stream]],
+                             method=wanted.method, columns=columns[stream])
         if found != wanted:
             wrong.append(f"{stream} (loaded {found}; extracted {wanted})")
     if wrong:
@@ -113,7 +114,8 @@ def verify_day(tree: DataTree, day: dt.date, conn: psycopg.Connection,
             found = table_digest(cur, day_relation(cur, stream, day),
                                  [warehouse_expression(c) for c in columns],
                                  sql.SQL("{} = {}").format(sql.Identifier(SNAPSHOT_DATE),
-                                                           sql.Literal(day)))
+                                                           sql.Literal(day)),
+                                 method=wanted.method, columns=columns)
             findings.append(Finding(stream, "ok", f"{wanted}") if found == wanted else Finding(
                 stream, "mismatch", f"warehouse {found}; manifest {wanted}"))
             if source is not None and manifest.source == "postgres":
@@ -130,7 +132,8 @@ def _drift(source: psycopg.Connection, stream: str, manifest: Manifest, columns:
         sql.Identifier(manifest.provenance.get("table") or name))
     try:
         with source.cursor() as cur:
-            now = table_digest(cur, table, [source_expression(c) for c in columns])
+            now = table_digest(cur, table, [source_expression(c) for c in columns],
+                               method=wanted.method, columns=columns)
     except psycopg.Error as error:
         source.rollback()
         return Finding(stream, "drift", f"the source cannot be read as extracted: "

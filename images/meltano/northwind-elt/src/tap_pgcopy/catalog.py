@@ -1,6 +1,9 @@
 """Read tables, columns, exact types, user type definitions and primary keys from the catalog."""
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from northwind_elt.errors import SettingError
@@ -183,3 +186,33 @@ def discover_tables(conn: psycopg.Connection, schemas: list[str],
                                f"{table.stream_name!r} is longer than {MAX_NAME_BYTES} bytes, "
                                "PostgreSQL's limit for the warehouse table")
     return sorted(tables, key=lambda t: t.stream_name), skipped
+
+
+def discover_configured(conn: psycopg.Connection, config: Mapping[str, Any],
+                        logger: logging.Logger) -> tuple[list[Table], list[Skipped]]:
+    """The tables the ``schemas``, ``relation_kinds`` and ``tables`` settings ask for.
+
+    The one discovery of the tap and of its light ``--discover`` (:mod:`tap_pgcopy.discover_light`),
+    so both answer alike. Logs each relation not extracted and the tables found.
+
+    Returns:
+        The tables, sorted by stream name, and the relations not extracted with their reasons.
+
+    Raises:
+        SettingError: If a setting names what the source lacks (see :func:`discover_tables`), or
+            the ``tables`` setting names a stream not found.
+    """
+    schemas = list(config.get("schemas") or [DEFAULT_SCHEMA])
+    tables, skipped = discover_tables(conn, schemas, relkinds(config.get("relation_kinds")))
+    for relation in skipped:
+        logger.info("not extracted: %s %s: %s", relation.kind, relation.relation, relation.reason)
+    wanted = config.get("tables")
+    if wanted:
+        known = {t.stream_name for t in tables}
+        missing = sorted(set(wanted) - known)
+        if missing:
+            raise SettingError(f"tables setting names tables not found in schemas "
+                               f"{', '.join(schemas)}: {missing}")
+        tables = [t for t in tables if t.stream_name in wanted]
+    logger.info("discovered %d tables: %s", len(tables), ", ".join(t.stream_name for t in tables))
+    return tables, skipped

@@ -15,7 +15,12 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from northwind_elt import pgconn
-from northwind_elt.content_digest import TEXT_SETTINGS, source_expression, table_digest
+from northwind_elt.content_digest import (
+    TEXT_SETTINGS,
+    source_expression,
+    source_method,
+    table_digest,
+)
 from northwind_elt.errors import InputError, SettingError
 from northwind_elt.pgtypes import Column
 from psycopg import sql
@@ -54,11 +59,14 @@ class DigestWorker:
     """Content digests computed on the catalog's connection, in its snapshot, while COPY streams.
 
     The catalog's connection is idle once the tables are known; its one thread digests each table
-    (a second scan on the server) while the data connection copies the next ones out.
+    (a second scan on the server) while the data connections copy the tables out. The method is
+    chosen once, for every table (:func:`source_method`).
     """
 
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
+        with conn.cursor() as cur:
+            self.method = source_method(cur)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="digest")
         self.futures: dict[str, Future] = {}
 
@@ -69,7 +77,8 @@ class DigestWorker:
     def _digest(self, stream: str, table: sql.Composable, columns: Sequence[Column]) -> dict:
         try:
             with self.conn.cursor() as cur:
-                return table_digest(cur, table, [source_expression(c) for c in columns]).to_json()
+                return table_digest(cur, table, [source_expression(c) for c in columns],
+                                    method=self.method, columns=columns).to_json()
         except psycopg.Error as error:
             raise InputError(f"table {stream}: its content digest failed: "
                              f"{str(error).strip().splitlines()[0]}") from None

@@ -25,7 +25,7 @@ import adbc_driver_manager
 import pyarrow as pa
 import pyarrow.parquet as pq
 from northwind_elt import pgconn
-from northwind_elt.arrow_io import PARQUET_COMPRESSION, ProgressCallback
+from northwind_elt.arrow_io import PARQUET_COMPRESSION, PARQUET_DICTIONARY, ProgressCallback
 from northwind_elt.errors import InputError, StorageError, os_reason
 from northwind_elt.pgtypes import Column, arrow_schema
 from psycopg import sql
@@ -53,7 +53,7 @@ class TableJob:
         stream: The stream name, for messages.
         where: ``table <schema>.<name>``, for messages.
         query: The query of a range: ``query(range)`` is its SQL text.
-        columns: The selected columns (the query also selects one flag per flagged column).
+        columns: The selected columns (the query may also select a range flag after them).
         convert: Turns a batch of the query into a batch of the Parquet schema (or raises).
         ranges: The page ranges, each read by one unit.
         size: The table's size (to start the largest work first), and whether it is locked.
@@ -93,7 +93,8 @@ class TableJob:
     def _open(self) -> pq.ParquetWriter:
         try:
             return pq.ParquetWriter(self.destination, arrow_schema(self.columns),
-                                    compression=PARQUET_COMPRESSION)
+                                    compression=PARQUET_COMPRESSION,
+                                    use_dictionary=PARQUET_DICTIONARY)
         except OSError as error:
             raise StorageError(f"cannot write {self.destination}: {os_reason(error)}") from None
 

@@ -7,9 +7,9 @@ PostgreSQL; constrained ``numeric`` is then cast to ``decimal128`` exactly.
 
 Special values: ``NaN`` of a ``numeric(p,s)``, ``±infinity``, BC dates and timestamps (and
 timestamps past Arrow's year 294247) have no value in the column's native Arrow type. They are
-found while reading (a failing decimal cast; a range flag selected beside each date or timestamp
-column), and then the table is read again with every column that holds one as text, this day only.
-Tables without such values are read once, as before.
+found while reading (a failing decimal cast; one range flag selected beside the row, true where a
+date or timestamp column is out of range), and then the table is read again with every column that
+holds one as text, this day only. Tables without such values are read once, as before.
 
 A table is read in page ranges on several connections (:mod:`tap_pgcopy.parallel`); this module
 says what a range's query and batches are.
@@ -139,14 +139,20 @@ _NATIVE_RANGE = {
 _NUMERIC_SPECIALS = ("NaN", "Infinity", "-Infinity")
 
 
-def _flag(column: Column) -> sql.Composable | None:
-    """True where a native date or time column's value is out of its Arrow type's range."""
+def _in_range(column: Column) -> sql.Composable | None:
+    """True where a native date or time column's value is in its Arrow type's range (NULL: NULL)."""
     if column.text_form or column.type_name not in _NATIVE_RANGE:
         return None
     low, high = _NATIVE_RANGE[column.type_name]
     name, kind = sql.Identifier(column.name), sql.SQL(column.type_name)
-    return sql.SQL("NOT ({} >= {}::{} AND {} < {}::{})").format(
+    return sql.SQL("{} >= {}::{} AND {} < {}::{}").format(
         name, sql.Literal(low), kind, name, sql.Literal(high), kind)
+
+
+def _flag(column: Column) -> sql.Composable | None:
+    """True where a native date or time column's value is out of its Arrow type's range."""
+    in_range = _in_range(column)
+    return None if in_range is None else sql.SQL("NOT ({})").format(in_range)
 
 
 def _special(column: Column) -> sql.Composable | None:
@@ -172,19 +178,24 @@ def _select_item(column: Column) -> sql.Composable:
 
 def select_statement(table: sql.Composable, columns: list[Column], flagged: list[Column]
                      ) -> sql.Composed:
-    """``SELECT <columns>, <flags> FROM <table>``, quoted, non-native columns as text.
+    """``SELECT <columns>[, <flag>] FROM <table>``, quoted, non-native columns as text.
 
-    Each native date or timestamp column also gets a range flag: ``infinity`` or a BC value has
-    no native Arrow value, and without the flag it would arrive as a wrong one.
+    With native date or timestamp columns (``flagged``), one range flag follows: true where any
+    of them is out of range (``infinity`` or a BC value has no native Arrow value, and without
+    the flag it would arrive as a wrong one). One flag for all costs the server half of what a
+    flag per column does (fewer values to send); which columns hold one is found afterwards.
     """
-    items = [_select_item(c) for c in columns] + [_flag(c) for c in flagged]
+    items = [_select_item(c) for c in columns]
+    if flagged:  # NULL AND true is NULL (no flag); NULL AND false is false (a flag)
+        items.append(sql.SQL("NOT ({})").format(
+            sql.SQL(" AND ").join(sql.SQL("({})").format(_in_range(c)) for c in flagged)))
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), table)
 
 
 def convert_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     """A batch of a range's query as a batch of the Parquet ``schema`` (its columns first).
 
-    The query selects the schema's columns, then one range flag per flagged column.
+    The query selects the schema's columns, then the row's range flag if it has flagged columns.
 
     Raises:
         NeedsText: If a natively stored column holds a value its Arrow type cannot.

@@ -12,9 +12,9 @@ from northwind_elt.step_tap import BatchTap
 from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
-from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_tables
+from tap_pgcopy.catalog import DEFAULT_SCHEMA, discover_configured
 from tap_pgcopy.client import DigestWorker, data_connection, open_snapshot, snapshot_provenance
-from tap_pgcopy.coverage import Relation, Skipped, check_extractable, relkinds
+from tap_pgcopy.coverage import Relation, Skipped, check_extractable
 from tap_pgcopy.parallel import ParallelExtract
 from tap_pgcopy.ranges import (
     CONNECTIONS_SETTING,
@@ -138,23 +138,8 @@ class TapPgCopy(BatchTap):
 
     def discover_streams(self) -> list[TableStream]:
         """One stream per table of the schemas (or of the ``tables`` setting)."""
-        schemas = list(self.config.get("schemas") or [DEFAULT_SCHEMA])
         # self.skipped: the relations not extracted, with their reasons (for the marker).
-        tables, self.skipped = discover_tables(self.snapshot[0], schemas,
-                                               relkinds(self.config.get("relation_kinds")))
-        for skipped in self.skipped:
-            self.logger.info("not extracted: %s %s: %s", skipped.kind, skipped.relation,
-                             skipped.reason)
-        wanted = self.config.get("tables")
-        if wanted:
-            known = {t.stream_name for t in tables}
-            missing = sorted(set(wanted) - known)
-            if missing:
-                raise SettingError(f"tables setting names tables not found in schemas "
-                                   f"{', '.join(schemas)}: {missing}")
-            tables = [t for t in tables if t.stream_name in wanted]
-        self.logger.info("discovered %d tables: %s", len(tables),
-                         ", ".join(t.stream_name for t in tables))
+        tables, self.skipped = discover_configured(self.snapshot[0], self.config, self.logger)
         return [TableStream(self, table) for table in tables]
 
     def check_before_sync(self) -> None:
