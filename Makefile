@@ -3,7 +3,7 @@
 # Cluster targets (up, down, ui, trigger, backfill, logs, cluster-status, image, e2e,
 # e2e-containers): mk/cluster.mk.
 
-.PHONY: help install run test test-fast lint check bench status clean
+.PHONY: help install run test test-fast lint check bench bench-scaling status clean
 
 include dags/northwind/cluster.env
 include mk/cluster.mk
@@ -70,6 +70,9 @@ check: lint test  ## Lint, then test
 
 bench: install  ## Benchmark each step against raw COPY on a scaled source (SCALE=1000; BACKEND=s3 adds the S3 data tree)
 	$(UV) run --frozen python -m scripts.bench $(if $(SCALE),--scale $(SCALE)) $(if $(filter s3,$(BACKEND)),--backend s3)
+
+bench-scaling: install  ## Scaling table: extract-postgres and load-warehouse on 1, 2, 4 connections at scale 1000 and 10000 (~25 min, a few GB in /tmp)
+	$(UV) run --frozen python -m scripts.bench --scaling
 
 clean:  ## Stop the local PostgreSQL; remove data/, .local/ and the installed plugins (images/meltano/.meltano)
 	-$(UV) run --frozen python -c "from pathlib import Path; from northwind_elt.localdb import stop_server; stop_server(Path('.local'))"

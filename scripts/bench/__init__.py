@@ -24,6 +24,15 @@ Then, in the same run and on the same data:
   memory is not counted (a store is not part of a step pod); the CPU seconds it used during each
   S3 step are printed beside it, as it shares the machine's cores with the step.
 
+The goals are printed under the table, each tagged with the issue that set it (``#26``: the data
+part of extract-postgres and of the load under single-stream raw COPY, the report within 1.5x its
+raw query, every fixed start-up within 1.5 s, every process under 400 MB); the in-process first load
+is also timed with the history off, as the load was before the history existed.
+
+``--scaling`` (``make bench-scaling``, :mod:`.scaling`) prints only the scaling table instead:
+extract-postgres and load-warehouse on 1, 2 and 4 connections at scale 1000 and 10000, with the
+CPU seconds of the step's processes and of the server.
+
 Peak RSS is measured two ways: the kernel's high-water mark of the largest single process of the
 command's tree (``ru_maxrss`` of the waited-for descendants, exact), and the largest sum over the
 tree seen by polling with psutil every 50 ms (a sample: short peaks can be missed). The server's
@@ -33,6 +42,8 @@ Usage::
 
     uv run python -m scripts.bench [--scale N] [--stock-slice ROWS] [--no-growth] [--quick]
                                    [--backend fs|s3]
+    uv run python -m scripts.bench --scaling [--scaling-scales 1000,10000]
+                                             [--scaling-connections 1,2,4]
 
 Prints a fixed-width table and writes it as JSON to ``bench-results/`` (git-ignored).
 
@@ -40,6 +51,6 @@ Modules by job: :mod:`.source` (the scaled source), :mod:`.baselines` (raw COPY)
 :mod:`.meltano_steps` (the steps as pods run them, the stock tap), :mod:`.startup`,
 :mod:`.inprocess` (the load through :func:`northwind_elt.warehouse_load.load_day` and the report,
 without start-up), :mod:`.digests`, :mod:`.measure`, :mod:`.table`, :mod:`.goals` and
-:mod:`.output` (pure), :mod:`.run` (the command).
+:mod:`.output` (pure), :mod:`.scaling` (the scaling table), :mod:`.run` (the command).
 """
 

@@ -21,7 +21,7 @@ def _copy_script(path: Path, lines: Iterable[str]) -> Path:
 
 
 def raw_copy_out(server: Server, dbname: str, tables: dict[str, str], folder: Path, rows: int,
-                 name: str) -> Measurement:
+                 name: str, runs: int = RAW_RUNS) -> Measurement:
     r"""``\copy (SELECT * FROM <table>) TO <file> (FORMAT binary)`` for every ``tables`` item.
 
     Args:
@@ -31,6 +31,7 @@ def raw_copy_out(server: Server, dbname: str, tables: dict[str, str], folder: Pa
         folder: Where the binary files go.
         rows: The rows those tables hold (for rows/s).
         name: The measurement's name.
+        runs: The runs, median taken.
     """
     folder.mkdir(parents=True, exist_ok=True)
     # Table names come from the catalog; psql meta-commands take no bind parameters.
@@ -38,22 +39,23 @@ def raw_copy_out(server: Server, dbname: str, tables: dict[str, str], folder: Pa
         f"\\copy (SELECT * FROM {qualified}) TO '{folder / stem}.bin' WITH (FORMAT binary)"  # noqa: S608
         for stem, qualified in tables.items()))
     return median_of([measure(name, server.psql_command(dbname, script), rows,
-                              folder / f"{name}.log") for _ in range(RAW_RUNS)])
+                              folder / f"{name}.log") for _ in range(runs)])
 
 
 
 def raw_copy_in(server: Server, dbname: str, tables: dict[str, str], folder: Path, rows: int,
-                name: str) -> Measurement:
+                name: str, runs: int = RAW_RUNS) -> Measurement:
     r"""``\copy raw_in.<stem> FROM <file> (FORMAT binary)`` for every file, in one transaction.
 
     The target tables are created empty first (untimed) as ``LIKE <table> INCLUDING ALL``, so
-    they have the same columns, defaults and primary keys as the source tables.
+    they have the same columns, defaults and primary keys as the source tables. The median of
+    ``runs``.
     """
     script = _copy_script(folder / f"{name}.sql", (
         f"\\copy {RAW_IN_SCHEMA}.{stem} FROM '{folder / stem}.bin' WITH (FORMAT binary)"
         for stem in tables))
-    runs = []
-    for _ in range(RAW_RUNS):
+    found = []
+    for _ in range(runs):
         with server.connect(dbname) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}").format(
                 s=sql.Identifier(RAW_IN_SCHEMA)))
@@ -61,9 +63,9 @@ def raw_copy_in(server: Server, dbname: str, tables: dict[str, str], folder: Pat
                 conn.execute(sql.SQL("CREATE TABLE {}.{} (LIKE {} INCLUDING ALL)").format(
                     sql.Identifier(RAW_IN_SCHEMA), sql.Identifier(stem), sql.SQL(qualified)))
         server.checkpoint()
-        runs.append(measure(name, server.psql_command(dbname, script, single_transaction=True),
-                            rows, folder / f"{name}.log"))
-    return median_of(runs)
+        found.append(measure(name, server.psql_command(dbname, script, single_transaction=True),
+                             rows, folder / f"{name}.log"))
+    return median_of(found)
 
 
 

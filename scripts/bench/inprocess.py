@@ -41,15 +41,16 @@ def day_partitions(tree: DataTree, extracted: dt.date) -> list[DayPartition]:
 
 
 def load_in_process(conn: psycopg.Connection, tree: DataTree, extracted: dt.date, day: dt.date,
-                    keep: int | None) -> float:
+                    keep: int | None, history: bool = True) -> float:
     """Load ``extracted``'s partitions as ``day`` with :func:`load_day`, as target-pgcopy does.
 
-    The step's sequence (history on, retention ``keep``) without Meltano's start-up or the
-    Singer messages, so the data part is measured directly. Returns the seconds taken.
+    The step's sequence (the history on unless ``history`` is False, retention ``keep``) without
+    Meltano's start-up or the Singer messages, so the data part is measured directly. Returns the
+    seconds taken.
     """
     partitions = day_partitions(tree, extracted)
     started = time.perf_counter()
-    load_day(conn, day, partitions, LoadOptions(keep_days=keep))
+    load_day(conn, day, partitions, LoadOptions(keep_days=keep, history=history))
     return time.perf_counter() - started
 
 
@@ -66,7 +67,8 @@ def snapshots_bytes(conn: psycopg.Connection) -> int:
 def warehouse_in_process(server: Server, source: str, data_root: Path, folder: Path) -> dict:
     """The warehouse's data parts without start-up, on the step run's data tree and warehouse.
 
-    A first load into an empty warehouse followed by a rerun of the day, LOAD_RUNS times (medians),
+    A first load into an empty warehouse followed by a rerun of the day, and a first load with
+    the history off (as the load was before it existed), LOAD_RUNS times (medians),
     then RETENTION_DAYS - 1 more days
     with NORTHWIND_KEEP_DAYS=RETENTION_KEEP (the same files under later dates), with the size of
     the partitions after each day; and the report written into a folder, on two connections.
@@ -80,8 +82,13 @@ def warehouse_in_process(server: Server, source: str, data_root: Path, folder: P
         started = time.perf_counter()
         write_report(conn, extracted, folder / "report", second)
         result["report"] = time.perf_counter() - started
-    firsts, reruns = [], []
+    firsts, reruns, plain = [], [], []
     for _ in range(LOAD_RUNS):  # each first load into an empty warehouse, then its rerun
+        server.create_database(database)
+        with server.connect(database) as conn:
+            server.checkpoint()
+            plain.append(load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP,
+                                         history=False))
         server.create_database(database)
         with server.connect(database) as conn:
             server.checkpoint()
@@ -89,6 +96,7 @@ def warehouse_in_process(server: Server, source: str, data_root: Path, folder: P
             server.checkpoint()
             reruns.append(load_in_process(conn, tree, extracted, extracted, RETENTION_KEEP))
     result["first"], result["rerun"] = statistics.median(firsts), statistics.median(reruns)
+    result["first_no_history"] = statistics.median(plain)
     with server.connect(database) as conn:
         result["sizes"].append(snapshots_bytes(conn))
         for n in range(1, RETENTION_DAYS):

@@ -1,8 +1,9 @@
-"""Measuring a command: wall time, peak RSS (kernel high-water mark and sampled tree), exit status.
+"""Measuring a command: wall time, CPU, peak RSS (kernel high-water mark and sampled tree), exit status.
 
 Peak RSS is measured two ways: the kernel's high-water mark of the largest single process of the
 command's tree (``ru_maxrss`` of the waited-for descendants, exact), and the largest sum over the
-tree seen by polling with psutil every 50 ms (a sample: short peaks can be missed).
+tree seen by polling with psutil every 50 ms (a sample: short peaks can be missed). CPU seconds are
+those of the same waited-for descendants (``ru_utime + ru_stime``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import psutil
 
 from .settings import SAMPLE_SECONDS
 
-#: Runs a command, then writes its exit code, wall time and the peak RSS of its largest process.
+#: Runs a command, then writes its exit code, wall time, the peak RSS of its largest process and
+#: the CPU seconds of its tree (every waited-for descendant: Meltano waits for its plugins).
 _WRAPPER = """\
 import json, resource, subprocess, sys, time
 start = time.perf_counter()
 code = subprocess.run(sys.argv[2:]).returncode
 wall = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-open(sys.argv[1], "w").write(json.dumps({"returncode": code, "wall": wall, "maxrss_kb": peak}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(json.dumps({"returncode": code, "wall": wall,
+                                         "maxrss_kb": usage.ru_maxrss,
+                                         "cpu": usage.ru_utime + usage.ru_stime}))
 sys.exit(code)
 """
 
@@ -52,6 +56,10 @@ class Measurement:
     log: str
     #: CPU seconds the S3 store used during the command (S3 runs only; it shares the cores).
     store_cpu: float | None = None
+    #: CPU seconds (user + system) of the command's process tree.
+    cpu: float | None = None
+    #: CPU seconds the database server (every backend and helper) used during the command.
+    server_cpu: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -120,7 +128,7 @@ def measure(name: str, command: Sequence[str], rows: int, log: Path, *,
     measured = Measurement(
         name=name, rows=rows, wall=result["wall"], rss_process_mb=result["maxrss_kb"] / 1024,
         rss_tree_mb=sampler.tree_peak / 2**20, largest_process=sampler.largest,
-        returncode=result["returncode"], log=str(log))
+        returncode=result["returncode"], log=str(log), cpu=result.get("cpu"))
     if check and measured.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise BenchmarkError(f"{name} failed (exit {measured.returncode}); log {log}:\n{tail}")

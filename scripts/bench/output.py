@@ -10,7 +10,7 @@ from pathlib import Path
 
 from northwind_elt.content_digest import DIGEST_VARIABLE
 
-from .goals import RATIO_GOAL, RSS_GOAL_MB, goal_lines, in_process_lines, s3_lines, warehouse_goal_lines
+from .goals import goal_lines, in_process_lines, issue26_lines, s3_lines, warehouse_goal_lines
 from .measure import Measurement, ScaleResult
 from .settings import (
     BASELINE_OF,
@@ -60,8 +60,8 @@ def report(main: ScaleResult, start: dict[str, Measurement], growth: list[ScaleR
               "RSS MB = peak RSS of the largest single process (kernel high-water mark); tree MB = "
               "largest sampled sum over the step's processes (50 ms polling).",
               "data s = wall - start-up; data/raw = data s / raw COPY (FORMAT binary) of the same "
-              f"rows. Goals: extract and load data/raw <= {RATIO_GOAL:.0f}x, RSS < "
-              f"{RSS_GOAL_MB} MB."]
+              "rows.", "", "Goals (#N: the issue that set the goal):"]
+    lines += issue26_lines(main, start)
     lines += goal_lines(main, start)
     lines += warehouse_goal_lines(main, start)
     lines += in_process_lines(main)

@@ -25,6 +25,7 @@ from .inprocess import warehouse_in_process
 from .measure import ScaleResult
 from .meltano_steps import FS_SIDE, Side, private_meltano_dir, run_steps, stock_comparison
 from .output import report, to_json
+from .scaling import CONNECTIONS, SCALING_SCALES, run_scaling
 from .settings import (
     BENCH_SCHEMA,
     DEFAULT_SCALE,
@@ -90,6 +91,18 @@ def run_scale(server: Server, scale: int, folder: Path, steps: Sequence[str],
 
 
 
+def positive_list(text: str) -> tuple[int, ...]:
+    """``1000,10000`` -> (1000, 10000): whole numbers, each at least 1 (an argparse type)."""
+    try:
+        numbers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, comma-separated: {text!r}")
+    return numbers
+
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table; write the JSON; return 0 (1 if a step failed)."""
     parser = argparse.ArgumentParser(prog="python -m scripts.bench",
@@ -118,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                              "source; 0 skips them (default 30)")
     parser.add_argument("--backend", choices=("fs", "s3"), default="fs",
                         help="s3: also run the steps with the data tree on a local S3 server")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only the scaling table: extract-postgres and load-warehouse on "
+                             + ", ".join(map(str, CONNECTIONS)) + " connections")
+    parser.add_argument("--scaling-scales", type=positive_list, default=SCALING_SCALES,
+                        help="the scales of --scaling, comma-separated (default "
+                             + ",".join(map(str, SCALING_SCALES)) + ")")
+    parser.add_argument("--scaling-connections", type=positive_list, default=CONNECTIONS,
+                        help="the connection counts N of --scaling, comma-separated (default "
+                             + ",".join(map(str, CONNECTIONS)) + ")")
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error("--scale must be at least 1")
@@ -131,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: work folder {workdir}", flush=True)
         private_meltano_dir(workdir)
         server = Server(workdir)
+        if args.scaling:
+            results = run_scaling(server, workdir, args.scaling_scales, args.output,
+                                  args.scaling_connections, args.startup_runs)
+            return 1 if any(m.returncode for r in results for by_n in r.steps.values()
+                            for m in by_n.values()) else 0
         if args.backend == "s3":
             (workdir / "seaweedfs").mkdir()
             s3 = seaweed.start(workdir / "seaweedfs")

@@ -6,9 +6,11 @@ remapped keys; an empty source (one-row CSV) gives each step's fixed start-up.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import psutil
 import psycopg
 from northwind_elt import localdb
 from psycopg import sql
@@ -54,10 +56,15 @@ class Server:
 
     def create_database(self, name: str) -> None:
         """Create database ``name`` afresh."""
+        self.drop_database(name)
+        with self.connect("postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, whoever is connected to it."""
         with self.connect("postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def psql_command(self, dbname: str, script: Path, *, single_transaction: bool = False
                      ) -> list[str]:
@@ -76,9 +83,33 @@ class Server:
         with self.connect("postgres") as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the whole server has used so far.
+
+        The postmaster's own time, its live children's (backends, checkpointer, WAL writer) and
+        the reaped ones' (a backend that exits is added to the postmaster's children times), so
+        the difference over a step counts the backends it opened and closed. The children are
+        read before the postmaster: one that exits in between is counted twice, not lost.
+        """
+        postmaster = int((self.state / "postgres" / "postmaster.pid").read_text().split()[0])
+        total = 0.0
+        for child in psutil.Process(postmaster).children():
+            try:
+                total += sum(_proc_times(child.pid)[:2])
+            except OSError:  # exited since the listing: now in the postmaster's children times
+                continue
+        return total + sum(_proc_times(postmaster))
+
     def stop(self) -> None:
         """Stop the server."""
         localdb.stop_server(self.state)
+
+
+
+def _proc_times(pid: int) -> list[float]:
+    """utime, stime, cutime, cstime of ``pid`` in seconds (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return [int(f) / os.sysconf("SC_CLK_TCK") for f in fields[11:15]]
 
 
 
