@@ -12,12 +12,15 @@ from northwind_elt import warehouse_layout
 from northwind_elt.commits import committed_partitions
 from northwind_elt.content_digest import (
     DIGEST_VARIABLE,
+    METHOD,
     ArrowDigest,
+    Digest,
     source_expression,
     table_digest,
     warehouse_expression,
 )
 from northwind_elt.layout import DataTree
+from northwind_elt.manifest import read_manifest
 from northwind_elt.pgtypes import columns_of
 from northwind_elt.steps import EXTRACT_CSV, EXTRACT_POSTGRES, LOAD_WAREHOUSE
 from psycopg import sql
@@ -85,7 +88,8 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
             columns = columns_of(pq.read_schema(partition.data_file))
             started = time.perf_counter()
             found = table_digest(src_cur, sql.Identifier(partition.stream),
-                                 [source_expression(c) for c in columns])
+                                 [source_expression(c) for c in columns],
+                                 method=manifest_method(partition), columns=columns)
             work["source scan"]["seconds"] += time.perf_counter() - started
             work["source scan"]["rows"] += found.rows
         for partition in [*postgres, *csv]:
@@ -93,7 +97,8 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
             started = time.perf_counter()
             found = table_digest(wh_cur, warehouse_layout.snapshot_table(partition.stream),
                                  [warehouse_expression(c) for c in columns],
-                                 sql.SQL("snapshot_date = {}").format(sql.Literal(day)))
+                                 sql.SQL("snapshot_date = {}").format(sql.Literal(day)),
+                                 method=manifest_method(partition), columns=columns)
             kind = "CSV" if partition.source == "csv" else "postgres tables"
             checked = work[f"warehouse check ({kind})"]
             checked["seconds"] += time.perf_counter() - started
@@ -106,3 +111,9 @@ def digest_work(server: Server, source: str, warehouse_db: str, data_root: Path)
                 work["CSV hashing"]["seconds"] += time.perf_counter() - started
                 work["CSV hashing"]["rows"] += hashing.rows
     return work
+
+
+def manifest_method(partition) -> str:
+    """The digest method the partition's manifest names (the one its extract and load use)."""
+    found = Digest.from_json(read_manifest(partition).content_digest)
+    return found.method if found else METHOD
