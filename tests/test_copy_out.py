@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import psycopg
 import pytest
@@ -66,3 +68,28 @@ def test_a_failing_writer_stops_the_copy_and_leaves_the_connection_usable(databa
         cur.execute("INSERT INTO kept VALUES (1)")
         conn.commit()
         assert cur.execute("SELECT count(*) FROM kept").fetchone() == (1,)
+
+
+def test_waiting_for_the_server_leaves_other_threads_running(databases):
+    # The report's JSON thread follows the CSV while the COPY waits for rows: a wait that held
+    # the GIL would stop it (the report took 10% longer so).
+    slow = sql.SQL("COPY (SELECT g, pg_sleep(0.02) FROM generate_series(1, 40) g) TO STDOUT")
+    stop, counted = threading.Event(), []
+
+    def count() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            time.sleep(0.001)
+        counted.append(n)
+
+    with databases.source() as conn, conn.cursor() as cur:
+        counter = threading.Thread(target=count)
+        counter.start()
+        started = time.perf_counter()
+        assert copy_out(cur, slow, lambda _row: None) == 40
+        elapsed = time.perf_counter() - started
+        stop.set()
+        counter.join()
+    # About one tick per 1.1 ms while the COPY waits 0.8 s; none if the wait held the GIL.
+    assert counted[0] > 0.25 * elapsed / 0.0011

@@ -10,6 +10,7 @@ it, so the transaction can still roll back.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 
 import psycopg
@@ -34,29 +35,45 @@ def copy_out(cur: psycopg.Cursor, statement: sql.Composable, write: Callable[[by
     pgconn = conn.pgconn
     with conn.lock:  # no other thread may use the connection while it is in COPY state
         pgconn.send_query(statement.as_bytes(conn))
-        started = pgconn.get_result()
+        while pgconn.flush():  # a non-blocking connection may hold part of the query
+            select.select([], [pgconn.socket], [])
+        started = _next_result(pgconn)
         if started is None or started.status != pq.ExecStatus.COPY_OUT:
             _drain(pgconn)
             raise _error(started, conn)
         rows = 0
-        get = pgconn.get_copy_data
+        get, socket = pgconn.get_copy_data, pgconn.socket
         try:
             while True:
-                size, data = get(0)
-                if size < 0:  # the end of the rows (an error raises)
+                # Without waiting: a blocking call would wait for the server holding the GIL,
+                # starving the threads that follow the file (the report's JSON).
+                size, data = get(1)
+                if size > 0:
+                    write(data)
+                    rows += 1
+                    if every and rows % every == 0:
+                        each(rows)
+                elif size == 0:  # nothing buffered: wait for the socket, the GIL released
+                    select.select([socket], [], [])
+                    pgconn.consume_input()
+                else:  # the end of the rows (an error raises)
                     break
-                write(data)
-                rows += 1
-                if every and rows % every == 0:
-                    each(rows)
         except BaseException:
             _abandon(conn, pgconn)
             raise
-        finished = pgconn.get_result()
+        finished = _next_result(pgconn)
         _drain(pgconn)
         if finished is None or finished.status != pq.ExecStatus.COMMAND_OK:
             raise _error(finished, conn)
     return rows
+
+
+def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    """The next result, waited for on the socket: ``PQgetResult`` would wait holding the GIL."""
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 def _error(result: pq.abc.PGresult | None, conn: psycopg.Connection) -> psycopg.Error:
