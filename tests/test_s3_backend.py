@@ -246,9 +246,13 @@ def test_a_report_failing_while_its_files_upload_leaves_no_evidence_and_a_failed
     monkeypatch.setattr(report, "FOLLOW_ROWS", 256)
     real = report._hand_over
 
-    def breaking(out, staged, rows):
-        real(out, staged, rows)
-        if rows == 3 * report.FOLLOW_ROWS:
+    calls = 0
+
+    def breaking(out, staged):  # called every FOLLOW_ROWS rows
+        nonlocal calls
+        real(out, staged)
+        calls += 1
+        if calls == 3:
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(report, "_hand_over", breaking)

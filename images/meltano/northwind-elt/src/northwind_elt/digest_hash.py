@@ -91,6 +91,11 @@ _SPELLING = {
 }
 
 
+#: The most columns a table's rows are hashed by this method: the chain nests one call per column,
+#: and building or parsing thousands of levels overflows a recursion limit (a 1,600-column table
+#: did). A wider table's manifest names the text method.
+MAX_COLUMNS = 100
+
 def hash_kind(column: Column) -> str | None:
     """The key of :data:`_HASHES` hashing ``column``, or None for its text form.
 

@@ -14,8 +14,9 @@ from typing import Any
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
-from northwind_elt import pgconn
+from northwind_elt import digest_hash, pgconn
 from northwind_elt.content_digest import (
+    METHOD,
     TEXT_SETTINGS,
     source_expression,
     source_method,
@@ -76,9 +77,11 @@ class DigestWorker:
 
     def _digest(self, stream: str, table: sql.Composable, columns: Sequence[Column]) -> dict:
         try:
+            # The hash chain nests a call per column: a wide table takes the text method.
+            method = self.method if len(columns) <= digest_hash.MAX_COLUMNS else METHOD
             with self.conn.cursor() as cur:
                 return table_digest(cur, table, [source_expression(c) for c in columns],
-                                    method=self.method, columns=columns).to_json()
+                                    method=method, columns=columns).to_json()
         except psycopg.Error as error:
             raise InputError(f"table {stream}: its content digest failed: "
                              f"{str(error).strip().splitlines()[0]}") from None
